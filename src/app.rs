@@ -1,0 +1,187 @@
+//! The composition root: builds every part from `Config`, runs it, owns shutdown.
+//! `main` and the integration tests use the same `start`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::domain::Msg;
+use crate::engine::{Engine, EngineError, ScriptLimits};
+use crate::services::Services;
+use crate::storage::{self, Writer};
+
+/// Shared by every part, on both runtimes.
+pub struct AppState {
+    pub config: Config,
+    pub services: Arc<Services>,
+    pub engine: Engine,
+    pub metrics: PrometheusHandle,
+    pub jwt_secret: String,
+    /// The main tokio runtime; MQTT workers hop onto it for engine and storage work.
+    pub rt: tokio::runtime::Handle,
+    /// Messages in processing, bounded: when exhausted, sessions stop reading.
+    pub inflight: Arc<Semaphore>,
+    pub mqtt_accepting: AtomicBool,
+    pub shutdown: CancellationToken,
+    pub sessions: crate::transport::mqtt::Registry,
+}
+
+impl AppState {
+    /// Runs a device's messages through the rule engine; resolves when all of them are processed
+    /// and their writes committed. Waits for capacity first (back-pressure).
+    pub async fn ingest(&self, msgs: Vec<Msg>) -> Result<(), EngineError> {
+        let count = u32::try_from(msgs.len().max(1)).unwrap_or(u32::MAX);
+        let _permit = self
+            .inflight
+            .acquire_many(count)
+            .await
+            .map_err(|_| EngineError::Storage(storage::StorageError::Closed))?;
+        for msg in msgs {
+            metrics::counter!("ferroboard_messages_in_total", "type" => msg.msg_type.as_str().to_owned())
+                .increment(1);
+            self.engine.process(msg, &self.services).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A started server. Drop does not stop it; call `shutdown`.
+pub struct RunningApp {
+    pub http_addr: SocketAddr,
+    pub mqtt_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    mqtt_server: ntex_server::net::Server,
+    mqtt_thread: Option<std::thread::JoinHandle<()>>,
+    http_task: tokio::task::JoinHandle<()>,
+    writer_stop: CancellationToken,
+    writer_task: tokio::task::JoinHandle<()>,
+}
+
+/// Builds and starts everything. Must run inside a multi-thread tokio runtime.
+pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
+    let store = storage::open(&config.database_url)
+        .await
+        .with_context(|| format!("cannot open database {}", redact(&config.database_url)))?;
+    store.migrate().await.context("database migration failed")?;
+    let writer_stop = CancellationToken::new();
+    let (writer, writer_task) = Writer::spawn(store.clone(), config.batch(), writer_stop.clone());
+    let services = Arc::new(Services {
+        store: store.clone(),
+        writer,
+        typing: config.typing(),
+    });
+    crate::services::accounts::bootstrap(store.as_ref(), &config)
+        .await
+        .context("first-start bootstrap failed")?;
+    let jwt_secret = crate::services::accounts::jwt_secret(store.as_ref(), &config)
+        .await
+        .context("cannot load the JWT signing key")?;
+    let limits = ScriptLimits {
+        max_operations: config.engine.script_max_operations,
+        timeout: Duration::from_millis(config.engine.script_timeout_ms),
+    };
+    let engine = Engine::load(&config.rules_dir, limits).map_err(|e| {
+        anyhow::anyhow!("rules directory {} is invalid:\n{e}", config.rules_dir.display())
+    })?;
+
+    let http_listener = tokio::net::TcpListener::bind(&config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
+    let http_addr = http_listener.local_addr()?;
+    let mqtt_listener = std::net::TcpListener::bind(&config.mqtt_addr)
+        .with_context(|| format!("cannot listen for MQTT on {}", config.mqtt_addr))?;
+    let mqtt_addr = mqtt_listener.local_addr()?;
+
+    let state = Arc::new(AppState {
+        inflight: Arc::new(Semaphore::new(config.engine.max_in_flight.max(1))),
+        config,
+        services,
+        engine,
+        metrics: crate::observability::metrics_handle(),
+        jwt_secret,
+        rt: tokio::runtime::Handle::current(),
+        mqtt_accepting: AtomicBool::new(false),
+        shutdown: CancellationToken::new(),
+        sessions: crate::transport::mqtt::Registry::default(),
+    });
+
+    let router = crate::api::router(state.clone());
+    let stop = state.shutdown.clone();
+    let http_task = tokio::spawn(async move {
+        let serve = axum::serve(http_listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+
+    let (mqtt_server, mqtt_thread) = crate::transport::mqtt::spawn(state.clone(), mqtt_listener)?;
+    state.mqtt_accepting.store(true, Ordering::SeqCst);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        http = %http_addr,
+        mqtt = %mqtt_addr,
+        storage = state.services.store.backend(),
+        bus = "local",
+        node = %state.config.node_id,
+        "ferroboard started"
+    );
+    Ok(RunningApp {
+        http_addr,
+        mqtt_addr,
+        state,
+        mqtt_server,
+        mqtt_thread: Some(mqtt_thread),
+        http_task,
+        writer_stop,
+        writer_task,
+    })
+}
+
+impl RunningApp {
+    /// Stops accepting, closes sessions (MQTT 5: DISCONNECT 0x8B), finishes what is in flight,
+    /// commits what was queued, and closes storage.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        state.mqtt_accepting.store(false, Ordering::SeqCst);
+        state.shutdown.cancel();
+        state.sessions.close_all(crate::transport::mqtt::CloseReason::ServerShutdown);
+        let _ = tokio::time::timeout(Duration::from_secs(4), self.mqtt_server.stop(true)).await;
+        let max = u32::try_from(state.config.engine.max_in_flight.max(1)).unwrap_or(u32::MAX);
+        if tokio::time::timeout(Duration::from_secs(3), state.inflight.acquire_many(max))
+            .await
+            .is_err()
+        {
+            tracing::warn!("messages still in processing at shutdown; their senders were not acknowledged");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.http_task).await;
+        self.writer_stop.cancel();
+        let _ = (&mut self.writer_task).await;
+        state.services.store.close().await;
+        if let Some(thread) = self.mqtt_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        tracing::info!("ferroboard stopped");
+        Ok(())
+    }
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,130 @@
+//! Rule-engine messages (rule-engine.md §1–2): type, originator, JSON data and string metadata.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::ids::{CustomerId, EntityId, TenantId};
+
+/// Message types the platform emits; any other string is `Custom`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum MsgType {
+    PostTelemetryRequest,
+    PostAttributesRequest,
+    ToServerRpcRequest,
+    RpcCallFromServerToDevice,
+    ActivityEvent,
+    InactivityEvent,
+    ConnectEvent,
+    DisconnectEvent,
+    EntityCreated,
+    EntityUpdated,
+    EntityDeleted,
+    AttributesUpdated,
+    AttributesDeleted,
+    TimeseriesUpdated,
+    TimeseriesDeleted,
+    Custom(String),
+}
+
+impl MsgType {
+    const KNOWN: [(MsgType, &'static str, &'static str); 15] = [
+        (Self::PostTelemetryRequest, "POST_TELEMETRY_REQUEST", "Post telemetry"),
+        (Self::PostAttributesRequest, "POST_ATTRIBUTES_REQUEST", "Post attributes"),
+        (Self::ToServerRpcRequest, "TO_SERVER_RPC_REQUEST", "RPC Request from Device"),
+        (Self::RpcCallFromServerToDevice, "RPC_CALL_FROM_SERVER_TO_DEVICE", "RPC Request to Device"),
+        (Self::ActivityEvent, "ACTIVITY_EVENT", "Activity Event"),
+        (Self::InactivityEvent, "INACTIVITY_EVENT", "Inactivity Event"),
+        (Self::ConnectEvent, "CONNECT_EVENT", "Connect Event"),
+        (Self::DisconnectEvent, "DISCONNECT_EVENT", "Disconnect Event"),
+        (Self::EntityCreated, "ENTITY_CREATED", "Entity Created"),
+        (Self::EntityUpdated, "ENTITY_UPDATED", "Entity Updated"),
+        (Self::EntityDeleted, "ENTITY_DELETED", "Entity Deleted"),
+        (Self::AttributesUpdated, "ATTRIBUTES_UPDATED", "Attributes Updated"),
+        (Self::AttributesDeleted, "ATTRIBUTES_DELETED", "Attributes Deleted"),
+        (Self::TimeseriesUpdated, "TIMESERIES_UPDATED", "Timeseries Updated"),
+        (Self::TimeseriesDeleted, "TIMESERIES_DELETED", "Timeseries Deleted"),
+    ];
+
+    pub fn parse(name: &str) -> Self {
+        Self::KNOWN
+            .iter()
+            .find(|(_, n, _)| *n == name)
+            .map(|(t, _, _)| t.clone())
+            .unwrap_or_else(|| Self::Custom(name.to_owned()))
+    }
+
+    /// The wire name, e.g. `POST_TELEMETRY_REQUEST`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Custom(s) => s,
+            known => Self::KNOWN
+                .iter()
+                .find(|(t, _, _)| t == known)
+                .map(|(_, n, _)| *n)
+                .unwrap_or("OTHER"),
+        }
+    }
+
+    /// The relation a message-type switch emits for this type (`Other` for custom types).
+    pub fn switch_label(&self) -> &'static str {
+        Self::KNOWN
+            .iter()
+            .find(|(t, _, _)| t == self)
+            .map(|(_, _, label)| *label)
+            .unwrap_or("Other")
+    }
+}
+
+/// A rule-engine message. `data` is kept parsed; ThingsBoard's JSON text is its serialisation.
+#[derive(Clone, Debug)]
+pub struct Msg {
+    pub id: Uuid,
+    pub ts: i64,
+    pub msg_type: MsgType,
+    pub tenant: TenantId,
+    pub customer: Option<CustomerId>,
+    pub originator: EntityId,
+    pub metadata: BTreeMap<String, String>,
+    pub data: Value,
+}
+
+impl Msg {
+    pub fn new(msg_type: MsgType, tenant: TenantId, originator: EntityId, data: Value) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            ts: super::now_ms(),
+            msg_type,
+            tenant,
+            customer: None,
+            originator,
+            metadata: BTreeMap::new(),
+            data,
+        }
+    }
+
+    /// `metadata.ts` when it parses, else the message creation time (TbMsg#getMetaDataTs).
+    pub fn metadata_ts(&self) -> i64 {
+        self.metadata
+            .get("ts")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(self.ts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_round_trip_and_label() {
+        let t = MsgType::parse("POST_TELEMETRY_REQUEST");
+        assert_eq!(t, MsgType::PostTelemetryRequest);
+        assert_eq!(t.as_str(), "POST_TELEMETRY_REQUEST");
+        assert_eq!(t.switch_label(), "Post telemetry");
+        let c = MsgType::parse("MY_TYPE");
+        assert_eq!(c.as_str(), "MY_TYPE");
+        assert_eq!(c.switch_label(), "Other");
+    }
+}

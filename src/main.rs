@@ -1,0 +1,127 @@
+//! The `ferroboard` command line: serve (default), migrate, rules check / test.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ferroboard::config::Config;
+
+#[derive(Parser)]
+#[command(name = "ferroboard", version, about = "ThingsBoard-compatible IoT device platform in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default command): MQTT, REST, rule engine and storage.
+    Serve {
+        /// TOML configuration file (also FERROBOARD_CONFIG); FERROBOARD_* variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Apply pending database migrations to FERROBOARD_DATABASE_URL and exit.
+    Migrate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Work with a rules directory offline.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Validate every chain and script of a rules directory; exit non-zero on any error.
+    Check {
+        /// The rules directory (default: ./rules).
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _telemetry = ferroboard::observability::init_tracing();
+    let result = match cli.command.unwrap_or(Command::Serve { config: None }) {
+        Command::Serve { config } => with_runtime(|| async move { serve(config).await }),
+        Command::Migrate { config } => with_runtime(|| async move { migrate(config).await }),
+        Command::Rules {
+            command: RulesCommand::Check { dir },
+        } => rules_check(dir.unwrap_or_else(|| PathBuf::from("rules"))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn with_runtime<F, Fut>(f: F) -> anyhow::Result<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("tokio-wrk")
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(f());
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}
+
+async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config.as_deref())?;
+    ensure_sqlite_dir(&config.database_url)?;
+    let app = ferroboard::app::start(config).await?;
+    wait_for_signal().await;
+    tracing::info!("shutdown signal received");
+    app.shutdown().await
+}
+
+async fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config.as_deref())?;
+    ensure_sqlite_dir(&config.database_url)?;
+    let store = ferroboard::storage::open(&config.database_url).await?;
+    store.migrate().await?;
+    store.close().await;
+    tracing::info!(storage = store.backend(), "migrations applied");
+    Ok(())
+}
+
+/// The embedded default keeps its database under ./data; create the folder on first start.
+fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+    }
+    Ok(())
+}
+
+fn rules_check(dir: PathBuf) -> anyhow::Result<()> {
+    let summary = ferroboard::engine::check_dir(&dir).map_err(|e| anyhow::anyhow!("{}:\n{e}", dir.display()))?;
+    println!("{}: {summary}", dir.display());
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,322 @@
+//! Storage: one trait per aggregate, a PostgreSQL and a SQLite implementation, and the group-commit writer.
+//! All SQL of the platform lives below this module.
+
+pub mod batch;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::domain::{AttributeScope, CustomerId, DeviceId, DeviceProfileId, KvValue, TenantId, TsKv, UserId};
+
+pub use batch::{BatchConfig, Writer};
+
+/// Storage failures, mapped by the layers above to MQTT reason codes and REST errors.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A uniqueness rule was violated; the text is the user-facing message.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("not found")]
+    NotFound,
+    #[error("database error: {0}")]
+    Database(String),
+    /// The batch writer is shutting down or its queue is closed.
+    #[error("storage is shutting down")]
+    Closed,
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StorageError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self::Database(e.to_string())
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub title: String,
+    pub created_time: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Authority {
+    SysAdmin,
+    TenantAdmin,
+    CustomerUser,
+}
+
+impl Authority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SysAdmin => "SYS_ADMIN",
+            Self::TenantAdmin => "TENANT_ADMIN",
+            Self::CustomerUser => "CUSTOMER_USER",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "SYS_ADMIN" => Some(Self::SysAdmin),
+            "TENANT_ADMIN" => Some(Self::TenantAdmin),
+            "CUSTOMER_USER" => Some(Self::CustomerUser),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct User {
+    pub id: UserId,
+    pub created_time: i64,
+    /// None for the system administrator.
+    pub tenant_id: Option<TenantId>,
+    pub customer_id: Option<CustomerId>,
+    pub email: String,
+    pub authority: Authority,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    /// argon2 PHC string.
+    pub password_hash: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceProfile {
+    pub id: DeviceProfileId,
+    pub tenant_id: TenantId,
+    pub created_time: i64,
+    pub name: String,
+    pub description: Option<String>,
+    pub is_default: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Device {
+    pub id: DeviceId,
+    pub tenant_id: TenantId,
+    pub customer_id: Option<CustomerId>,
+    pub created_time: i64,
+    pub name: String,
+    pub label: Option<String>,
+    pub profile_id: DeviceProfileId,
+    /// The profile's name (ThingsBoard's device `type`); filled by every read.
+    pub profile_name: String,
+    pub additional_info: Value,
+    pub version: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceCredentials {
+    pub id: uuid::Uuid,
+    pub device_id: DeviceId,
+    pub created_time: i64,
+    /// `ACCESS_TOKEN`, `MQTT_BASIC` or `X509_CERTIFICATE`.
+    pub credentials_type: String,
+    /// The unique lookup key (the token for ACCESS_TOKEN).
+    pub credentials_id: String,
+    pub credentials_value: Option<String>,
+    pub version: i64,
+}
+
+/// One stored attribute.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttributeKv {
+    pub key: String,
+    pub value: KvValue,
+    pub last_update_ts: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortOrder {
+    Asc,
+    Desc,
+}
+
+/// A page request (rest-api.md §0.3).
+#[derive(Clone, Debug)]
+pub struct PageQuery {
+    pub page_size: u32,
+    pub page: u32,
+    /// Case-insensitive substring of name or label.
+    pub text_search: Option<String>,
+    /// `createdTime`, `name`, `label`, `type`; None sorts by creation.
+    pub sort_property: Option<String>,
+    pub sort_order: SortOrder,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub total_elements: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aggregation {
+    None,
+    Avg,
+    Min,
+    Max,
+    Sum,
+    Count,
+}
+
+/// A history query for one key (rest-api.md §7.3). The range is `[start_ts, end_ts)`.
+#[derive(Clone, Debug)]
+pub struct HistoryQuery {
+    pub key: String,
+    pub start_ts: i64,
+    pub end_ts: i64,
+    /// Bucket length in ms; only used when `agg != None` (0 means no aggregation).
+    pub interval: i64,
+    pub agg: Aggregation,
+    /// Points per key; only for `agg == None`.
+    pub limit: u32,
+    pub order: SortOrder,
+}
+
+/// A write that goes through the group-commit writer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WriteOp {
+    /// Time-series points of one entity; the latest values are updated when newer.
+    Timeseries { entity: uuid::Uuid, points: Vec<TsKv> },
+    /// Attributes of one entity and scope, all stamped `ts`.
+    Attributes {
+        entity: uuid::Uuid,
+        scope: AttributeScope,
+        kvs: Vec<crate::domain::Kv>,
+        ts: i64,
+    },
+}
+
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    async fn create_tenant(&self, tenant: &Tenant) -> Result<()>;
+    async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>>;
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    async fn count_users(&self) -> Result<i64>;
+    /// Fails with `Conflict` when the email is taken.
+    async fn create_user(&self, user: &User) -> Result<()>;
+    /// Case-insensitive on the email.
+    async fn find_user_by_email(&self, email: &str) -> Result<Option<User>>;
+    async fn get_user(&self, id: UserId) -> Result<Option<User>>;
+}
+
+#[async_trait]
+pub trait DeviceProfileStore: Send + Sync {
+    /// Fails with `Conflict("Device profile with such name already exists!")`.
+    async fn create_profile(&self, profile: &DeviceProfile) -> Result<()>;
+    async fn get_profile(&self, tenant: TenantId, id: DeviceProfileId) -> Result<Option<DeviceProfile>>;
+    async fn default_profile(&self, tenant: TenantId) -> Result<Option<DeviceProfile>>;
+    async fn find_profile_by_name(&self, tenant: TenantId, name: &str) -> Result<Option<DeviceProfile>>;
+    async fn page_profiles(&self, tenant: TenantId, query: &PageQuery) -> Result<Page<DeviceProfile>>;
+}
+
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    /// Creates the device and its credentials in one transaction. `Conflict` texts:
+    /// "Device with such name already exists!", "Specified credentials are already registered!".
+    async fn create_device(&self, device: &Device, credentials: &DeviceCredentials) -> Result<()>;
+    /// Updates name, label, profile, customer and additional info; bumps `version`. `NotFound` if absent.
+    async fn update_device(&self, device: &Device) -> Result<Device>;
+    async fn get_device(&self, tenant: TenantId, id: DeviceId) -> Result<Option<Device>>;
+    async fn find_device_by_name(&self, tenant: TenantId, name: &str) -> Result<Option<Device>>;
+    /// Deletes the device with its credentials, attributes and time series; false when absent.
+    async fn delete_device(&self, tenant: TenantId, id: DeviceId) -> Result<bool>;
+    /// Devices of a tenant, optionally of one profile name (`type`).
+    async fn page_devices(&self, tenant: TenantId, profile_name: Option<&str>, query: &PageQuery) -> Result<Page<Device>>;
+}
+
+#[async_trait]
+pub trait CredentialsStore: Send + Sync {
+    async fn get_credentials(&self, device: DeviceId) -> Result<Option<DeviceCredentials>>;
+    /// The device holding these credentials (the MQTT CONNECT lookup).
+    async fn find_by_credentials_id(&self, credentials_id: &str) -> Result<Option<(Device, DeviceCredentials)>>;
+    /// Replaces the device's credentials; `Conflict("Specified credentials are already registered!")`.
+    async fn update_credentials(&self, credentials: &DeviceCredentials) -> Result<DeviceCredentials>;
+}
+
+#[async_trait]
+pub trait AttributeStore: Send + Sync {
+    /// Attributes of one scope; all keys when `keys` is None. Missing keys are absent.
+    async fn find_attributes(
+        &self,
+        entity: uuid::Uuid,
+        scope: AttributeScope,
+        keys: Option<&[String]>,
+    ) -> Result<Vec<AttributeKv>>;
+    /// Keys of one scope, or of all scopes when None (deduplicated, sorted).
+    async fn attribute_keys(&self, entity: uuid::Uuid, scope: Option<AttributeScope>) -> Result<Vec<String>>;
+    /// Returns the keys that existed and were deleted.
+    async fn delete_attributes(&self, entity: uuid::Uuid, scope: AttributeScope, keys: &[String]) -> Result<Vec<String>>;
+}
+
+#[async_trait]
+pub trait TimeseriesStore: Send + Sync {
+    /// Latest values; all keys when `keys` is None. Keys without data are absent.
+    async fn latest(&self, entity: uuid::Uuid, keys: Option<&[String]>) -> Result<Vec<TsKv>>;
+    /// Points of one key in `[start, end)`; for aggregations one point per non-empty bucket,
+    /// stamped at the bucket midpoint, ascending.
+    async fn history(&self, entity: uuid::Uuid, query: &HistoryQuery) -> Result<Vec<TsKv>>;
+    /// Keys that have any stored point or latest value, sorted.
+    async fn timeseries_keys(&self, entity: uuid::Uuid) -> Result<Vec<String>>;
+    /// Deletes points in `[start, end)` (all when None); with `delete_latest` also the latest values.
+    async fn delete_timeseries(
+        &self,
+        entity: uuid::Uuid,
+        keys: &[String],
+        range: Option<(i64, i64)>,
+        delete_latest: bool,
+    ) -> Result<()>;
+}
+
+#[async_trait]
+pub trait SettingsStore: Send + Sync {
+    async fn get_setting(&self, key: &str) -> Result<Option<String>>;
+    /// Stores `value` unless the key exists; returns the stored value (first writer wins across nodes).
+    async fn put_setting_if_absent(&self, key: &str, value: &str) -> Result<String>;
+}
+
+/// Everything one backend provides.
+#[async_trait]
+pub trait Store:
+    TenantStore + UserStore + DeviceProfileStore + DeviceStore + CredentialsStore + AttributeStore + TimeseriesStore + SettingsStore
+{
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<()>;
+    /// A cheap round trip for the health probe.
+    async fn ping(&self) -> Result<()>;
+    /// Commits all ops in one transaction (called by the group-commit writer).
+    async fn commit(&self, ops: &[WriteOp]) -> Result<()>;
+    /// Closes the pool after the writer drained.
+    async fn close(&self);
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the backend named by the URL (`sqlite://PATH` or `postgres://...`) without migrating.
+pub async fn open(url: &str) -> Result<DynStore> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        postgres::PgStore::connect(url).await?;
+    } else if url.starts_with("sqlite:") {
+        sqlite::SqliteStore::connect(url).await?;
+    }
+    Err(StorageError::Database(format!(
+        "unsupported database URL '{url}': expected sqlite://PATH or postgres://..."
+    )))
+}

@@ -1,0 +1,3 @@
+//! Device transports. Each turns device traffic into domain messages; none touches storage.
+
+pub mod mqtt;
