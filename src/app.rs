@@ -66,7 +66,7 @@ pub struct RunningApp {
 
 /// Builds and starts everything. Must run inside a multi-thread tokio runtime.
 pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
-    let store = storage::open(&config.database_url)
+    let store = storage::open(&config.database_url, &config.storage)
         .await
         .with_context(|| format!("cannot open database {}", redact(&config.database_url)))?;
     store.migrate().await.context("database migration failed")?;

@@ -87,7 +87,7 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
 async fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config.as_deref())?;
     ensure_sqlite_dir(&config.database_url)?;
-    let store = ferroboard::storage::open(&config.database_url).await?;
+    let store = ferroboard::storage::open(&config.database_url, &config.storage).await?;
     store.migrate().await?;
     store.close().await;
     tracing::info!(storage = store.backend(), "migrations applied");

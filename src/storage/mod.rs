@@ -310,11 +310,11 @@ pub trait Store:
 pub type DynStore = Arc<dyn Store>;
 
 /// Opens the backend named by the URL (`sqlite://PATH` or `postgres://...`) without migrating.
-pub async fn open(url: &str) -> Result<DynStore> {
+pub async fn open(url: &str, options: &crate::config::StorageConfig) -> Result<DynStore> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        postgres::PgStore::connect(url).await?;
+        postgres::PgStore::connect(url, options).await?;
     } else if url.starts_with("sqlite:") {
-        sqlite::SqliteStore::connect(url).await?;
+        sqlite::SqliteStore::connect(url, options).await?;
     }
     Err(StorageError::Database(format!(
         "unsupported database URL '{url}': expected sqlite://PATH or postgres://..."

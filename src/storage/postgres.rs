@@ -5,7 +5,7 @@ use super::Result;
 pub struct PgStore {}
 
 impl PgStore {
-    pub async fn connect(_url: &str) -> Result<Self> {
+    pub async fn connect(_url: &str, _options: &crate::config::StorageConfig) -> Result<Self> {
         Err(super::StorageError::Database("postgres backend not built yet".into()))
     }
 }
