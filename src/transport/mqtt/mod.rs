@@ -1,27 +1,99 @@
 //! MQTT 3.1.1 and 5 device transport on ntex-mqtt: sessions, auth, topics, payload adaptors.
+//! Runs on its own thread with ntex workers; crosses to the main runtime through `AppState::rt`.
+
+mod auth;
+mod inflight;
+mod registry;
+mod session;
+pub mod topics;
+mod uplink;
+mod v3;
+mod v5;
 
 use std::sync::Arc;
 
+use ntex_mqtt::{MqttServer, MqttServiceConfig, QoS};
+use ntex_service::cfg::SharedCfg;
+use ntex_util::time::Seconds;
+
+pub use registry::{CloseReason, Registry, SessionCmd};
+
 use crate::app::AppState;
 
-/// Why the server closes a session.
-#[derive(Clone, Copy, Debug)]
-pub enum CloseReason {
-    ServerShutdown,
-    TakenOver,
-}
-
-/// Live sessions by device.
-#[derive(Default)]
-pub struct Registry {}
-
-impl Registry {
-    pub fn close_all(&self, _reason: CloseReason) {}
-}
-
+/// Starts the MQTT server on its own thread; returns its handle once it runs.
 pub fn spawn(
-    _state: Arc<AppState>,
-    _listener: std::net::TcpListener,
+    state: Arc<AppState>,
+    listener: std::net::TcpListener,
 ) -> anyhow::Result<(ntex_server::net::Server, std::thread::JoinHandle<()>)> {
-    anyhow::bail!("mqtt not built yet")
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new().name("mqtt".into()).spawn(move || {
+        let sys = ntex_rt::System::new("mqtt", ntex_net::DefaultRuntime);
+        let result = sys.block_on(async move {
+            match build(state, listener) {
+                Ok(srv) => {
+                    let _ = tx.send(Ok(srv.clone()));
+                    if let Err(e) = srv.await {
+                        tracing::error!(error = ?e, "MQTT server stopped with an error");
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        if let Err(e) = result {
+            tracing::error!(error = %e, "MQTT runtime failed");
+        }
+    })?;
+    match rx.recv() {
+        Ok(Ok(srv)) => Ok((srv, thread)),
+        Ok(Err(e)) => Err(anyhow::anyhow!("cannot start the MQTT server: {e}")),
+        Err(_) => Err(anyhow::anyhow!("the MQTT thread ended before the server started")),
+    }
+}
+
+fn build(state: Arc<AppState>, listener: std::net::TcpListener) -> std::io::Result<ntex_server::net::Server> {
+    let mqtt = &state.config.mqtt;
+    let timeout = Seconds(u16::try_from(mqtt.connect_timeout_secs).unwrap_or(u16::MAX));
+    let config = SharedCfg::new("MQTT").add(
+        MqttServiceConfig::new()
+            .set_max_qos(QoS::AtLeastOnce)
+            .set_max_size(mqtt.max_packet_size)
+            .set_max_receive(mqtt.max_inflight)
+            .set_max_receive_size(0)
+            // a whole packet is read before its handler runs: no partial payloads to track
+            .set_min_chunk_size(mqtt.max_packet_size)
+            .set_connect_timeout(timeout)
+            .set_handshake_timeout(timeout)
+            .protocol_version_timeout(timeout),
+    );
+    let workers = if mqtt.workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        mqtt.workers
+    };
+    let inflight = inflight::InflightLimit(mqtt.max_inflight);
+    Ok(ntex_server::net::build()
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(Seconds(3))
+        .listen("mqtt", listener, config, async move |_| {
+            let (s3, s5) = (state.clone(), state.clone());
+            MqttServer::new()
+                .v3(
+                    ntex_mqtt::v3::MqttServer::new(async |s: &v3::Session, p| v3::publish(s, p).await)
+                        .protocol(async |s: &v3::Session, m| v3::protocol(s, m).await)
+                        .control(async |s: &v3::Session, c| v3::control(s, c).await)
+                        .replace_middlewares(inflight)
+                        .build(async move |hs| v3::connect(&s3, hs).await),
+                )
+                .v5(
+                    ntex_mqtt::v5::MqttServer::new(async |s: &v5::Session, p| v5::publish(s, p).await)
+                        .protocol(async |s: &v5::Session, m| v5::protocol(s, m).await)
+                        .control(async |s: &v5::Session, c| v5::control(s, c).await)
+                        .build(async move |hs| v5::connect(&s5, hs).await),
+                )
+        })?
+        .run())
 }

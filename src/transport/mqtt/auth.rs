@@ -1,0 +1,142 @@
+//! CONNECT authentication: access tokens and MQTT basic credentials (mqtt-device-api.md §1.3),
+//! answered with ferroboard's CONNACK codes (§1.5).
+
+use sha3::{Digest, Sha3_256};
+
+use crate::storage::{Device, DynStore, StorageError};
+
+/// The outcome of a CONNECT credential check.
+#[derive(Debug)]
+pub enum AuthResult {
+    Accepted(Box<Device>),
+    /// Empty or absent username and no client-id credential matched: v3 4 / v5 0x86.
+    NoCredentials,
+    /// A username was given but nothing accepts it: v3 5 / v5 0x87.
+    NotAuthorized,
+    /// The lookup failed inside the server: v3 3 / v5 0x88.
+    Unavailable(StorageError),
+}
+
+/// What the CONNECT carried.
+pub struct Credentials<'a> {
+    pub client_id: &'a str,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a [u8]>,
+}
+
+/// SHA3-256 lower-case hex, as ThingsBoard derives MQTT_BASIC credential ids.
+pub fn sha3_hex(text: &str) -> String {
+    hex::encode(Sha3_256::digest(text.as_bytes()))
+}
+
+pub async fn authenticate(store: &DynStore, creds: &Credentials<'_>) -> AuthResult {
+    match check(store, creds).await {
+        Ok(r) => r,
+        Err(e) => AuthResult::Unavailable(e),
+    }
+}
+
+async fn check(store: &DynStore, creds: &Credentials<'_>) -> Result<AuthResult, StorageError> {
+    let username = creds.username.filter(|u| !u.is_empty());
+    let Some(username) = username else {
+        if creds.client_id.is_empty() {
+            return Ok(AuthResult::NoCredentials);
+        }
+        return Ok(match basic(store, &sha3_hex(creds.client_id), creds).await? {
+            Some(Ok(device)) => AuthResult::Accepted(Box::new(device)),
+            _ => AuthResult::NoCredentials,
+        });
+    };
+    if !creds.client_id.is_empty() {
+        let id = sha3_hex(&format!("{}|{username}", creds.client_id));
+        match basic(store, &id, creds).await? {
+            Some(Ok(device)) => return Ok(AuthResult::Accepted(Box::new(device))),
+            Some(Err(BasicMismatch::Password)) => return Ok(AuthResult::NotAuthorized),
+            _ => {}
+        }
+    }
+    let Some((device, stored)) = store.find_by_credentials_id(username).await? else {
+        return Ok(AuthResult::NotAuthorized);
+    };
+    Ok(match stored.credentials_type.as_str() {
+        "ACCESS_TOKEN" => AuthResult::Accepted(Box::new(device)),
+        "MQTT_BASIC" if validate_basic(stored.credentials_value.as_deref(), creds).is_ok() => {
+            AuthResult::Accepted(Box::new(device))
+        }
+        _ => AuthResult::NotAuthorized,
+    })
+}
+
+enum BasicMismatch {
+    Password,
+    Other,
+}
+
+/// Looks up an MQTT_BASIC credential; None when absent or of another type.
+async fn basic(
+    store: &DynStore,
+    credentials_id: &str,
+    creds: &Credentials<'_>,
+) -> Result<Option<Result<Device, BasicMismatch>>, StorageError> {
+    let Some((device, stored)) = store.find_by_credentials_id(credentials_id).await? else {
+        return Ok(None);
+    };
+    if stored.credentials_type != "MQTT_BASIC" {
+        return Ok(None);
+    }
+    Ok(Some(validate_basic(stored.credentials_value.as_deref(), creds).map(|()| device)))
+}
+
+/// Empty stored fields are wildcards; a stored password must be present and equal.
+fn validate_basic(value: Option<&str>, creds: &Credentials<'_>) -> Result<(), BasicMismatch> {
+    let parsed: serde_json::Value = value
+        .and_then(|v| serde_json::from_str(v).ok())
+        .ok_or(BasicMismatch::Other)?;
+    let field = |name: &str| parsed.get(name).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
+    if let Some(client_id) = field("clientId")
+        && client_id != creds.client_id
+    {
+        return Err(BasicMismatch::Other);
+    }
+    if let Some(user) = field("userName")
+        && Some(user) != creds.username
+    {
+        return Err(BasicMismatch::Other);
+    }
+    if let Some(password) = field("password")
+        && creds.password != Some(password.as_bytes())
+    {
+        return Err(BasicMismatch::Password);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha3_matches_known_vector() {
+        assert_eq!(
+            sha3_hex("abc"),
+            "3a985da74fe225b2045c172d6bd390bd855f086e3e9d525b46bfe24511431532"
+        );
+    }
+
+    #[test]
+    fn basic_validation_treats_empty_fields_as_wildcards() {
+        let creds = Credentials {
+            client_id: "c1",
+            username: Some("u1"),
+            password: Some(b"p1"),
+        };
+        let v = r#"{"clientId":"c1","userName":"u1","password":"p1"}"#;
+        assert!(validate_basic(Some(v), &creds).is_ok());
+        assert!(validate_basic(Some(r#"{"userName":"u1"}"#), &creds).is_ok());
+        assert!(matches!(
+            validate_basic(Some(r#"{"userName":"u1","password":"x"}"#), &creds),
+            Err(BasicMismatch::Password)
+        ));
+        assert!(validate_basic(Some(r#"{"clientId":"other"}"#), &creds).is_err());
+    }
+}

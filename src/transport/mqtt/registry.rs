@@ -1,0 +1,109 @@
+//! The live-session registry: one session per device, the newest wins.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+
+use crate::domain::DeviceId;
+
+/// Why the server closes a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// SIGTERM: MQTT 5 DISCONNECT 0x8B.
+    ServerShutdown,
+    /// A newer session of the same device: MQTT 5 DISCONNECT 0x8E.
+    TakenOver,
+}
+
+/// Commands to a session's task, which owns the MQTT sink on its worker thread.
+#[derive(Debug)]
+pub enum SessionCmd {
+    Close(CloseReason),
+}
+
+struct Entry {
+    session: u64,
+    tx: mpsc::Sender<SessionCmd>,
+}
+
+/// Live sessions by device. Shared by both runtimes.
+#[derive(Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<DeviceId, Entry>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    /// Registers a new session for `device`; an older session of the device is told to close.
+    pub fn register(&self, device: DeviceId, tx: mpsc::Sender<SessionCmd>) -> u64 {
+        let session = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let old = self
+            .lock()
+            .insert(device, Entry { session, tx });
+        if let Some(old) = old {
+            tracing::info!(device = %device, "newer session of the device connected; closing the older one");
+            // A full queue means the old session is stuck; closing it is still right, so do not block.
+            let _ = old.tx.try_send(SessionCmd::Close(CloseReason::TakenOver));
+        }
+        metrics::gauge!("ferroboard_mqtt_sessions").set(self.len() as f64);
+        session
+    }
+
+    /// Removes the device's entry if it still belongs to `session`.
+    pub fn unregister(&self, device: DeviceId, session: u64) {
+        let mut map = self.lock();
+        if map.get(&device).is_some_and(|e| e.session == session) {
+            map.remove(&device);
+        }
+        let len = map.len();
+        drop(map);
+        metrics::gauge!("ferroboard_mqtt_sessions").set(len as f64);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_connected(&self, device: DeviceId) -> bool {
+        self.lock().contains_key(&device)
+    }
+
+    /// Tells every session to close (shutdown).
+    pub fn close_all(&self, reason: CloseReason) {
+        for entry in self.lock().values() {
+            let _ = entry.tx.try_send(SessionCmd::Close(reason));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Entry>> {
+        // A panic while holding this lock cannot leave the map inconsistent (single inserts/removes).
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_session_wins() {
+        let reg = Registry::default();
+        let device = DeviceId::new();
+        let (tx1, mut rx1) = mpsc::channel(4);
+        let (tx2, mut rx2) = mpsc::channel(4);
+        let s1 = reg.register(device, tx1);
+        let s2 = reg.register(device, tx2);
+        assert!(matches!(rx1.try_recv(), Ok(SessionCmd::Close(CloseReason::TakenOver))));
+        assert!(rx2.try_recv().is_err());
+        reg.unregister(device, s1);
+        assert!(reg.is_connected(device), "the old session must not remove the new one");
+        reg.unregister(device, s2);
+        assert!(!reg.is_connected(device));
+    }
+}
