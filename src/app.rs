@@ -30,7 +30,7 @@ pub struct AppState {
     pub inflight: Arc<Semaphore>,
     pub mqtt_accepting: AtomicBool,
     pub shutdown: CancellationToken,
-    pub sessions: crate::transport::mqtt::Registry,
+    pub sessions: Arc<crate::bus::Registry>,
 }
 
 impl AppState {
@@ -72,10 +72,27 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     store.migrate().await.context("database migration failed")?;
     let writer_stop = CancellationToken::new();
     let (writer, writer_task) = Writer::spawn(store.clone(), config.batch(), writer_stop.clone());
+    let sessions = Arc::new(crate::bus::Registry::default());
+    let waiters = Arc::new(crate::bus::RpcWaiters::default());
+    let dispatcher = Arc::new(crate::bus::Dispatcher::new(
+        config.node_id.clone(),
+        sessions.clone(),
+        waiters.clone(),
+    ));
+    let shutdown = CancellationToken::new();
+    let bus = crate::bus::build(config.redis_url.as_deref(), dispatcher, shutdown.clone())
+        .await
+        .context("cannot start the bus")?;
     let services = Arc::new(Services {
         store: store.clone(),
         writer,
         typing: config.typing(),
+        rpc: crate::services::rpc::RpcService {
+            bus: bus.clone(),
+            waiters,
+        },
+        device_state: crate::services::device_state::DeviceStateService::default(),
+        bus,
     });
     crate::services::accounts::bootstrap(store.as_ref(), &config)
         .await
@@ -88,7 +105,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         timeout: Duration::from_millis(config.engine.script_timeout_ms),
     };
     let engine = Engine::load(&config.rules_dir, limits).map_err(|e| {
-        anyhow::anyhow!("rules directory {} is invalid:\n{e}", config.rules_dir.display())
+        anyhow::anyhow!(
+            "rules directory {} is invalid:\n{e}",
+            config.rules_dir.display()
+        )
     })?;
 
     let http_listener = tokio::net::TcpListener::bind(&config.http_addr)
@@ -108,14 +128,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         jwt_secret,
         rt: tokio::runtime::Handle::current(),
         mqtt_accepting: AtomicBool::new(false),
-        shutdown: CancellationToken::new(),
-        sessions: crate::transport::mqtt::Registry::default(),
+        shutdown,
+        sessions,
     });
 
     let router = crate::api::router(state.clone());
     let stop = state.shutdown.clone();
     let http_task = tokio::spawn(async move {
-        let serve = axum::serve(http_listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
+        let serve = axum::serve(http_listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "HTTP server failed");
         }
@@ -128,7 +149,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         http = %http_addr,
         mqtt = %mqtt_addr,
         storage = state.services.store.backend(),
-        bus = "local",
+        bus = if state.config.redis_url.is_some() { "redis" } else { "local" },
         node = %state.config.node_id,
         "ferroboard started"
     );
@@ -151,14 +172,18 @@ impl RunningApp {
         let state = self.state.clone();
         state.mqtt_accepting.store(false, Ordering::SeqCst);
         state.shutdown.cancel();
-        state.sessions.close_all(crate::transport::mqtt::CloseReason::ServerShutdown);
+        state
+            .sessions
+            .close_all(crate::bus::CloseReason::ServerShutdown);
         let _ = tokio::time::timeout(Duration::from_secs(4), self.mqtt_server.stop(true)).await;
         let max = u32::try_from(state.config.engine.max_in_flight.max(1)).unwrap_or(u32::MAX);
         if tokio::time::timeout(Duration::from_secs(3), state.inflight.acquire_many(max))
             .await
             .is_err()
         {
-            tracing::warn!("messages still in processing at shutdown; their senders were not acknowledged");
+            tracing::warn!(
+                "messages still in processing at shutdown; their senders were not acknowledged"
+            );
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.http_task).await;
         self.writer_stop.cancel();

@@ -26,6 +26,40 @@ pub struct Config {
     pub storage: StorageConfig,
     pub engine: EngineConfig,
     pub json: JsonConfig,
+    pub limits: LimitsConfig,
+    pub rpc: RpcConfig,
+}
+
+/// Per-device transport rate limits (grammar `capacity:seconds[,...]`); unset = unlimited.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub messages: Option<String>,
+    pub telemetry_messages: Option<String>,
+    pub telemetry_data_points: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RpcConfig {
+    /// Smallest and default server-side RPC timeout (ms).
+    pub min_timeout_ms: i64,
+    pub default_timeout_ms: i64,
+    /// Delivery attempts of a persistent RPC, at most.
+    pub max_retries: u32,
+    /// Device inactivity after which INACTIVITY_EVENT is emitted (ms).
+    pub inactivity_timeout_ms: i64,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        Self {
+            min_timeout_ms: 5000,
+            default_timeout_ms: 10000,
+            max_retries: 5,
+            inactivity_timeout_ms: 600_000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -40,6 +74,10 @@ pub struct MqttConfig {
     pub workers: usize,
     /// Server→device messages queued per session, at most.
     pub outbound_queue: usize,
+    /// How long a QoS 1 server→device PUBLISH waits for the device's PUBACK (ms).
+    pub ack_timeout_ms: u64,
+    /// How long a client-side RPC waits for the rules' answer before `{"error":"timeout"}` (ms).
+    pub client_rpc_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -90,6 +128,8 @@ impl Default for Config {
             storage: StorageConfig::default(),
             engine: EngineConfig::default(),
             json: JsonConfig::default(),
+            limits: LimitsConfig::default(),
+            rpc: RpcConfig::default(),
         }
     }
 }
@@ -102,6 +142,8 @@ impl Default for MqttConfig {
             connect_timeout_secs: 10,
             workers: 0,
             outbound_queue: 256,
+            ack_timeout_ms: 10_000,
+            client_rpc_timeout_ms: 60_000,
         }
     }
 }
@@ -141,7 +183,11 @@ fn default_node_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default();
-    let host = if host.is_empty() { "node".to_owned() } else { host };
+    let host = if host.is_empty() {
+        "node".to_owned()
+    } else {
+        host
+    };
     format!("{host}-{}", std::process::id())
 }
 
@@ -161,7 +207,8 @@ impl Config {
         let from_env = std::env::var_os("FERROBOARD_CONFIG").map(PathBuf::from);
         let mut config = match file.map(Path::to_path_buf).or(from_env) {
             Some(path) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Read(path.clone(), e))?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| ConfigError::Read(path.clone(), e))?;
                 toml::from_str(&text).map_err(|e| ConfigError::Parse(path, e))?
             }
             None => Config::default(),
@@ -212,10 +259,27 @@ impl Config {
             ));
         }
         if self.mqtt.max_inflight == 0 {
-            return Err(ConfigError::Invalid("mqtt.max_inflight must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "mqtt.max_inflight must be at least 1".into(),
+            ));
+        }
+        for (name, spec) in [
+            ("limits.messages", &self.limits.messages),
+            ("limits.telemetry_messages", &self.limits.telemetry_messages),
+            (
+                "limits.telemetry_data_points",
+                &self.limits.telemetry_data_points,
+            ),
+        ] {
+            if let Some(spec) = spec {
+                crate::transport::mqtt::parse_rate_limit(spec)
+                    .map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))?;
+            }
         }
         if self.mqtt.max_packet_size < 1024 {
-            return Err(ConfigError::Invalid("mqtt.max_packet_size must be at least 1024".into()));
+            return Err(ConfigError::Invalid(
+                "mqtt.max_packet_size must be at least 1024".into(),
+            ));
         }
         Ok(())
     }
@@ -242,7 +306,8 @@ mod tests {
 
     #[test]
     fn env_overrides_file_values() {
-        let mut c: Config = toml::from_str("http_addr = \"1.2.3.4:1\"\n[mqtt]\nmax_inflight = 7\n").unwrap();
+        let mut c: Config =
+            toml::from_str("http_addr = \"1.2.3.4:1\"\n[mqtt]\nmax_inflight = 7\n").unwrap();
         assert_eq!(c.http_addr, "1.2.3.4:1");
         assert_eq!(c.mqtt.max_inflight, 7);
         c.apply_env(|n| (n == "FERROBOARD_HTTP_ADDR").then(|| "127.0.0.1:9".to_owned()));

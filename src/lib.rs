@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bus;
 pub mod config;
 pub mod domain;
 pub mod engine;

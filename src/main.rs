@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use ferroboard::config::Config;
 
 #[derive(Parser)]
-#[command(name = "ferroboard", version, about = "ThingsBoard-compatible IoT device platform in one binary")]
+#[command(
+    name = "ferroboard",
+    version,
+    about = "ThingsBoard-compatible IoT device platform in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -96,9 +100,15 @@ async fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// The embedded default keeps its database under ./data; create the folder on first start.
 fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
-    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
         let path = path.split('?').next().unwrap_or(path);
-        if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Some(parent) = std::path::Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(parent)?;
         }
     }
@@ -106,7 +116,8 @@ fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
 }
 
 fn rules_check(dir: PathBuf) -> anyhow::Result<()> {
-    let summary = ferroboard::engine::check_dir(&dir).map_err(|e| anyhow::anyhow!("{}:\n{e}", dir.display()))?;
+    let summary = ferroboard::engine::check_dir(&dir)
+        .map_err(|e| anyhow::anyhow!("{}:\n{e}", dir.display()))?;
     println!("{}: {summary}", dir.display());
     Ok(())
 }

@@ -25,7 +25,11 @@ async fn create_device(app: &TestApp) -> (DeviceId, String) {
         .expect("lookup")
         .expect("tenant admin exists");
     let tenant = admin.tenant_id.expect("tenant admin has a tenant");
-    let profile = store.default_profile(tenant).await.expect("lookup").expect("default profile");
+    let profile = store
+        .default_profile(tenant)
+        .await
+        .expect("lookup")
+        .expect("default profile");
     let id = DeviceId::new();
     let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
     let device = Device {
@@ -49,7 +53,10 @@ async fn create_device(app: &TestApp) -> (DeviceId, String) {
         credentials_value: None,
         version: 1,
     };
-    store.create_device(&device, &creds).await.expect("create device");
+    store
+        .create_device(&device, &creds)
+        .await
+        .expect("create device");
     (id, token)
 }
 
@@ -60,7 +67,11 @@ struct V3 {
 }
 
 fn v3(app: &TestApp, username: Option<&str>, keep_alive: u64) -> V3 {
-    let mut opts = rumqttc::MqttOptions::new(format!("c-{}", uuid::Uuid::new_v4().simple()), "127.0.0.1", app.mqtt_port);
+    let mut opts = rumqttc::MqttOptions::new(
+        format!("c-{}", uuid::Uuid::new_v4().simple()),
+        "127.0.0.1",
+        app.mqtt_port,
+    );
     opts.set_keep_alive(Duration::from_secs(keep_alive));
     opts.set_max_packet_size(1 << 20, 1 << 20);
     if let Some(u) = username {
@@ -92,7 +103,11 @@ struct V5 {
 }
 
 fn v5(app: &TestApp, username: Option<&str>) -> V5 {
-    let mut opts = v5::MqttOptions::new(format!("c-{}", uuid::Uuid::new_v4().simple()), "127.0.0.1", app.mqtt_port);
+    let mut opts = v5::MqttOptions::new(
+        format!("c-{}", uuid::Uuid::new_v4().simple()),
+        "127.0.0.1",
+        app.mqtt_port,
+    );
     opts.set_keep_alive(Duration::from_secs(30));
     if let Some(u) = username {
         opts.set_credentials(u, "");
@@ -128,11 +143,24 @@ struct Raw5 {
 impl Raw5 {
     async fn connect(app: &TestApp, token: &str) -> Self {
         use tokio::io::AsyncWriteExt;
-        let sock = tokio::net::TcpStream::connect(("127.0.0.1", app.mqtt_port)).await.expect("tcp");
-        let mut raw = Self { sock, buf: bytes::BytesMut::new(), next_id: 0 };
+        let sock = tokio::net::TcpStream::connect(("127.0.0.1", app.mqtt_port))
+            .await
+            .expect("tcp");
+        let mut raw = Self {
+            sock,
+            buf: bytes::BytesMut::new(),
+            next_id: 0,
+        };
         let mut out = bytes::BytesMut::new();
-        let connect = m5::Connect { keep_alive: 30, client_id: format!("raw-{}", uuid::Uuid::new_v4().simple()), clean_start: true, properties: None };
-        m5::Packet::Connect(connect, None, Some(m5::Login::new(token, ""))).write(&mut out).expect("encode");
+        let connect = m5::Connect {
+            keep_alive: 30,
+            client_id: format!("raw-{}", uuid::Uuid::new_v4().simple()),
+            clean_start: true,
+            properties: None,
+        };
+        m5::Packet::Connect(connect, None, Some(m5::Login::new(token, "")))
+            .write(&mut out)
+            .expect("encode");
         raw.sock.write_all(&out).await.expect("write");
         match raw.recv().await {
             Some(m5::Packet::ConnAck(ack)) => assert_eq!(ack.code, m5::ConnectReturnCode::Success),
@@ -194,7 +222,10 @@ impl Raw5 {
 
     async fn suback(&mut self, filter: &str) -> Vec<m5::SubscribeReasonCode> {
         self.next_id += 1;
-        let mut sub = m5::Subscribe::new(m5::Filter::new(filter, v5::mqttbytes::QoS::AtLeastOnce), None);
+        let mut sub = m5::Subscribe::new(
+            m5::Filter::new(filter, v5::mqttbytes::QoS::AtLeastOnce),
+            None,
+        );
         sub.pkid = self.next_id;
         self.send(m5::Packet::Subscribe(sub)).await;
         match self.recv().await {
@@ -260,7 +291,10 @@ async fn v3_puback(c: &mut V3) {
 }
 
 async fn v3_closed(c: &mut V3) -> String {
-    wait_for(&mut c.events, "connection close", |ev| ev.as_ref().err().cloned()).await
+    wait_for(&mut c.events, "connection close", |ev| {
+        ev.as_ref().err().cloned()
+    })
+    .await
 }
 
 fn state(app: &TestApp) -> &ferroboard::app::AppState {
@@ -279,17 +313,25 @@ async fn connack_codes(app: &TestApp) {
     assert_eq!(props.max_packet_size, Some(65536));
 
     let mut wrong3 = v3(app, Some("no-such-token"), 30);
-    let err = v3_connack(&mut wrong3).await.expect_err("wrong token refused");
+    let err = v3_connack(&mut wrong3)
+        .await
+        .expect_err("wrong token refused");
     assert!(err.contains("NotAuthorized"), "{err}");
     let mut wrong5 = v5(app, Some("no-such-token"));
-    let err = v5_connack(&mut wrong5).await.expect_err("wrong token refused");
+    let err = v5_connack(&mut wrong5)
+        .await
+        .expect_err("wrong token refused");
     assert!(err.contains("NotAuthorized"), "{err}");
 
     let mut empty3 = v3(app, Some(""), 30);
-    let err = v3_connack(&mut empty3).await.expect_err("empty username refused");
+    let err = v3_connack(&mut empty3)
+        .await
+        .expect_err("empty username refused");
     assert!(err.contains("BadUserNamePassword"), "{err}");
     let mut none5 = v5(app, None);
-    let err = v5_connack(&mut none5).await.expect_err("no username refused");
+    let err = v5_connack(&mut none5)
+        .await
+        .expect_err("no username refused");
     assert!(err.contains("BadUserNamePassword"), "{err}");
 }
 
@@ -299,27 +341,48 @@ async fn telemetry_is_committed_before_puback(app: &TestApp) {
     let mut c3 = v3(app, Some(&token), 30);
     v3_connack(&mut c3).await.expect("connected");
     c3.client
-        .publish("v1/devices/me/telemetry", rumqttc::QoS::AtLeastOnce, false, r#"{"ts":1700000000123,"values":{"t":21.5,"n":42,"on":true,"s":"x","j":{"a":[1,2]}}}"#)
+        .publish(
+            "v1/devices/me/telemetry",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            r#"{"ts":1700000000123,"values":{"t":21.5,"n":42,"on":true,"s":"x","j":{"a":[1,2]}}}"#,
+        )
         .await
         .expect("queued");
     v3_puback(&mut c3).await;
     // Ack means committed: readable at once, no waiting.
     let latest = store.latest(id.0, None).await.expect("latest");
-    let get = |k: &str| latest.iter().find(|p| p.key == k).map(|p| (p.ts, p.value.clone()));
+    let get = |k: &str| {
+        latest
+            .iter()
+            .find(|p| p.key == k)
+            .map(|p| (p.ts, p.value.clone()))
+    };
     assert_eq!(get("t"), Some((1_700_000_000_123, KvValue::Double(21.5))));
     assert_eq!(get("n"), Some((1_700_000_000_123, KvValue::Long(42))));
     assert_eq!(get("on"), Some((1_700_000_000_123, KvValue::Bool(true))));
-    assert_eq!(get("s"), Some((1_700_000_000_123, KvValue::Str("x".into()))));
+    assert_eq!(
+        get("s"),
+        Some((1_700_000_000_123, KvValue::Str("x".into())))
+    );
     assert!(matches!(get("j"), Some((_, KvValue::Json(_)))));
 
     let mut c5 = v5(app, Some(&token));
     v5_connack(&mut c5).await.expect("connected");
     c5.client
-        .publish("v2/t", v5::mqttbytes::QoS::AtLeastOnce, false, r#"{temperature: 25.0}"#)
+        .publish(
+            "v2/t",
+            v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            r#"{temperature: 25.0}"#,
+        )
         .await
         .expect("queued");
     assert_eq!(v5_puback(&mut c5).await, m5::PubAckReason::Success);
-    let latest = store.latest(id.0, Some(&["temperature".to_owned()])).await.expect("latest");
+    let latest = store
+        .latest(id.0, Some(&["temperature".to_owned()]))
+        .await
+        .expect("latest");
     assert_eq!(latest.len(), 1);
     assert_eq!(latest[0].value, KvValue::Double(25.0));
 }
@@ -329,7 +392,12 @@ async fn attributes_are_committed_before_puback(app: &TestApp) {
     let mut c5 = v5(app, Some(&token));
     v5_connack(&mut c5).await.expect("connected");
     c5.client
-        .publish("v1/devices/me/attributes", v5::mqttbytes::QoS::AtLeastOnce, false, r#"{"fw":"v1.0","build":7}"#)
+        .publish(
+            "v1/devices/me/attributes",
+            v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            r#"{"fw":"v1.0","build":7}"#,
+        )
         .await
         .expect("queued");
     assert_eq!(v5_puback(&mut c5).await, m5::PubAckReason::Success);
@@ -339,23 +407,34 @@ async fn attributes_are_committed_before_puback(app: &TestApp) {
         .find_attributes(id.0, AttributeScope::Client, None)
         .await
         .expect("attributes");
-    let mut got: Vec<_> = attrs.iter().map(|a| (a.key.clone(), a.value.clone())).collect();
+    let mut got: Vec<_> = attrs
+        .iter()
+        .map(|a| (a.key.clone(), a.value.clone()))
+        .collect();
     got.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(got, vec![("build".into(), KvValue::Long(7)), ("fw".into(), KvValue::Str("v1.0".into()))]);
+    assert_eq!(
+        got,
+        vec![
+            ("build".into(), KvValue::Long(7)),
+            ("fw".into(), KvValue::Str("v1.0".into()))
+        ]
+    );
 }
 
 async fn invalid_input_gets_the_spec_answers(app: &TestApp) {
     let (_, token) = create_device(app).await;
     let mut c5 = Raw5::connect(app, &token).await;
     let qos1 = v5::mqttbytes::QoS::AtLeastOnce;
-    c5.publish("v1/devices/me/telemetry", qos1, "{not json").await;
+    c5.publish("v1/devices/me/telemetry", qos1, "{not json")
+        .await;
     assert_eq!(c5.puback().await, m5::PubAckReason::PayloadFormatInvalid);
     c5.publish("v1/devices/me/telemetry", qos1, "[1,2]").await;
     assert_eq!(c5.puback().await, m5::PubAckReason::PayloadFormatInvalid);
     c5.publish("v1/devices/me/nothing", qos1, "{}").await;
     assert_eq!(c5.puback().await, m5::PubAckReason::TopicNameInvalid);
     // The session is still usable.
-    c5.publish("v1/devices/me/telemetry", qos1, r#"{"a":1}"#).await;
+    c5.publish("v1/devices/me/telemetry", qos1, r#"{"a":1}"#)
+        .await;
     assert_eq!(c5.puback().await, m5::PubAckReason::Success);
 
     // SUBSCRIBE: device filters granted QoS 1, others refused.
@@ -363,22 +442,46 @@ async fn invalid_input_gets_the_spec_answers(app: &TestApp) {
         c5.suback("v1/devices/me/attributes").await,
         vec![m5::SubscribeReasonCode::Success(qos1)]
     );
-    assert_eq!(c5.suback("#").await, vec![m5::SubscribeReasonCode::TopicFilterInvalid]);
+    assert_eq!(
+        c5.suback("#").await,
+        vec![m5::SubscribeReasonCode::TopicFilterInvalid]
+    );
 
     // QoS 2 is not offered: MQTT 5 DISCONNECT 0x9B.
-    c5.publish("v1/devices/me/telemetry", v5::mqttbytes::QoS::ExactlyOnce, r#"{"a":1}"#).await;
-    assert_eq!(c5.disconnect_reason().await, m5::DisconnectReasonCode::QoSNotSupported);
+    c5.publish(
+        "v1/devices/me/telemetry",
+        v5::mqttbytes::QoS::ExactlyOnce,
+        r#"{"a":1}"#,
+    )
+    .await;
+    assert_eq!(
+        c5.disconnect_reason().await,
+        m5::DisconnectReasonCode::QoSNotSupported
+    );
 
     // A QoS 0 invalid payload closes an MQTT 5 session with DISCONNECT 0x99.
     let mut q0 = Raw5::connect(app, &token).await;
-    q0.publish("v1/devices/me/telemetry", v5::mqttbytes::QoS::AtMostOnce, "{oops").await;
-    assert_eq!(q0.disconnect_reason().await, m5::DisconnectReasonCode::PayloadFormatInvalid);
+    q0.publish(
+        "v1/devices/me/telemetry",
+        v5::mqttbytes::QoS::AtMostOnce,
+        "{oops",
+    )
+    .await;
+    assert_eq!(
+        q0.disconnect_reason().await,
+        m5::DisconnectReasonCode::PayloadFormatInvalid
+    );
 
     // MQTT 3.1.1 has no reason codes: an invalid payload closes the connection.
     let mut c3 = v3(app, Some(&token), 30);
     v3_connack(&mut c3).await.expect("connected");
     c3.client
-        .publish("v1/devices/me/telemetry", rumqttc::QoS::AtLeastOnce, false, "{broken")
+        .publish(
+            "v1/devices/me/telemetry",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            "{broken",
+        )
         .await
         .expect("queued");
     v3_closed(&mut c3).await;
@@ -388,7 +491,12 @@ async fn invalid_input_gets_the_spec_answers(app: &TestApp) {
     v3_connack(&mut big).await.expect("connected");
     let payload = format!(r#"{{"blob":"{}"}}"#, "x".repeat(70_000));
     big.client
-        .publish("v1/devices/me/telemetry", rumqttc::QoS::AtLeastOnce, false, payload)
+        .publish(
+            "v1/devices/me/telemetry",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            payload,
+        )
         .await
         .expect("queued");
     v3_closed(&mut big).await;
@@ -402,9 +510,18 @@ async fn newest_session_wins(app: &TestApp) {
     let (id, token) = create_device(app).await;
     let mut first = Raw5::connect(app, &token).await;
     let mut second = Raw5::connect(app, &token).await;
-    assert_eq!(first.disconnect_reason().await, m5::DisconnectReasonCode::SessionTakenOver);
+    assert_eq!(
+        first.disconnect_reason().await,
+        m5::DisconnectReasonCode::SessionTakenOver
+    );
     assert!(state(app).sessions.is_connected(id));
-    second.publish("v1/devices/me/telemetry", v5::mqttbytes::QoS::AtLeastOnce, r#"{"x":1}"#).await;
+    second
+        .publish(
+            "v1/devices/me/telemetry",
+            v5::mqttbytes::QoS::AtLeastOnce,
+            r#"{"x":1}"#,
+        )
+        .await;
     assert_eq!(second.puback().await, m5::PubAckReason::Success);
 }
 
@@ -412,7 +529,9 @@ async fn keep_alive_is_enforced(app: &TestApp) {
     let (id, token) = create_device(app).await;
     // A raw client that never pings: keep-alive 1 s means closed after 1.5 s of silence.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", app.mqtt_port)).await.expect("connect");
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", app.mqtt_port))
+        .await
+        .expect("connect");
     let mut connect = bytes::BytesMut::new();
     let mut pkt = m4::Connect::new("raw-client");
     pkt.keep_alive = 1;
@@ -420,11 +539,26 @@ async fn keep_alive_is_enforced(app: &TestApp) {
     pkt.write(&mut connect).expect("encode");
     sock.write_all(&connect).await.expect("write");
     let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(WAIT, sock.read(&mut buf)).await.expect("CONNACK in time").expect("read");
-    assert!(n >= 4 && buf[0] == 0x20 && buf[3] == 0, "CONNACK accepted: {:?}", &buf[..n]);
-    eventually("session registered", WAIT, || async { state(app).sessions.is_connected(id).then_some(()) }).await;
-    let closed = tokio::time::timeout(WAIT, sock.read(&mut buf)).await.expect("closed within the deadline");
-    assert!(matches!(closed, Ok(0) | Err(_)), "connection closed for missing PINGREQ");
+    let n = tokio::time::timeout(WAIT, sock.read(&mut buf))
+        .await
+        .expect("CONNACK in time")
+        .expect("read");
+    assert!(
+        n >= 4 && buf[0] == 0x20 && buf[3] == 0,
+        "CONNACK accepted: {:?}",
+        &buf[..n]
+    );
+    eventually("session registered", WAIT, || async {
+        state(app).sessions.is_connected(id).then_some(())
+    })
+    .await;
+    let closed = tokio::time::timeout(WAIT, sock.read(&mut buf))
+        .await
+        .expect("closed within the deadline");
+    assert!(
+        matches!(closed, Ok(0) | Err(_)),
+        "connection closed for missing PINGREQ"
+    );
 }
 
 both_backends!(
@@ -440,12 +574,21 @@ async fn shutdown_closes_sessions_with_0x8b(backend: common::Backend) {
     let app = common::spawn_app(backend).await;
     let (_, token) = create_device(&app).await;
     let mut c5 = Raw5::connect(&app, &token).await;
-    c5.publish("v1/devices/me/telemetry", v5::mqttbytes::QoS::AtLeastOnce, r#"{"x":1}"#).await;
+    c5.publish(
+        "v1/devices/me/telemetry",
+        v5::mqttbytes::QoS::AtLeastOnce,
+        r#"{"x":1}"#,
+    )
+    .await;
     assert_eq!(c5.puback().await, m5::PubAckReason::Success);
     let started = std::time::Instant::now();
     let ((), reason) = tokio::join!(app.shutdown(), c5.disconnect_reason());
     assert_eq!(reason, m5::DisconnectReasonCode::ServerShuttingDown);
-    assert!(started.elapsed() < Duration::from_secs(10), "shutdown took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,78 @@
 //! The ThingsBoard-compatible REST API (axum): one router per resource, ThingsBoard error JSON, JWT auth.
+//! Uses domain, services and storage reads; never speaks MQTT.
+
+mod attributes;
+pub mod auth;
+mod auth_routes;
+mod credentials;
+mod devices;
+pub mod error;
+mod health;
+mod metrics;
+mod paging;
+mod profiles;
+mod telemetry;
 
 use std::sync::Arc;
 
-use crate::app::AppState;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
 
-pub fn router(_state: Arc<AppState>) -> axum::Router {
-    axum::Router::new()
+use crate::app::AppState;
+use error::{ApiError, ITEM_NOT_FOUND_MSG};
+
+/// Largest accepted REST request body.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+type State = Arc<AppState>;
+
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .merge(auth_routes::routes())
+        .merge(devices::routes())
+        .merge(credentials::routes())
+        .merge(profiles::routes())
+        .merge(telemetry::routes())
+        .merge(attributes::routes())
+        .merge(health::routes())
+        .merge(metrics::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(count_requests))
+        .with_state(state)
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("../../web/index.html"))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound(ITEM_NOT_FOUND_MSG.to_owned())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Counts requests by route template (not raw path, to keep label cardinality bounded) and status.
+async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let response = next.run(req).await.into_response();
+    ::metrics::counter!(
+        "ferroboard_http_requests_total",
+        "method" => method,
+        "route" => route,
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    response
 }

@@ -63,7 +63,11 @@ macro_rules! entity_id {
 
 #[derive(Serialize, Deserialize)]
 struct EntityIdJson {
-    #[serde(rename = "entityType", skip_serializing_if = "Option::is_none", default)]
+    #[serde(
+        rename = "entityType",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
     entity_type: Option<String>,
     id: Uuid,
 }

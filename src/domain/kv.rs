@@ -105,14 +105,21 @@ impl Default for Typing {
 
 impl KvValue {
     /// Types one JSON value by ThingsBoard's rules; `None` for JSON null (the key is dropped).
-    pub fn from_json(key: &str, value: &Value, typing: Typing) -> Result<Option<Self>, TypingError> {
+    pub fn from_json(
+        key: &str,
+        value: &Value,
+        typing: Typing,
+    ) -> Result<Option<Self>, TypingError> {
         Ok(Some(match value {
             Value::Null => return Ok(None),
             Value::Bool(b) => Self::Bool(*b),
             Value::Object(_) | Value::Array(_) => Self::Json(value.to_string()),
             Value::String(s) => {
                 if typing.max_string_len > 0 && s.chars().count() > typing.max_string_len {
-                    return Err(TypingError::StringTooLong(key.to_owned(), typing.max_string_len));
+                    return Err(TypingError::StringTooLong(
+                        key.to_owned(),
+                        typing.max_string_len,
+                    ));
                 }
                 if typing.type_cast_strings && is_parsable(s) {
                     classify_number(s)
@@ -131,7 +138,9 @@ impl KvValue {
             Self::Long(v) => Value::Number((*v).into()),
             Self::Double(v) => double_json(*v),
             Self::Str(s) => Value::String(s.clone()),
-            Self::Json(text) => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone())),
+            Self::Json(text) => {
+                serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
+            }
         }
     }
 
@@ -231,7 +240,11 @@ impl Decimal {
         if int_part.is_empty() && frac_part.is_empty() {
             return None;
         }
-        if !int_part.chars().chain(frac_part.chars()).all(|c| c.is_ascii_digit()) {
+        if !int_part
+            .chars()
+            .chain(frac_part.chars())
+            .all(|c| c.is_ascii_digit())
+        {
             return None;
         }
         let all = format!("{int_part}{frac_part}");
@@ -273,8 +286,16 @@ impl Decimal {
 
     /// BigDecimal.toPlainString.
     fn plain(&self) -> String {
-        let sign = if self.negative && !self.digits.is_empty() { "-" } else { "" };
-        let digits = if self.digits.is_empty() { "0" } else { &self.digits };
+        let sign = if self.negative && !self.digits.is_empty() {
+            "-"
+        } else {
+            ""
+        };
+        let digits = if self.digits.is_empty() {
+            "0"
+        } else {
+            &self.digits
+        };
         if self.scale <= 0 {
             return format!("{sign}{digits}{}", "0".repeat((-self.scale) as usize));
         }
@@ -320,7 +341,9 @@ mod tests {
 
     fn typed(text: &str) -> KvValue {
         let v: Value = serde_json::from_str(text).unwrap();
-        KvValue::from_json("k", &v, Typing::default()).unwrap().unwrap()
+        KvValue::from_json("k", &v, Typing::default())
+            .unwrap()
+            .unwrap()
     }
 
     #[test]
@@ -336,7 +359,10 @@ mod tests {
         assert_eq!(typed("1.5E2"), KvValue::Long(150));
         assert_eq!(typed("1.0E2"), KvValue::Long(100));
         assert_eq!(typed("1.23e-5"), KvValue::Double(1.23e-5));
-        assert_eq!(typed("12345678901234567890"), KvValue::Str("12345678901234567890".into()));
+        assert_eq!(
+            typed("12345678901234567890"),
+            KvValue::Str("12345678901234567890".into())
+        );
         assert_eq!(
             typed("0.12345678901234567890"),
             KvValue::Str("0.12345678901234567890".into())

@@ -30,21 +30,61 @@ pub enum MsgType {
 
 impl MsgType {
     const KNOWN: [(MsgType, &'static str, &'static str); 15] = [
-        (Self::PostTelemetryRequest, "POST_TELEMETRY_REQUEST", "Post telemetry"),
-        (Self::PostAttributesRequest, "POST_ATTRIBUTES_REQUEST", "Post attributes"),
-        (Self::ToServerRpcRequest, "TO_SERVER_RPC_REQUEST", "RPC Request from Device"),
-        (Self::RpcCallFromServerToDevice, "RPC_CALL_FROM_SERVER_TO_DEVICE", "RPC Request to Device"),
+        (
+            Self::PostTelemetryRequest,
+            "POST_TELEMETRY_REQUEST",
+            "Post telemetry",
+        ),
+        (
+            Self::PostAttributesRequest,
+            "POST_ATTRIBUTES_REQUEST",
+            "Post attributes",
+        ),
+        (
+            Self::ToServerRpcRequest,
+            "TO_SERVER_RPC_REQUEST",
+            "RPC Request from Device",
+        ),
+        (
+            Self::RpcCallFromServerToDevice,
+            "RPC_CALL_FROM_SERVER_TO_DEVICE",
+            "RPC Request to Device",
+        ),
         (Self::ActivityEvent, "ACTIVITY_EVENT", "Activity Event"),
-        (Self::InactivityEvent, "INACTIVITY_EVENT", "Inactivity Event"),
+        (
+            Self::InactivityEvent,
+            "INACTIVITY_EVENT",
+            "Inactivity Event",
+        ),
         (Self::ConnectEvent, "CONNECT_EVENT", "Connect Event"),
-        (Self::DisconnectEvent, "DISCONNECT_EVENT", "Disconnect Event"),
+        (
+            Self::DisconnectEvent,
+            "DISCONNECT_EVENT",
+            "Disconnect Event",
+        ),
         (Self::EntityCreated, "ENTITY_CREATED", "Entity Created"),
         (Self::EntityUpdated, "ENTITY_UPDATED", "Entity Updated"),
         (Self::EntityDeleted, "ENTITY_DELETED", "Entity Deleted"),
-        (Self::AttributesUpdated, "ATTRIBUTES_UPDATED", "Attributes Updated"),
-        (Self::AttributesDeleted, "ATTRIBUTES_DELETED", "Attributes Deleted"),
-        (Self::TimeseriesUpdated, "TIMESERIES_UPDATED", "Timeseries Updated"),
-        (Self::TimeseriesDeleted, "TIMESERIES_DELETED", "Timeseries Deleted"),
+        (
+            Self::AttributesUpdated,
+            "ATTRIBUTES_UPDATED",
+            "Attributes Updated",
+        ),
+        (
+            Self::AttributesDeleted,
+            "ATTRIBUTES_DELETED",
+            "Attributes Deleted",
+        ),
+        (
+            Self::TimeseriesUpdated,
+            "TIMESERIES_UPDATED",
+            "Timeseries Updated",
+        ),
+        (
+            Self::TimeseriesDeleted,
+            "TIMESERIES_DELETED",
+            "Timeseries Deleted",
+        ),
     ];
 
     pub fn parse(name: &str) -> Self {

@@ -27,7 +27,8 @@ pub fn parse_lenient(bytes: &[u8]) -> Result<Value, PayloadError> {
     match serde_json::from_slice(bytes) {
         Ok(v) => Ok(v),
         Err(strict) => {
-            let text = std::str::from_utf8(bytes).map_err(|_| PayloadError::Json(strict.to_string()))?;
+            let text =
+                std::str::from_utf8(bytes).map_err(|_| PayloadError::Json(strict.to_string()))?;
             json5::from_str::<Value>(text).map_err(|_| PayloadError::Json(strict.to_string()))
         }
     }
@@ -48,12 +49,18 @@ pub fn telemetry(value: &Value, typing: Typing) -> Result<Vec<TelemetryGroup>, P
         Value::Array(items) => {
             for item in items {
                 let Value::Object(obj) = item else {
-                    return Err(PayloadError::Shape("telemetry array elements must be JSON objects"));
+                    return Err(PayloadError::Shape(
+                        "telemetry array elements must be JSON objects",
+                    ));
                 };
                 groups.push(telemetry_object(obj, typing)?);
             }
         }
-        _ => return Err(PayloadError::Shape("telemetry must be a JSON object or array")),
+        _ => {
+            return Err(PayloadError::Shape(
+                "telemetry must be a JSON object or array",
+            ));
+        }
     }
     Ok(merge_server_ts_groups(groups))
 }
@@ -78,7 +85,10 @@ fn merge_server_ts_groups(groups: Vec<TelemetryGroup>) -> Vec<TelemetryGroup> {
     out
 }
 
-fn telemetry_object(obj: &Map<String, Value>, typing: Typing) -> Result<TelemetryGroup, PayloadError> {
+fn telemetry_object(
+    obj: &Map<String, Value>,
+    typing: Typing,
+) -> Result<TelemetryGroup, PayloadError> {
     match (obj.get("ts"), obj.get("values")) {
         (Some(ts), Some(values)) => {
             let Value::Object(values) = values else {
@@ -100,9 +110,16 @@ fn parse_ts(ts: &Value) -> Result<i64, PayloadError> {
     match ts {
         Value::Number(n) => n
             .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.trunc() as i64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| f.trunc() as i64)
+            })
             .ok_or_else(|| PayloadError::Ts(n.to_string())),
-        Value::String(s) => s.trim().parse::<i64>().map_err(|_| PayloadError::Ts(s.clone())),
+        Value::String(s) => s
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| PayloadError::Ts(s.clone())),
         other => Err(PayloadError::Ts(other.to_string())),
     }
 }
@@ -131,7 +148,11 @@ pub fn attributes(value: &Value, typing: Typing) -> Result<Vec<Kv>, PayloadError
 
 /// A flat JSON object of typed values, as rule-engine messages carry them.
 pub fn kvs_to_object(kvs: &[Kv]) -> Value {
-    Value::Object(kvs.iter().map(|kv| (kv.key.clone(), kv.value.to_json())).collect())
+    Value::Object(
+        kvs.iter()
+            .map(|kv| (kv.key.clone(), kv.value.to_json()))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -140,7 +161,10 @@ mod tests {
 
     #[test]
     fn lenient_json_is_accepted() {
-        assert_eq!(parse_lenient(b"{temperature:25}").unwrap()["temperature"], 25);
+        assert_eq!(
+            parse_lenient(b"{temperature:25}").unwrap()["temperature"],
+            25
+        );
         assert_eq!(parse_lenient(b"{'a':'b'}").unwrap()["a"], "b");
         assert_eq!(parse_lenient(b"").unwrap(), Value::Null);
         assert!(parse_lenient(b"{\"a\":1} trailing").is_err());
@@ -148,8 +172,10 @@ mod tests {
 
     #[test]
     fn shapes_group_by_timestamp() {
-        let v = parse_lenient(br#"[{"a":1},{"ts":5,"values":{"b":2}},{"c":3},{"ts":"5","values":{"d":4}}]"#)
-            .unwrap();
+        let v = parse_lenient(
+            br#"[{"a":1},{"ts":5,"values":{"b":2}},{"c":3},{"ts":"5","values":{"d":4}}]"#,
+        )
+        .unwrap();
         let groups = telemetry(&v, Typing::default()).unwrap();
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[0].ts, None);
@@ -159,6 +185,9 @@ mod tests {
         assert!(telemetry(&Value::from(5), Typing::default()).is_err());
         assert!(telemetry(&parse_lenient(b"[1]").unwrap(), Typing::default()).is_err());
         let ts_only = parse_lenient(br#"{"ts":5}"#).unwrap();
-        assert_eq!(telemetry(&ts_only, Typing::default()).unwrap()[0].values[0].key, "ts");
+        assert_eq!(
+            telemetry(&ts_only, Typing::default()).unwrap()[0].values[0].key,
+            "ts"
+        );
     }
 }

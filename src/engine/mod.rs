@@ -1,9 +1,28 @@
 //! The rule engine: chains loaded from the rules directory, nodes compiled once, messages routed by relation.
+//! May use `domain` and `services` (writes go through `Services`; no SQL, no MQTT here).
+//!
+//! Layout: `loader` reads and validates a directory, `chain` holds the graph and routes messages,
+//! `nodes/` has one file per node kind, `script` is the Rhai sandbox, `watch` the hot reload.
+
+mod chain;
+mod loader;
+mod nodes;
+mod script;
+#[cfg(test)]
+mod testing;
+mod watch;
 
 use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::domain::Msg;
 use crate::services::Services;
+
+use chain::Chains;
+use nodes::EngineServices;
+use script::Sandbox;
+
+pub use chain::{MAX_HOPS, MAX_RUNS};
 
 /// Every problem found in a rules directory, reported at once.
 #[derive(Debug, thiserror::Error)]
@@ -24,25 +43,80 @@ pub struct ScriptLimits {
     pub timeout: std::time::Duration,
 }
 
-pub struct Engine {}
+impl Default for ScriptLimits {
+    fn default() -> Self {
+        Self {
+            max_operations: 200_000,
+            timeout: std::time::Duration::from_millis(100),
+        }
+    }
+}
+
+/// The running rule engine. The active chains are swapped whole on reload; a message keeps the
+/// chains it started with.
+pub struct Engine {
+    active: RwLock<Arc<Chains>>,
+    sandbox: Arc<Sandbox>,
+    /// Bumped on every successful reload.
+    generation: tokio::sync::watch::Sender<u64>,
+}
 
 impl Engine {
     /// Loads and validates the whole directory.
-    pub fn load(_dir: &Path, _limits: ScriptLimits) -> Result<Self, RulesErrors> {
-        Ok(Self {})
+    pub fn load(dir: &Path, limits: ScriptLimits) -> Result<Self, RulesErrors> {
+        let sandbox = Arc::new(Sandbox::new(limits));
+        let chains = loader::load_dir(dir, &sandbox)?;
+        Ok(Self {
+            active: RwLock::new(Arc::new(chains)),
+            sandbox,
+            generation: tokio::sync::watch::Sender::new(0),
+        })
     }
 
     /// Runs one message through the root chain; returns when every branch finished and its writes committed.
-    pub async fn process(&self, _msg: Msg, _services: &Services) -> Result<(), EngineError> {
+    pub async fn process(&self, msg: Msg, services: &Services) -> Result<(), EngineError> {
+        self.run(msg, services).await
+    }
+
+    async fn run<S: EngineServices>(&self, msg: Msg, services: &S) -> Result<(), EngineError> {
+        let chains = self.chains();
+        chains
+            .root()
+            .run(msg, services, chains.dropped())
+            .await
+            .map(drop)
+    }
+
+    fn chains(&self) -> Arc<Chains> {
+        self.active
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Loads `dir` again and swaps it in; when it is invalid the running chains stay.
+    pub fn reload(&self, dir: &Path) -> Result<(), RulesErrors> {
+        let chains = Arc::new(loader::load_dir(dir, &self.sandbox)?);
+        let summary = chains.summary();
+        *self.active.write().unwrap_or_else(PoisonError::into_inner) = chains;
+        self.generation.send_modify(|g| *g += 1);
+        tracing::info!(dir = %dir.display(), "rules reloaded ({summary})");
         Ok(())
+    }
+
+    /// Successful reloads so far; `changed()` wakes on the next one.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// One line describing the active chains.
+    pub fn summary(&self) -> String {
+        self.chains().summary()
     }
 }
 
 /// Validates a rules directory offline; returns a one-line summary.
 pub fn check_dir(dir: &Path) -> Result<String, RulesErrors> {
-    let limits = ScriptLimits {
-        max_operations: 200_000,
-        timeout: std::time::Duration::from_millis(100),
-    };
-    Engine::load(dir, limits).map(|_| "ok".to_owned())
+    let sandbox = Arc::new(Sandbox::new(ScriptLimits::default()));
+    loader::load_dir(dir, &sandbox).map(|chains| chains.summary())
 }

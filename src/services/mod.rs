@@ -1,6 +1,8 @@
 //! Business operations shared by the transport, the rule engine and the REST API.
 
 pub mod accounts;
+pub mod device_state;
+pub mod rpc;
 
 use uuid::Uuid;
 
@@ -13,15 +15,24 @@ pub struct Services {
     pub store: DynStore,
     pub writer: Writer,
     pub typing: Typing,
+    pub bus: std::sync::Arc<dyn crate::bus::Bus>,
+    pub rpc: rpc::RpcService,
+    pub device_state: device_state::DeviceStateService,
 }
 
 impl Services {
     /// Saves time-series points; returns once they are committed.
-    pub async fn save_timeseries(&self, entity: Uuid, points: Vec<TsKv>) -> Result<(), StorageError> {
+    pub async fn save_timeseries(
+        &self,
+        entity: Uuid,
+        points: Vec<TsKv>,
+    ) -> Result<(), StorageError> {
         if points.is_empty() {
             return Ok(());
         }
-        self.writer.write(vec![WriteOp::Timeseries { entity, points }]).await
+        self.writer
+            .write(vec![WriteOp::Timeseries { entity, points }])
+            .await
     }
 
     /// Saves attributes of one scope stamped `ts`; returns once they are committed.
@@ -36,7 +47,42 @@ impl Services {
             return Ok(());
         }
         self.writer
-            .write(vec![WriteOp::Attributes { entity, scope, kvs, ts }])
+            .write(vec![WriteOp::Attributes {
+                entity,
+                scope,
+                kvs,
+                ts,
+            }])
             .await
+    }
+}
+
+impl Services {
+    /// Pushes changed SHARED attributes to the device's session, wherever it is (§4.3).
+    pub async fn push_shared_attributes(&self, device: crate::domain::DeviceId, kvs: &[Kv]) {
+        if kvs.is_empty() {
+            return;
+        }
+        let payload = crate::domain::payload::kvs_to_object(kvs).to_string();
+        self.push_attributes(device, payload).await;
+    }
+
+    /// Tells the device which SHARED attributes were deleted: `{"deleted": [...]}`.
+    pub async fn push_shared_deleted(&self, device: crate::domain::DeviceId, keys: &[String]) {
+        if keys.is_empty() {
+            return;
+        }
+        let payload = serde_json::json!({ "deleted": keys }).to_string();
+        self.push_attributes(device, payload).await;
+    }
+
+    async fn push_attributes(&self, device: crate::domain::DeviceId, payload: String) {
+        let event = crate::bus::Event::ToDevice {
+            device: device.0,
+            downlink: crate::bus::Downlink::Attributes { payload },
+        };
+        if let Err(e) = self.bus.publish(event).await {
+            tracing::warn!(device = %device, error = %e, "shared attribute update not passed to other nodes");
+        }
     }
 }

@@ -106,12 +106,16 @@ async fn run(
                 Ok(None) | Err(_) => break,
             }
         }
-        let ops: Vec<WriteOp> = batch.iter_mut().flat_map(|r| std::mem::take(&mut r.ops)).collect();
+        let ops: Vec<WriteOp> = batch
+            .iter_mut()
+            .flat_map(|r| std::mem::take(&mut r.ops))
+            .collect();
         let started = Instant::now();
         let result = store.commit(&ops).await;
         metrics::histogram!("ferroboard_storage_batch_points").record(size as f64);
         metrics::histogram!("ferroboard_storage_batch_requests").record(batch.len() as f64);
-        metrics::histogram!("ferroboard_storage_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("ferroboard_storage_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
             metrics::counter!("ferroboard_storage_commit_failures_total").increment(1);
             tracing::error!(error = %e, requests = batch.len(), points = size, "storage commit failed; nothing of this batch is acknowledged");

@@ -2,6 +2,7 @@
 //! All SQL of the platform lives below this module.
 
 pub mod batch;
+mod common;
 pub mod postgres;
 pub mod sqlite;
 
@@ -10,7 +11,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::domain::{AttributeScope, CustomerId, DeviceId, DeviceProfileId, KvValue, TenantId, TsKv, UserId};
+use crate::domain::{
+    AttributeScope, CustomerId, DeviceId, DeviceProfileId, KvValue, TenantId, TsKv, UserId,
+};
 
 pub use batch::{BatchConfig, Writer};
 
@@ -189,7 +192,10 @@ pub struct HistoryQuery {
 #[derive(Clone, Debug, PartialEq)]
 pub enum WriteOp {
     /// Time-series points of one entity; the latest values are updated when newer.
-    Timeseries { entity: uuid::Uuid, points: Vec<TsKv> },
+    Timeseries {
+        entity: uuid::Uuid,
+        points: Vec<TsKv>,
+    },
     /// Attributes of one entity and scope, all stamped `ts`.
     Attributes {
         entity: uuid::Uuid,
@@ -219,10 +225,22 @@ pub trait UserStore: Send + Sync {
 pub trait DeviceProfileStore: Send + Sync {
     /// Fails with `Conflict("Device profile with such name already exists!")`.
     async fn create_profile(&self, profile: &DeviceProfile) -> Result<()>;
-    async fn get_profile(&self, tenant: TenantId, id: DeviceProfileId) -> Result<Option<DeviceProfile>>;
+    async fn get_profile(
+        &self,
+        tenant: TenantId,
+        id: DeviceProfileId,
+    ) -> Result<Option<DeviceProfile>>;
     async fn default_profile(&self, tenant: TenantId) -> Result<Option<DeviceProfile>>;
-    async fn find_profile_by_name(&self, tenant: TenantId, name: &str) -> Result<Option<DeviceProfile>>;
-    async fn page_profiles(&self, tenant: TenantId, query: &PageQuery) -> Result<Page<DeviceProfile>>;
+    async fn find_profile_by_name(
+        &self,
+        tenant: TenantId,
+        name: &str,
+    ) -> Result<Option<DeviceProfile>>;
+    async fn page_profiles(
+        &self,
+        tenant: TenantId,
+        query: &PageQuery,
+    ) -> Result<Page<DeviceProfile>>;
 }
 
 #[async_trait]
@@ -237,16 +255,27 @@ pub trait DeviceStore: Send + Sync {
     /// Deletes the device with its credentials, attributes and time series; false when absent.
     async fn delete_device(&self, tenant: TenantId, id: DeviceId) -> Result<bool>;
     /// Devices of a tenant, optionally of one profile name (`type`).
-    async fn page_devices(&self, tenant: TenantId, profile_name: Option<&str>, query: &PageQuery) -> Result<Page<Device>>;
+    async fn page_devices(
+        &self,
+        tenant: TenantId,
+        profile_name: Option<&str>,
+        query: &PageQuery,
+    ) -> Result<Page<Device>>;
 }
 
 #[async_trait]
 pub trait CredentialsStore: Send + Sync {
     async fn get_credentials(&self, device: DeviceId) -> Result<Option<DeviceCredentials>>;
     /// The device holding these credentials (the MQTT CONNECT lookup).
-    async fn find_by_credentials_id(&self, credentials_id: &str) -> Result<Option<(Device, DeviceCredentials)>>;
+    async fn find_by_credentials_id(
+        &self,
+        credentials_id: &str,
+    ) -> Result<Option<(Device, DeviceCredentials)>>;
     /// Replaces the device's credentials; `Conflict("Specified credentials are already registered!")`.
-    async fn update_credentials(&self, credentials: &DeviceCredentials) -> Result<DeviceCredentials>;
+    async fn update_credentials(
+        &self,
+        credentials: &DeviceCredentials,
+    ) -> Result<DeviceCredentials>;
 }
 
 #[async_trait]
@@ -259,9 +288,18 @@ pub trait AttributeStore: Send + Sync {
         keys: Option<&[String]>,
     ) -> Result<Vec<AttributeKv>>;
     /// Keys of one scope, or of all scopes when None (deduplicated, sorted).
-    async fn attribute_keys(&self, entity: uuid::Uuid, scope: Option<AttributeScope>) -> Result<Vec<String>>;
+    async fn attribute_keys(
+        &self,
+        entity: uuid::Uuid,
+        scope: Option<AttributeScope>,
+    ) -> Result<Vec<String>>;
     /// Returns the keys that existed and were deleted.
-    async fn delete_attributes(&self, entity: uuid::Uuid, scope: AttributeScope, keys: &[String]) -> Result<Vec<String>>;
+    async fn delete_attributes(
+        &self,
+        entity: uuid::Uuid,
+        scope: AttributeScope,
+        keys: &[String],
+    ) -> Result<Vec<String>>;
 }
 
 #[async_trait]
@@ -293,7 +331,14 @@ pub trait SettingsStore: Send + Sync {
 /// Everything one backend provides.
 #[async_trait]
 pub trait Store:
-    TenantStore + UserStore + DeviceProfileStore + DeviceStore + CredentialsStore + AttributeStore + TimeseriesStore + SettingsStore
+    TenantStore
+    + UserStore
+    + DeviceProfileStore
+    + DeviceStore
+    + CredentialsStore
+    + AttributeStore
+    + TimeseriesStore
+    + SettingsStore
 {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
@@ -312,9 +357,10 @@ pub type DynStore = Arc<dyn Store>;
 /// Opens the backend named by the URL (`sqlite://PATH` or `postgres://...`) without migrating.
 pub async fn open(url: &str, options: &crate::config::StorageConfig) -> Result<DynStore> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        postgres::PgStore::connect(url, options).await?;
-    } else if url.starts_with("sqlite:") {
-        sqlite::SqliteStore::connect(url, options).await?;
+        return Ok(Arc::new(postgres::PgStore::connect(url, options).await?));
+    }
+    if url.starts_with("sqlite:") {
+        return Ok(Arc::new(sqlite::SqliteStore::connect(url, options).await?));
     }
     Err(StorageError::Database(format!(
         "unsupported database URL '{url}': expected sqlite://PATH or postgres://..."

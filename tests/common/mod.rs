@@ -100,7 +100,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "{what}: still not true after {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still not true after {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -42,10 +42,12 @@ async fn check(store: &DynStore, creds: &Credentials<'_>) -> Result<AuthResult, 
         if creds.client_id.is_empty() {
             return Ok(AuthResult::NoCredentials);
         }
-        return Ok(match basic(store, &sha3_hex(creds.client_id), creds).await? {
-            Some(Ok(device)) => AuthResult::Accepted(Box::new(device)),
-            _ => AuthResult::NoCredentials,
-        });
+        return Ok(
+            match basic(store, &sha3_hex(creds.client_id), creds).await? {
+                Some(Ok(device)) => AuthResult::Accepted(Box::new(device)),
+                _ => AuthResult::NoCredentials,
+            },
+        );
     };
     if !creds.client_id.is_empty() {
         let id = sha3_hex(&format!("{}|{username}", creds.client_id));
@@ -84,7 +86,9 @@ async fn basic(
     if stored.credentials_type != "MQTT_BASIC" {
         return Ok(None);
     }
-    Ok(Some(validate_basic(stored.credentials_value.as_deref(), creds).map(|()| device)))
+    Ok(Some(
+        validate_basic(stored.credentials_value.as_deref(), creds).map(|()| device),
+    ))
 }
 
 /// Empty stored fields are wildcards; a stored password must be present and equal.
@@ -92,7 +96,12 @@ fn validate_basic(value: Option<&str>, creds: &Credentials<'_>) -> Result<(), Ba
     let parsed: serde_json::Value = value
         .and_then(|v| serde_json::from_str(v).ok())
         .ok_or(BasicMismatch::Other)?;
-    let field = |name: &str| parsed.get(name).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
+    let field = |name: &str| {
+        parsed
+            .get(name)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+    };
     if let Some(client_id) = field("clientId")
         && client_id != creds.client_id
     {

@@ -75,7 +75,11 @@ where
         ctx.ready(&self.service).await
     }
 
-    async fn call(&self, req: v3::codec::Decoded, ctx: Ctx<'_, Self, St>) -> Result<S::Res, S::Error> {
+    async fn call(
+        &self,
+        req: v3::codec::Decoded,
+        ctx: Ctx<'_, Self, St>,
+    ) -> Result<S::Res, S::Error> {
         let _guard = matches!(req, v3::codec::Decoded::Publish(..)).then(|| {
             self.counter.current.set(self.counter.current.get() + 1);
             Guard(self.counter.clone())

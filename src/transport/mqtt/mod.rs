@@ -2,9 +2,11 @@
 //! Runs on its own thread with ntex workers; crosses to the main runtime through `AppState::rt`.
 
 mod auth;
+mod downlink;
 mod inflight;
-mod registry;
+mod limits;
 mod session;
+mod sink;
 pub mod topics;
 mod uplink;
 mod v3;
@@ -16,7 +18,7 @@ use ntex_mqtt::{MqttServer, MqttServiceConfig, QoS};
 use ntex_service::cfg::SharedCfg;
 use ntex_util::time::Seconds;
 
-pub use registry::{CloseReason, Registry, SessionCmd};
+pub use limits::parse as parse_rate_limit;
 
 use crate::app::AppState;
 
@@ -26,34 +28,41 @@ pub fn spawn(
     listener: std::net::TcpListener,
 ) -> anyhow::Result<(ntex_server::net::Server, std::thread::JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new().name("mqtt".into()).spawn(move || {
-        let sys = ntex_rt::System::new("mqtt", ntex_net::DefaultRuntime);
-        let result = sys.block_on(async move {
-            match build(state, listener) {
-                Ok(srv) => {
-                    let _ = tx.send(Ok(srv.clone()));
-                    if let Err(e) = srv.await {
-                        tracing::error!(error = ?e, "MQTT server stopped with an error");
+    let thread = std::thread::Builder::new()
+        .name("mqtt".into())
+        .spawn(move || {
+            let sys = ntex_rt::System::new("mqtt", ntex_net::DefaultRuntime);
+            let result = sys.block_on(async move {
+                match build(state, listener) {
+                    Ok(srv) => {
+                        let _ = tx.send(Ok(srv.clone()));
+                        if let Err(e) = srv.await {
+                            tracing::error!(error = ?e, "MQTT server stopped with an error");
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
                     }
                 }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
+                Ok::<_, std::io::Error>(())
+            });
+            if let Err(e) = result {
+                tracing::error!(error = %e, "MQTT runtime failed");
             }
-            Ok::<_, std::io::Error>(())
-        });
-        if let Err(e) = result {
-            tracing::error!(error = %e, "MQTT runtime failed");
-        }
-    })?;
+        })?;
     match rx.recv() {
         Ok(Ok(srv)) => Ok((srv, thread)),
         Ok(Err(e)) => Err(anyhow::anyhow!("cannot start the MQTT server: {e}")),
-        Err(_) => Err(anyhow::anyhow!("the MQTT thread ended before the server started")),
+        Err(_) => Err(anyhow::anyhow!(
+            "the MQTT thread ended before the server started"
+        )),
     }
 }
 
-fn build(state: Arc<AppState>, listener: std::net::TcpListener) -> std::io::Result<ntex_server::net::Server> {
+fn build(
+    state: Arc<AppState>,
+    listener: std::net::TcpListener,
+) -> std::io::Result<ntex_server::net::Server> {
     let mqtt = &state.config.mqtt;
     let timeout = Seconds(u16::try_from(mqtt.connect_timeout_secs).unwrap_or(u16::MAX));
     let config = SharedCfg::new("MQTT").add(
@@ -81,19 +90,19 @@ fn build(state: Arc<AppState>, listener: std::net::TcpListener) -> std::io::Resu
         .listen("mqtt", listener, config, async move |_| {
             let (s3, s5) = (state.clone(), state.clone());
             MqttServer::new()
-                .v3(
-                    ntex_mqtt::v3::MqttServer::new(async |s: &v3::Session, p| v3::publish(s, p).await)
-                        .protocol(async |s: &v3::Session, m| v3::protocol(s, m).await)
-                        .control(async |s: &v3::Session, c| v3::control(s, c).await)
-                        .replace_middlewares(inflight)
-                        .build(async move |hs| v3::connect(&s3, hs).await),
-                )
-                .v5(
-                    ntex_mqtt::v5::MqttServer::new(async |s: &v5::Session, p| v5::publish(s, p).await)
-                        .protocol(async |s: &v5::Session, m| v5::protocol(s, m).await)
-                        .control(async |s: &v5::Session, c| v5::control(s, c).await)
-                        .build(async move |hs| v5::connect(&s5, hs).await),
-                )
+                .v3(ntex_mqtt::v3::MqttServer::new(async |s: &v3::Session, p| {
+                    v3::publish(s, p).await
+                })
+                .protocol(async |s: &v3::Session, m| v3::protocol(s, m).await)
+                .control(async |s: &v3::Session, c| v3::control(s, c).await)
+                .replace_middlewares(inflight)
+                .build(async move |hs| v3::connect(&s3, hs).await))
+                .v5(ntex_mqtt::v5::MqttServer::new(async |s: &v5::Session, p| {
+                    v5::publish(s, p).await
+                })
+                .protocol(async |s: &v5::Session, m| v5::protocol(s, m).await)
+                .control(async |s: &v5::Session, c| v5::control(s, c).await)
+                .build(async move |hs| v5::connect(&s5, hs).await))
         })?
         .run())
 }

@@ -1,15 +1,18 @@
-//! Pieces both protocol versions share: CONNECT handling into a `DeviceSession`, the error type,
-//! and the keep-alive rule.
+//! A device session: CONNECT admission, per-session state shared by uplink and downlink, the
+//! error type that ends a session, and the keep-alive rule.
 
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use super::auth::{self, AuthResult, Credentials};
-use super::registry::SessionCmd;
-use super::uplink::DeviceSession;
+use super::sink::Sink;
 use crate::app::AppState;
+use crate::bus::{Event, RpcRequest, SessionCmd};
+use crate::storage::Device;
 
 /// Errors that end a session; MQTT 5 clients get the matching DISCONNECT reason.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +23,10 @@ pub enum SessionError {
     Failed(String),
     #[error("cannot read the payload: {0}")]
     Payload(String),
+    #[error("rate limit {0} exceeded")]
+    RateLimited(String),
+    #[error("{0}")]
+    Malformed(String),
 }
 
 impl SessionError {
@@ -29,6 +36,8 @@ impl SessionError {
             Self::InvalidPayload(_) => R::PayloadFormatInvalid,
             Self::Failed(_) => R::UnspecifiedError,
             Self::Payload(_) => R::MalformedPacket,
+            Self::RateLimited(_) => R::MessageRateTooHigh,
+            Self::Malformed(_) => R::ImplementationSpecificError,
         }
     }
 }
@@ -47,6 +56,65 @@ impl From<std::convert::Infallible> for SessionError {
     }
 }
 
+/// A granted subscription: the filter (its `+` replaced by ids for outgoing topics) and QoS 1 or 0.
+#[derive(Clone, Debug)]
+pub struct Granted {
+    pub filter: String,
+    pub qos1: bool,
+}
+
+/// Server-side RPC bookkeeping of one session.
+#[derive(Default)]
+pub struct RpcState {
+    /// Next request id; the first RPC of a session is 0 (§5.1).
+    pub next_id: i32,
+    /// Sent and waiting for the device's reply, by request id.
+    pub pending: HashMap<i32, RpcRequest>,
+    /// Received before the device subscribed to RPC requests.
+    pub queued: VecDeque<RpcRequest>,
+}
+
+/// State of one authenticated device connection (lives on its MQTT worker thread).
+pub struct DeviceSession {
+    pub state: Arc<AppState>,
+    pub device: Device,
+    pub session: u64,
+    pub sink: Sink,
+    pub attributes_sub: RefCell<Option<Granted>>,
+    pub rpc_sub: RefCell<Option<Granted>>,
+    /// Response families the device subscribed to (only their QoS matters).
+    pub response_subs: RefCell<Vec<Granted>>,
+    pub rpc: RefCell<RpcState>,
+    /// Client-side RPC requests waiting for the rules' answer: request id → v2 topic family.
+    pub client_rpc: RefCell<HashMap<String, bool>>,
+    pub limits: super::limits::SessionLimits,
+    pub closed: Cell<bool>,
+}
+
+impl Drop for DeviceSession {
+    fn drop(&mut self) {
+        self.state.sessions.unregister(self.device.id, self.session);
+        let pending: Vec<RpcRequest> = self
+            .rpc
+            .borrow_mut()
+            .pending
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
+        let queued: Vec<RpcRequest> = self.rpc.borrow_mut().queued.drain(..).collect();
+        let services = self.state.services.clone();
+        let device = self.device.clone();
+        self.state.rt.spawn(async move {
+            for req in pending.into_iter().chain(queued) {
+                services.rpc.undelivered(&req).await;
+            }
+            services.device_state.disconnected(&device).await;
+        });
+        metrics::counter!("ferroboard_mqtt_disconnects_total").increment(1);
+        tracing::debug!(device = %self.device.id, "session closed");
+    }
+}
+
 /// The result of authenticating a CONNECT.
 pub enum Admission {
     Accepted(Rc<DeviceSession>, mpsc::Receiver<SessionCmd>),
@@ -55,16 +123,70 @@ pub enum Admission {
     Unavailable,
 }
 
-/// Authenticates on the main runtime and registers the session (closing an older one of the device).
-pub async fn admit(state: &Arc<AppState>, client_id: &str, username: Option<&str>, password: Option<&[u8]>) -> Admission {
-    if !state.mqtt_accepting.load(std::sync::atomic::Ordering::SeqCst) {
+/// What the CONNECT carried.
+pub struct Connect<'a> {
+    pub client_id: &'a str,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a [u8]>,
+}
+
+/// Authenticates on the main runtime and registers the session (closing an older one of the device,
+/// on this node and, through the bus, on others).
+pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> Admission {
+    if !state
+        .mqtt_accepting
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
         return Admission::Unavailable;
     }
+    let result = lookup(state, &connect).await;
+    let device = match result {
+        AuthResult::Accepted(device) => device,
+        AuthResult::NoCredentials => return Admission::NoCredentials,
+        AuthResult::NotAuthorized => return Admission::NotAuthorized,
+        AuthResult::Unavailable(e) => {
+            tracing::error!(error = %e, "credential lookup failed; CONNECT answered 'server unavailable'");
+            return Admission::Unavailable;
+        }
+    };
+    let (tx, rx) = mpsc::channel(state.config.mqtt.outbound_queue.max(1));
+    let session = state.sessions.register(device.id, tx);
+    tracing::debug!(device = %device.id, name = %device.name, "device connected");
+    let services = state.services.clone();
+    let event = Event::SessionOpened {
+        device: device.id.0,
+        node: state.config.node_id.clone(),
+        session,
+    };
+    let connected = (*device).clone();
+    state.rt.spawn(async move {
+        if let Err(e) = services.bus.publish(event).await {
+            tracing::warn!(error = %e, "session take-over not announced to other nodes");
+        }
+        services.device_state.connected(&connected).await;
+    });
+    let sess = DeviceSession {
+        limits: super::limits::SessionLimits::new(&state.config.limits),
+        state: state.clone(),
+        device: *device,
+        session,
+        sink,
+        attributes_sub: RefCell::new(None),
+        rpc_sub: RefCell::new(None),
+        response_subs: RefCell::new(Vec::new()),
+        rpc: RefCell::new(RpcState::default()),
+        client_rpc: RefCell::new(HashMap::new()),
+        closed: Cell::new(false),
+    };
+    Admission::Accepted(Rc::new(sess), rx)
+}
+
+async fn lookup(state: &Arc<AppState>, connect: &Connect<'_>) -> AuthResult {
     let store = state.services.store.clone();
     let (client_id, username, password) = (
-        client_id.to_owned(),
-        username.map(str::to_owned),
-        password.map(<[u8]>::to_vec),
+        connect.client_id.to_owned(),
+        connect.username.map(str::to_owned),
+        connect.password.map(<[u8]>::to_vec),
     );
     let lookup = state.rt.spawn(async move {
         let creds = Credentials {
@@ -74,28 +196,9 @@ pub async fn admit(state: &Arc<AppState>, client_id: &str, username: Option<&str
         };
         auth::authenticate(&store, &creds).await
     });
-    let result = match lookup.await {
+    match lookup.await {
         Ok(r) => r,
         Err(e) => AuthResult::Unavailable(crate::storage::StorageError::Database(e.to_string())),
-    };
-    match result {
-        AuthResult::Accepted(device) => {
-            let (tx, rx) = mpsc::channel(state.config.mqtt.outbound_queue.max(1));
-            let session = state.sessions.register(device.id, tx);
-            tracing::debug!(device = %device.id, name = %device.name, "device connected");
-            let sess = DeviceSession {
-                state: state.clone(),
-                device: *device,
-                session,
-            };
-            Admission::Accepted(Rc::new(sess), rx)
-        }
-        AuthResult::NoCredentials => Admission::NoCredentials,
-        AuthResult::NotAuthorized => Admission::NotAuthorized,
-        AuthResult::Unavailable(e) => {
-            tracing::error!(error = %e, "credential lookup failed; CONNECT answered 'server unavailable'");
-            Admission::Unavailable
-        }
     }
 }
 

@@ -15,11 +15,24 @@ pub enum Format {
 pub enum Uplink {
     Telemetry(Format),
     Attributes(Format),
-    AttributeRequest { id: String, v2: bool },
-    RpcResponse { id: String, v2: bool },
-    RpcRequest { id: String, v2: bool },
+    AttributeRequest {
+        id: String,
+        v2: bool,
+    },
+    RpcResponse {
+        id: String,
+        v2: bool,
+    },
+    RpcRequest {
+        id: String,
+        v2: bool,
+    },
     Claim,
-    FirmwareChunk { request: String, chunk: String, software: bool },
+    FirmwareChunk {
+        request: String,
+        chunk: String,
+        software: bool,
+    },
     Gateway(String),
     Unknown,
 }
@@ -39,13 +52,22 @@ impl Uplink {
         }
         let id = |rest: &str| rest.to_owned();
         if let Some(rest) = topic.strip_prefix("v1/devices/me/attributes/request/") {
-            return Self::AttributeRequest { id: id(rest), v2: false };
+            return Self::AttributeRequest {
+                id: id(rest),
+                v2: false,
+            };
         }
         if let Some(rest) = topic.strip_prefix("v1/devices/me/rpc/response/") {
-            return Self::RpcResponse { id: id(rest), v2: false };
+            return Self::RpcResponse {
+                id: id(rest),
+                v2: false,
+            };
         }
         if let Some(rest) = topic.strip_prefix("v1/devices/me/rpc/request/") {
-            return Self::RpcRequest { id: id(rest), v2: false };
+            return Self::RpcRequest {
+                id: id(rest),
+                v2: false,
+            };
         }
         for (prefix, software) in [("v2/fw/request/", false), ("v2/sw/request/", true)] {
             if let Some(rest) = topic.strip_prefix(prefix)
@@ -59,13 +81,22 @@ impl Uplink {
             }
         }
         if let Some(rest) = strip_v2(topic, "v2/r/res/") {
-            return Self::RpcResponse { id: id(rest), v2: true };
+            return Self::RpcResponse {
+                id: id(rest),
+                v2: true,
+            };
         }
         if let Some(rest) = strip_v2(topic, "v2/r/req/") {
-            return Self::RpcRequest { id: id(rest), v2: true };
+            return Self::RpcRequest {
+                id: id(rest),
+                v2: true,
+            };
         }
         if let Some(rest) = strip_v2(topic, "v2/a/req/") {
-            return Self::AttributeRequest { id: id(rest), v2: true };
+            return Self::AttributeRequest {
+                id: id(rest),
+                v2: true,
+            };
         }
         if topic.starts_with("v1/gateway") {
             return Self::Gateway(topic.to_owned());
@@ -100,7 +131,9 @@ impl Subscription {
     pub fn parse(filter: &str) -> Option<Self> {
         Some(match filter {
             "v1/devices/me/attributes" | "v2/a" | "v2/a/j" | "v2/a/p" => Self::AttributeUpdates,
-            "v1/devices/me/rpc/request/+" | "v2/r/req/+" | "v2/r/req/j/+" | "v2/r/req/p/+" => Self::RpcRequests,
+            "v1/devices/me/rpc/request/+" | "v2/r/req/+" | "v2/r/req/j/+" | "v2/r/req/p/+" => {
+                Self::RpcRequests
+            }
             "v1/devices/me/rpc/response/+"
             | "v2/r/res/+"
             | "v2/r/res/j/+"
@@ -127,30 +160,55 @@ mod tests {
 
     #[test]
     fn publish_topics() {
-        assert_eq!(Uplink::parse("v1/devices/me/telemetry"), Uplink::Telemetry(Format::Profile));
+        assert_eq!(
+            Uplink::parse("v1/devices/me/telemetry"),
+            Uplink::Telemetry(Format::Profile)
+        );
         assert_eq!(Uplink::parse("v2/t/j"), Uplink::Telemetry(Format::Json));
         assert_eq!(
             Uplink::parse("v1/devices/me/attributes/request/7"),
-            Uplink::AttributeRequest { id: "7".into(), v2: false }
+            Uplink::AttributeRequest {
+                id: "7".into(),
+                v2: false
+            }
         );
         assert_eq!(
             Uplink::parse("v2/r/req/j/3"),
-            Uplink::RpcRequest { id: "3".into(), v2: true }
+            Uplink::RpcRequest {
+                id: "3".into(),
+                v2: true
+            }
         );
         assert_eq!(
             Uplink::parse("v2/fw/request/1/chunk/2"),
-            Uplink::FirmwareChunk { request: "1".into(), chunk: "2".into(), software: false }
+            Uplink::FirmwareChunk {
+                request: "1".into(),
+                chunk: "2".into(),
+                software: false
+            }
         );
-        assert_eq!(Uplink::parse("v1/gateway/telemetry"), Uplink::Gateway("v1/gateway/telemetry".into()));
+        assert_eq!(
+            Uplink::parse("v1/gateway/telemetry"),
+            Uplink::Gateway("v1/gateway/telemetry".into())
+        );
         assert_eq!(Uplink::parse("v1/devices/me/other"), Uplink::Unknown);
         assert_eq!(Uplink::parse("v1/devices/me/telemetry/x"), Uplink::Unknown);
     }
 
     #[test]
     fn subscribe_filters() {
-        assert_eq!(Subscription::parse("v1/devices/me/attributes"), Some(Subscription::AttributeUpdates));
-        assert_eq!(Subscription::parse("v1/devices/me/rpc/request/+"), Some(Subscription::RpcRequests));
-        assert_eq!(Subscription::parse("v1/devices/me/attributes/response/+"), Some(Subscription::Responses));
+        assert_eq!(
+            Subscription::parse("v1/devices/me/attributes"),
+            Some(Subscription::AttributeUpdates)
+        );
+        assert_eq!(
+            Subscription::parse("v1/devices/me/rpc/request/+"),
+            Some(Subscription::RpcRequests)
+        );
+        assert_eq!(
+            Subscription::parse("v1/devices/me/attributes/response/+"),
+            Some(Subscription::Responses)
+        );
         assert_eq!(Subscription::parse("#"), None);
         assert_eq!(Subscription::parse("v1/devices/me/#"), None);
         assert_eq!(Subscription::parse("v2/fw/response/+"), None);

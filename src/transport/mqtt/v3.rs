@@ -6,29 +6,31 @@ use std::sync::Arc;
 use ntex_mqtt::v3::{self, codec::QoS};
 use ntex_mqtt::{Control, Reason};
 use ntex_util::time::Seconds;
-use tokio::sync::mpsc;
 
-use super::registry::SessionCmd;
+use super::downlink;
+use super::session::DeviceSession;
 use super::session::{self, Admission, SessionError};
-use super::topics::Subscription;
-use super::uplink::{DeviceSession, Outcome};
+use super::sink::Sink;
+use super::uplink::Outcome;
 use crate::app::AppState;
 
 pub type Session = v3::Session<Rc<DeviceSession>>;
 
-pub async fn connect(state: &Arc<AppState>, hs: v3::Connect) -> Result<v3::ConnectAck<Rc<DeviceSession>>, SessionError> {
+pub async fn connect(
+    state: &Arc<AppState>,
+    hs: v3::Connect,
+) -> Result<v3::ConnectAck<Rc<DeviceSession>>, SessionError> {
     let pkt = hs.packet();
-    let admission = session::admit(
-        state,
-        &pkt.client_id,
-        pkt.username.as_deref(),
-        pkt.password.as_deref(),
-    )
-    .await;
+    let connect = session::Connect {
+        client_id: &pkt.client_id,
+        username: pkt.username.as_deref(),
+        password: pkt.password.as_deref(),
+    };
+    let admission = session::admit(state, connect, Sink::V3(hs.sink())).await;
     let keep_alive = pkt.keep_alive;
     Ok(match admission {
         Admission::Accepted(sess, rx) => {
-            ntex_rt::spawn(commands(hs.sink(), rx));
+            ntex_rt::spawn(downlink::run(Rc::downgrade(&sess), rx));
             let idle = session::idle_timeout(keep_alive).map_or(Seconds::ZERO, Seconds);
             hs.ack(sess, false).idle_timeout(idle)
         }
@@ -38,29 +40,26 @@ pub async fn connect(state: &Arc<AppState>, hs: v3::Connect) -> Result<v3::Conne
     })
 }
 
-async fn commands(sink: v3::MqttSink, mut rx: mpsc::Receiver<SessionCmd>) {
-    while let Some(cmd) = rx.recv().await {
-        match cmd {
-            SessionCmd::Close(_) => {
-                sink.close();
-                break;
-            }
-        }
-    }
-}
-
 pub async fn publish(sess: &Session, p: v3::Publish) -> Result<(), SessionError> {
-    let payload = p.read_all().await.map_err(|e| SessionError::Payload(format!("{e:?}")))?;
+    let payload = p
+        .read_all()
+        .await
+        .map_err(|e| SessionError::Payload(format!("{e:?}")))?;
     match sess.publish(p.publish_topic(), payload).await {
         Outcome::Accepted | Outcome::TopicInvalid => Ok(()),
         Outcome::Unsupported(what) => {
-            tracing::warn!(topic = p.publish_topic(), "{what} over MQTT are not served yet; message acknowledged and dropped");
+            tracing::warn!(
+                topic = p.publish_topic(),
+                "{what} over MQTT are not served yet; message acknowledged and dropped"
+            );
             Ok(())
         }
         Outcome::InvalidPayload(e) => {
             tracing::info!(device = %sess.device.id, error = %e, "invalid payload from an MQTT 3.1.1 client; closing the connection");
             Err(SessionError::InvalidPayload(e))
         }
+        Outcome::RateLimited(limit) => Err(SessionError::RateLimited(limit.to_owned())),
+        Outcome::Malformed(e) => Err(SessionError::Malformed(e)),
         Outcome::Failed(e) => {
             tracing::warn!(device = %sess.device.id, error = %e, "message not processed; closing the MQTT 3.1.1 connection so the device re-sends");
             Err(SessionError::Failed(e))
@@ -68,12 +67,19 @@ pub async fn publish(sess: &Session, p: v3::Publish) -> Result<(), SessionError>
     }
 }
 
-pub async fn protocol(_sess: &Session, msg: v3::ProtocolMessage) -> Result<v3::ProtocolMessageAck, SessionError> {
+pub async fn protocol(
+    sess: &Session,
+    msg: v3::ProtocolMessage,
+) -> Result<v3::ProtocolMessageAck, SessionError> {
     Ok(match msg {
         v3::ProtocolMessage::Subscribe(mut s) => {
             for mut sub in s.iter_mut() {
-                match Subscription::parse(sub.topic()) {
-                    Some(_) => sub.confirm(sub.qos().min(QoS::AtLeastOnce)),
+                match sess.subscribe(sub.topic(), sub.qos() != QoS::AtMostOnce) {
+                    Some(qos1) => sub.confirm(if qos1 {
+                        QoS::AtLeastOnce
+                    } else {
+                        QoS::AtMostOnce
+                    }),
                     None => {
                         tracing::debug!(filter = %sub.topic(), "SUBSCRIBE to a filter devices may not use; refused");
                         sub.fail();
@@ -82,14 +88,22 @@ pub async fn protocol(_sess: &Session, msg: v3::ProtocolMessage) -> Result<v3::P
             }
             s.ack()
         }
-        v3::ProtocolMessage::Unsubscribe(s) => s.ack(),
+        v3::ProtocolMessage::Unsubscribe(s) => {
+            for filter in s.iter() {
+                sess.unsubscribe(filter);
+            }
+            s.ack()
+        }
         v3::ProtocolMessage::Ping(p) => p.ack(),
         v3::ProtocolMessage::Disconnect(d) => d.ack(),
         v3::ProtocolMessage::PublishRelease(r) => r.ack(),
     })
 }
 
-pub async fn control(_sess: &Session, ctl: Control<SessionError>) -> Result<Option<v3::codec::Encoded>, SessionError> {
+pub async fn control(
+    _sess: &Session,
+    ctl: Control<SessionError>,
+) -> Result<Option<v3::codec::Encoded>, SessionError> {
     if let Control::Stop(Reason::Protocol(e)) = &ctl {
         tracing::debug!(error = %e.get_ref(), "MQTT 3.1.1 protocol error; connection closed");
     }

@@ -4,37 +4,40 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use ntex_mqtt::v5::codec::{
-    ConnectAckReason, Disconnect, DisconnectReasonCode, PublishAckReason, QoS, SubscribeAckReason,
-    UnsubscribeAckReason,
+    ConnectAckReason, Disconnect, PublishAckReason, QoS, SubscribeAckReason, UnsubscribeAckReason,
 };
 use ntex_mqtt::v5::{self, PublishAck};
 use ntex_mqtt::{Control, Reason};
-use tokio::sync::mpsc;
 
-use super::registry::{CloseReason, SessionCmd};
+use super::downlink;
+use super::session::DeviceSession;
 use super::session::{self, Admission, SessionError};
-use super::topics::Subscription;
-use super::uplink::{DeviceSession, Outcome};
+use super::sink::Sink;
+use super::uplink::Outcome;
 use crate::app::AppState;
 
 pub type Session = v5::Session<Rc<DeviceSession>>;
 
-pub async fn connect(state: &Arc<AppState>, hs: v5::Connect) -> Result<v5::ConnectAck<Rc<DeviceSession>>, SessionError> {
+pub async fn connect(
+    state: &Arc<AppState>,
+    hs: v5::Connect,
+) -> Result<v5::ConnectAck<Rc<DeviceSession>>, SessionError> {
     let pkt = hs.packet();
-    let admission = session::admit(
-        state,
-        &pkt.client_id,
-        pkt.username.as_deref(),
-        pkt.password.as_deref(),
-    )
-    .await;
+    let connect = session::Connect {
+        client_id: &pkt.client_id,
+        username: pkt.username.as_deref(),
+        password: pkt.password.as_deref(),
+    };
+    let admission = session::admit(state, connect, Sink::V5(hs.sink())).await;
     let keep_alive = pkt.keep_alive;
     Ok(match admission {
         Admission::Accepted(sess, rx) => {
-            ntex_rt::spawn(commands(hs.sink(), rx));
+            ntex_rt::spawn(downlink::run(Rc::downgrade(&sess), rx));
             // ntex-mqtt 9.0.0 maps keep-alive 0 to a 30 s idle timeout; MQTT says 0 means none.
             let idle = session::idle_timeout(keep_alive).unwrap_or(u16::MAX);
-            hs.ack(sess).keep_alive(idle).with(|ack| ack.max_qos = QoS::AtLeastOnce)
+            hs.ack(sess)
+                .keep_alive(idle)
+                .with(|ack| ack.max_qos = QoS::AtLeastOnce)
         }
         Admission::NoCredentials => hs.failed(ConnectAckReason::BadUserNameOrPassword),
         Admission::NotAuthorized => hs.failed(ConnectAckReason::NotAuthorized),
@@ -42,40 +45,36 @@ pub async fn connect(state: &Arc<AppState>, hs: v5::Connect) -> Result<v5::Conne
     })
 }
 
-async fn commands(sink: v5::MqttSink, mut rx: mpsc::Receiver<SessionCmd>) {
-    while let Some(cmd) = rx.recv().await {
-        match cmd {
-            SessionCmd::Close(reason) => {
-                let code = match reason {
-                    CloseReason::ServerShutdown => DisconnectReasonCode::ServerShuttingDown,
-                    CloseReason::TakenOver => DisconnectReasonCode::SessionTakenOver,
-                };
-                sink.close_with_reason(Disconnect::new(code));
-                break;
-            }
-        }
-    }
-}
-
 pub async fn publish(sess: &Session, p: v5::Publish) -> Result<PublishAck, SessionError> {
-    let payload = p.read_all().await.map_err(|e| SessionError::Payload(format!("{e:?}")))?;
+    let payload = p
+        .read_all()
+        .await
+        .map_err(|e| SessionError::Payload(format!("{e:?}")))?;
     let qos1 = p.qos() == QoS::AtLeastOnce;
     match sess.publish(p.publish_topic(), payload).await {
         Outcome::Accepted => Ok(p.ack()),
         Outcome::TopicInvalid => Ok(PublishAck::new(PublishAckReason::TopicNameInvalid)),
         Outcome::Unsupported(what) => {
-            tracing::warn!(topic = p.publish_topic(), "{what} over MQTT are not served yet");
-            Ok(PublishAck::new(PublishAckReason::ImplementationSpecificError)
-                .reason(format!("{what} not supported yet").into()))
+            tracing::warn!(
+                topic = p.publish_topic(),
+                "{what} over MQTT are not served yet"
+            );
+            Ok(
+                PublishAck::new(PublishAckReason::ImplementationSpecificError)
+                    .reason(format!("{what} not supported yet").into()),
+            )
         }
         Outcome::InvalidPayload(e) if qos1 => {
             tracing::debug!(device = %sess.device.id, error = %e, "invalid payload");
             Ok(PublishAck::new(PublishAckReason::PayloadFormatInvalid).reason(truncate(&e).into()))
         }
         Outcome::InvalidPayload(e) => Err(SessionError::InvalidPayload(e)),
+        Outcome::RateLimited(limit) => Err(SessionError::RateLimited(limit.to_owned())),
+        Outcome::Malformed(e) => Err(SessionError::Malformed(e)),
         Outcome::Failed(e) if qos1 => {
             tracing::warn!(device = %sess.device.id, error = %e, "message not processed; PUBACK carries an error");
-            Ok(PublishAck::new(PublishAckReason::UnspecifiedError).reason("not stored; retry".into()))
+            Ok(PublishAck::new(PublishAckReason::UnspecifiedError)
+                .reason("not stored; retry".into()))
         }
         Outcome::Failed(e) => {
             tracing::warn!(device = %sess.device.id, error = %e, "QoS 0 message not processed");
@@ -88,12 +87,19 @@ fn truncate(text: &str) -> String {
     text.chars().take(200).collect()
 }
 
-pub async fn protocol(_sess: &Session, msg: v5::ProtocolMessage) -> Result<v5::ProtocolMessageAck, SessionError> {
+pub async fn protocol(
+    sess: &Session,
+    msg: v5::ProtocolMessage,
+) -> Result<v5::ProtocolMessageAck, SessionError> {
     Ok(match msg {
         v5::ProtocolMessage::Subscribe(mut s) => {
             for mut sub in s.iter_mut() {
-                match Subscription::parse(sub.topic()) {
-                    Some(_) => sub.confirm(sub.options().qos.min(QoS::AtLeastOnce)),
+                match sess.subscribe(sub.topic(), sub.options().qos != QoS::AtMostOnce) {
+                    Some(qos1) => sub.confirm(if qos1 {
+                        QoS::AtLeastOnce
+                    } else {
+                        QoS::AtMostOnce
+                    }),
                     None => {
                         tracing::debug!(filter = %sub.topic(), "SUBSCRIBE to a filter devices may not use; refused");
                         sub.fail(SubscribeAckReason::TopicFilterInvalid);
@@ -104,7 +110,7 @@ pub async fn protocol(_sess: &Session, msg: v5::ProtocolMessage) -> Result<v5::P
         }
         v5::ProtocolMessage::Unsubscribe(mut s) => {
             for mut unsub in s.iter_mut() {
-                if Subscription::parse(unsub.topic()).is_some() {
+                if sess.unsubscribe(unsub.topic()) {
                     unsub.success();
                 } else {
                     unsub.fail(UnsubscribeAckReason::TopicFilterInvalid);
@@ -118,7 +124,10 @@ pub async fn protocol(_sess: &Session, msg: v5::ProtocolMessage) -> Result<v5::P
     })
 }
 
-pub async fn control(_sess: &Session, ctl: Control<SessionError>) -> Result<Option<v5::codec::Encoded>, SessionError> {
+pub async fn control(
+    _sess: &Session,
+    ctl: Control<SessionError>,
+) -> Result<Option<v5::codec::Encoded>, SessionError> {
     Ok(match ctl {
         Control::Stop(Reason::Error(e)) => {
             let err = e.get_ref();

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
+use super::Downlink;
 use crate::domain::DeviceId;
 
 /// Why the server closes a session.
@@ -21,6 +22,9 @@ pub enum CloseReason {
 #[derive(Debug)]
 pub enum SessionCmd {
     Close(CloseReason),
+    Deliver(Downlink),
+    /// Persistent RPCs wait in the database for this device.
+    PendingRpc,
 }
 
 struct Entry {
@@ -39,9 +43,7 @@ impl Registry {
     /// Registers a new session for `device`; an older session of the device is told to close.
     pub fn register(&self, device: DeviceId, tx: mpsc::Sender<SessionCmd>) -> u64 {
         let session = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let old = self
-            .lock()
-            .insert(device, Entry { session, tx });
+        let old = self.lock().insert(device, Entry { session, tx });
         if let Some(old) = old {
             tracing::info!(device = %device, "newer session of the device connected; closing the older one");
             // A full queue means the old session is stuck; closing it is still right, so do not block.
@@ -60,6 +62,40 @@ impl Registry {
         let len = map.len();
         drop(map);
         metrics::gauge!("ferroboard_mqtt_sessions").set(len as f64);
+    }
+
+    /// Closes the device's session on this node (a newer one opened on another node).
+    pub fn close(&self, device: DeviceId, reason: CloseReason) {
+        if let Some(entry) = self.lock().get(&device) {
+            let _ = entry.tx.try_send(SessionCmd::Close(reason));
+        }
+    }
+
+    /// Hands a downlink to the device's session if it lives on this node; false otherwise.
+    pub fn deliver(&self, device: DeviceId, downlink: Downlink) -> bool {
+        let map = self.lock();
+        let Some(entry) = map.get(&device) else {
+            return false;
+        };
+        match entry.tx.try_send(SessionCmd::Deliver(downlink)) {
+            Ok(()) => true,
+            Err(_) => {
+                metrics::counter!("ferroboard_mqtt_outbound_dropped_total").increment(1);
+                tracing::warn!(device = %device, "outbound queue of the session is full (mqtt.outbound_queue); message dropped");
+                false
+            }
+        }
+    }
+
+    pub fn signal_pending_rpc(&self, device: DeviceId) {
+        if let Some(entry) = self.lock().get(&device) {
+            let _ = entry.tx.try_send(SessionCmd::PendingRpc);
+        }
+    }
+
+    /// The session id of the device's live session on this node.
+    pub fn session_of(&self, device: DeviceId) -> Option<u64> {
+        self.lock().get(&device).map(|e| e.session)
     }
 
     pub fn len(&self) -> usize {
@@ -99,10 +135,16 @@ mod tests {
         let (tx2, mut rx2) = mpsc::channel(4);
         let s1 = reg.register(device, tx1);
         let s2 = reg.register(device, tx2);
-        assert!(matches!(rx1.try_recv(), Ok(SessionCmd::Close(CloseReason::TakenOver))));
+        assert!(matches!(
+            rx1.try_recv(),
+            Ok(SessionCmd::Close(CloseReason::TakenOver))
+        ));
         assert!(rx2.try_recv().is_err());
         reg.unregister(device, s1);
-        assert!(reg.is_connected(device), "the old session must not remove the new one");
+        assert!(
+            reg.is_connected(device),
+            "the old session must not remove the new one"
+        );
         reg.unregister(device, s2);
         assert!(!reg.is_connected(device));
     }

@@ -1,0 +1,271 @@
+//! Attributes over REST (rest-api.md §6): the three save routes, values, keys and delete.
+//! Bad payloads answer bare text bodies (§1.2); bad ids and scope names answer error JSON.
+
+use std::str::FromStr as _;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::State as AppStateRef;
+use super::auth::TenantAdmin;
+use super::error::{ApiError, Params, RawBody};
+use super::telemetry::{PREFIX, parse_body, requested_keys, resolve_entity};
+use crate::domain::{AttributeScope, DeviceId, Kv, TenantId, now_ms, payload};
+use crate::storage::{AttributeKv, Device};
+
+pub fn routes() -> Router<AppStateRef> {
+    let p = |suffix: &str| format!("{PREFIX}/{suffix}");
+    Router::new()
+        .route(&p("{p1}/{p2}"), post(save_legacy).delete(delete_legacy))
+        .route(&p("{p1}/{p2}/{p3}"), post(save_v1).delete(delete_v1))
+        .route(&p("{p1}/{p2}/attributes/{p4}"), post(save_v1))
+        .route(&p("{p1}/{p2}/values/attributes"), get(values_all_scopes))
+        .route(&p("{p1}/{p2}/values/attributes/{p4}"), get(values_of_scope))
+        .route(&p("{p1}/{p2}/keys/attributes"), get(keys_all_scopes))
+        .route(&p("{p1}/{p2}/keys/attributes/{p4}"), get(keys_of_scope))
+}
+
+/// A scope path segment; an unknown name is 400/31 error JSON (it fails before the handler body).
+fn parse_scope(text: &str) -> Result<AttributeScope, ApiError> {
+    AttributeScope::from_str(text).map_err(ApiError::BadRequest)
+}
+
+/// AttributeData rows `{"lastUpdateTs","key","value"}` with real JSON types.
+fn rows_json(rows: &[AttributeKv]) -> Value {
+    Value::Array(
+        rows.iter()
+            .map(|a| json!({"lastUpdateTs": a.last_update_ts, "key": a.key, "value": a.value.to_json()}))
+            .collect(),
+    )
+}
+
+async fn save_legacy(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    Path((device_id, scope)): Path<(String, String)>,
+    RawBody(body): RawBody,
+) -> Result<StatusCode, ApiError> {
+    save(
+        &state,
+        caller.tenant,
+        DeviceId::ENTITY_TYPE,
+        &device_id,
+        &scope,
+        &body,
+    )
+    .await
+}
+
+async fn save_v1(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    Path((entity_type, entity_id, scope)): Path<(String, String, String)>,
+    RawBody(body): RawBody,
+) -> Result<StatusCode, ApiError> {
+    save(
+        &state,
+        caller.tenant,
+        &entity_type,
+        &entity_id,
+        &scope,
+        &body,
+    )
+    .await
+}
+
+async fn save(
+    state: &AppStateRef,
+    tenant: TenantId,
+    entity_type: &str,
+    entity_id: &str,
+    scope: &str,
+    body: &[u8],
+) -> Result<StatusCode, ApiError> {
+    let scope = parse_scope(scope)?;
+    let device = resolve_entity(state, tenant, entity_type, entity_id).await?;
+    if scope == AttributeScope::Client {
+        return Err(ApiError::text_bad_request(format!(
+            "Invalid scope: {}",
+            scope.as_str()
+        )));
+    }
+    let value = parse_body(body, "Invalid JSON")?;
+    if !value.is_object() {
+        return Err(ApiError::text_bad_request("Request is not a JSON object"));
+    }
+    let kvs = payload::attributes(&value, state.services.typing)
+        .map_err(|e| ApiError::text_bad_request(e.to_string()))?;
+    if kvs.is_empty() {
+        return Err(ApiError::text_bad_request(
+            "No attributes data found in request body!",
+        ));
+    }
+    if kvs.iter().any(|kv| kv.key.trim().is_empty()) {
+        return Err(ApiError::text_bad_request("Key cannot be empty!"));
+    }
+    state
+        .services
+        .save_attributes(device.id.0, scope, kvs.clone(), now_ms())
+        .await?;
+    after_attributes_saved(state, &device, scope, &kvs).await;
+    Ok(StatusCode::OK)
+}
+
+/// What follows a committed attribute save: SHARED_SCOPE changes are pushed to the device's session
+/// (through the bus, on whatever node it lives).
+async fn after_attributes_saved(
+    state: &AppStateRef,
+    device: &Device,
+    scope: AttributeScope,
+    kvs: &[Kv],
+) {
+    if scope == AttributeScope::Shared {
+        state.services.push_shared_attributes(device.id, kvs).await;
+    }
+}
+
+/// What follows a committed attribute deletion: `{"deleted":[keys]}` to the device for SHARED_SCOPE.
+async fn after_attributes_deleted(
+    state: &AppStateRef,
+    device: &Device,
+    scope: AttributeScope,
+    keys: &[String],
+) {
+    if scope == AttributeScope::Shared {
+        state.services.push_shared_deleted(device.id, keys).await;
+    }
+}
+
+async fn values_all_scopes(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    Path((entity_type, entity_id)): Path<(String, String)>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let device = resolve_entity(&state, caller.tenant, &entity_type, &entity_id).await?;
+    let keys = requested_keys(&params);
+    let keys = (!keys.is_empty()).then_some(keys.as_slice());
+    let mut rows = Vec::new();
+    for scope in AttributeScope::ALL {
+        rows.extend(
+            state
+                .services
+                .store
+                .find_attributes(device.id.0, scope, keys)
+                .await?,
+        );
+    }
+    Ok(Json(rows_json(&rows)))
+}
+
+async fn values_of_scope(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    Path((entity_type, entity_id, scope)): Path<(String, String, String)>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let scope = parse_scope(&scope)?;
+    let device = resolve_entity(&state, caller.tenant, &entity_type, &entity_id).await?;
+    let keys = requested_keys(&params);
+    let keys = (!keys.is_empty()).then_some(keys.as_slice());
+    let rows = state
+        .services
+        .store
+        .find_attributes(device.id.0, scope, keys)
+        .await?;
+    Ok(Json(rows_json(&rows)))
+}
+
+async fn keys_all_scopes(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    Path((entity_type, entity_id)): Path<(String, String)>,
+) -> Result<Json<Vec<String>>, ApiError> {
+    let device = resolve_entity(&state, caller.tenant, &entity_type, &entity_id).await?;
+    Ok(Json(
+        state
+            .services
+            .store
+            .attribute_keys(device.id.0, None)
+            .await?,
+    ))
+}
+
+async fn keys_of_scope(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    Path((entity_type, entity_id, scope)): Path<(String, String, String)>,
+) -> Result<Json<Vec<String>>, ApiError> {
+    let scope = parse_scope(&scope)?;
+    let device = resolve_entity(&state, caller.tenant, &entity_type, &entity_id).await?;
+    Ok(Json(
+        state
+            .services
+            .store
+            .attribute_keys(device.id.0, Some(scope))
+            .await?,
+    ))
+}
+
+async fn delete_legacy(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    Path((device_id, scope)): Path<(String, String)>,
+    params: Params,
+) -> Result<StatusCode, ApiError> {
+    remove(
+        &state,
+        caller.tenant,
+        DeviceId::ENTITY_TYPE,
+        &device_id,
+        &scope,
+        &params,
+    )
+    .await
+}
+
+async fn delete_v1(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    Path((entity_type, entity_id, scope)): Path<(String, String, String)>,
+    params: Params,
+) -> Result<StatusCode, ApiError> {
+    remove(
+        &state,
+        caller.tenant,
+        &entity_type,
+        &entity_id,
+        &scope,
+        &params,
+    )
+    .await
+}
+
+async fn remove(
+    state: &AppStateRef,
+    tenant: TenantId,
+    entity_type: &str,
+    entity_id: &str,
+    scope: &str,
+    params: &Params,
+) -> Result<StatusCode, ApiError> {
+    let scope = parse_scope(scope)?;
+    let raw_keys = params.required("keys")?;
+    let device = resolve_entity(state, tenant, entity_type, entity_id).await?;
+    let keys = requested_keys(params);
+    if keys.is_empty() {
+        return Err(ApiError::text_bad_request(format!(
+            "Empty keys: [{raw_keys}]"
+        )));
+    }
+    let deleted = state
+        .services
+        .store
+        .delete_attributes(device.id.0, scope, &keys)
+        .await?;
+    after_attributes_deleted(state, &device, scope, &deleted).await;
+    Ok(StatusCode::OK)
+}

@@ -1,0 +1,419 @@
+//! Devices (rest-api.md §3): create/update, get, info, delete, and the tenant's device lists.
+//! Every query is scoped to the caller's tenant; another tenant's device is simply "not found".
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::State as AppStateRef;
+use super::auth::TenantAdmin;
+use super::error::{ApiError, ITEM_NOT_FOUND_MSG, JsonBody, Params, parse_uuid};
+use super::paging::{page_json, page_query};
+use crate::domain::ids::NULL_UUID;
+use crate::domain::{CustomerId, DeviceId, DeviceProfileId, TenantId, now_ms};
+use crate::services::accounts::random_alphanumeric;
+use crate::storage::{Device, DeviceCredentials, DeviceProfile, StorageError};
+
+pub fn routes() -> Router<AppStateRef> {
+    Router::new()
+        .route("/api/device", post(save_device))
+        .route(
+            "/api/device/{deviceId}",
+            get(get_device).delete(delete_device),
+        )
+        .route("/api/device/info/{deviceId}", get(get_device_info))
+        .route("/api/devices", get(devices_by_ids))
+        .route("/api/tenant/devices", get(tenant_devices))
+        .route("/api/tenant/device", get(tenant_device_by_name))
+        .route("/api/tenant/deviceInfos", get(tenant_device_infos))
+}
+
+/// ThingsBoard's Device JSON.
+pub fn device_json(d: &Device) -> Value {
+    json!({
+        "id": d.id.to_json(),
+        "createdTime": d.created_time,
+        "tenantId": d.tenant_id.to_json(),
+        "customerId": d.customer_id.unwrap_or(CustomerId(NULL_UUID)).to_json(),
+        "name": d.name,
+        "type": d.profile_name,
+        "label": d.label,
+        "deviceProfileId": d.profile_id.to_json(),
+        "firmwareId": null,
+        "softwareId": null,
+        "deviceData": {"configuration": {"type": "DEFAULT"}, "transportConfiguration": {"type": "DEFAULT"}},
+        "additionalInfo": d.additional_info,
+        "externalId": null,
+        "version": d.version,
+    })
+}
+
+/// DeviceInfo: the Device plus customer and profile details.
+pub fn device_info_json(d: &Device) -> Value {
+    let mut v = device_json(d);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("customerTitle".to_owned(), Value::Null);
+        obj.insert("customerIsPublic".to_owned(), Value::Bool(false));
+        obj.insert(
+            "deviceProfileName".to_owned(),
+            Value::String(d.profile_name.clone()),
+        );
+        // Session state is not tracked across the REST boundary yet.
+        obj.insert("active".to_owned(), Value::Bool(false));
+    }
+    v
+}
+
+fn device_not_found(id: Uuid) -> ApiError {
+    ApiError::NotFound(format!("Device with id [{id}] is not found"))
+}
+
+/// The caller's device by path id: 400 for a malformed id, 404 when absent or another tenant's.
+pub async fn load_device(
+    state: &AppStateRef,
+    tenant: TenantId,
+    id: &str,
+) -> Result<Device, ApiError> {
+    let id = parse_uuid(id)?;
+    state
+        .services
+        .store
+        .get_device(tenant, DeviceId(id))
+        .await?
+        .ok_or_else(|| device_not_found(id))
+}
+
+async fn get_device(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(device_json(
+        &load_device(&state, caller.tenant, &id).await?,
+    )))
+}
+
+async fn get_device_info(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(device_info_json(
+        &load_device(&state, caller.tenant, &id).await?,
+    )))
+}
+
+async fn delete_device(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_uuid(&id)?;
+    if !state
+        .services
+        .store
+        .delete_device(caller.tenant, DeviceId(id))
+        .await?
+    {
+        return Err(device_not_found(id));
+    }
+    // Seam: live sessions of the deleted device are closed by the transport once it exposes that.
+    Ok(StatusCode::OK)
+}
+
+async fn devices_by_ids(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let mut out = Vec::new();
+    for id in params
+        .required("deviceIds")?
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+    {
+        let id = DeviceId(parse_uuid(id)?);
+        if let Some(d) = state.services.store.get_device(caller.tenant, id).await? {
+            out.push(device_json(&d));
+        }
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+/// Both forms of `/api/tenant/devices`: `?deviceName=` answers one Device, otherwise a page.
+async fn tenant_devices(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(name) = params.get("deviceName") {
+        return Ok(Json(device_json(
+            &device_by_name(&state, caller.tenant, name).await?,
+        )));
+    }
+    device_page(&state, caller.tenant, &params, device_json).await
+}
+
+async fn tenant_device_infos(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    device_page(&state, caller.tenant, &params, device_info_json).await
+}
+
+async fn device_page(
+    state: &AppStateRef,
+    tenant: TenantId,
+    params: &Params,
+    render: fn(&Device) -> Value,
+) -> Result<Json<Value>, ApiError> {
+    let query = page_query(params)?;
+    let profile = params.get("type").filter(|t| !t.is_empty());
+    let page = state
+        .services
+        .store
+        .page_devices(tenant, profile, &query)
+        .await?;
+    Ok(Json(page_json(&page, &query, render)))
+}
+
+async fn tenant_device_by_name(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let name = params.required("deviceName")?;
+    Ok(Json(device_json(
+        &device_by_name(&state, caller.tenant, name).await?,
+    )))
+}
+
+async fn device_by_name(
+    state: &AppStateRef,
+    tenant: TenantId,
+    name: &str,
+) -> Result<Device, ApiError> {
+    state
+        .services
+        .store
+        .find_device_by_name(tenant, name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(ITEM_NOT_FOUND_MSG.to_owned()))
+}
+
+/// The fields of a Device body this server honours.
+struct DeviceInput {
+    id: Option<Uuid>,
+    name: String,
+    label: Option<String>,
+    type_name: Option<String>,
+    profile_id: Option<Uuid>,
+    additional_info: Option<Value>,
+    version: Option<i64>,
+}
+
+/// An id given as `{"id": "<uuid>", ...}` (or a bare string); null or absent is None.
+pub fn id_field(obj: &Map<String, Value>, name: &str) -> Result<Option<Uuid>, ApiError> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => parse_uuid(s).map(Some),
+        Some(Value::Object(o)) => match o.get("id") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => parse_uuid(s).map(Some),
+            Some(_) => Err(ApiError::BadRequest(format!("Invalid {name}"))),
+        },
+        Some(_) => Err(ApiError::BadRequest(format!("Invalid {name}"))),
+    }
+}
+
+fn string_field(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, ApiError> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::BadRequest(format!("Invalid value of '{name}'"))),
+    }
+}
+
+fn parse_device_input(body: &Value) -> Result<DeviceInput, ApiError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("Invalid request body"))?;
+    let name = string_field(obj, "name")?
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request("Device name should be specified!"))?;
+    let version = match obj.get("version") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .ok_or_else(|| ApiError::bad_request("Invalid value of 'version'"))?,
+        ),
+    };
+    Ok(DeviceInput {
+        id: id_field(obj, "id")?,
+        name,
+        label: string_field(obj, "label")?,
+        type_name: string_field(obj, "type")?.filter(|t| !t.trim().is_empty()),
+        profile_id: id_field(obj, "deviceProfileId")?,
+        additional_info: obj.get("additionalInfo").cloned(),
+        version,
+    })
+}
+
+/// Access tokens must be non-blank and free of control characters.
+pub fn validate_token(token: &str) -> Result<(), ApiError> {
+    if token.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "Device credentials id should be specified!",
+        ));
+    }
+    if token.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "Device credentials id should not contain control characters!",
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /api/device`: create without `id`, update with it.
+async fn save_device(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    params: Params,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let input = parse_device_input(&body)?;
+    let device = match input.id {
+        Some(id) => update_device(&state, caller.tenant, id, input).await?,
+        None => create_device(&state, caller.tenant, params.get("accessToken"), input).await?,
+    };
+    Ok(Json(device_json(&device)))
+}
+
+async fn create_device(
+    state: &AppStateRef,
+    tenant: TenantId,
+    access_token: Option<&str>,
+    input: DeviceInput,
+) -> Result<Device, ApiError> {
+    let token = match access_token {
+        Some(t) => {
+            validate_token(t)?;
+            t.to_owned()
+        }
+        None => random_alphanumeric(20),
+    };
+    let profile =
+        resolve_profile(state, tenant, input.profile_id, input.type_name.as_deref()).await?;
+    let now = now_ms();
+    let device = Device {
+        id: DeviceId::new(),
+        tenant_id: tenant,
+        customer_id: None,
+        created_time: now,
+        name: input.name,
+        label: input.label,
+        profile_id: profile.id,
+        profile_name: profile.name,
+        additional_info: input.additional_info.unwrap_or(Value::Null),
+        version: 1,
+    };
+    let credentials = DeviceCredentials {
+        id: Uuid::new_v4(),
+        device_id: device.id,
+        created_time: now,
+        credentials_type: "ACCESS_TOKEN".to_owned(),
+        credentials_id: token,
+        credentials_value: None,
+        version: 1,
+    };
+    state
+        .services
+        .store
+        .create_device(&device, &credentials)
+        .await?;
+    Ok(device)
+}
+
+async fn update_device(
+    state: &AppStateRef,
+    tenant: TenantId,
+    id: Uuid,
+    input: DeviceInput,
+) -> Result<Device, ApiError> {
+    let mut device = state
+        .services
+        .store
+        .get_device(tenant, DeviceId(id))
+        .await?
+        .ok_or_else(|| device_not_found(id))?;
+    if input.version.is_some_and(|v| v != device.version) {
+        return Err(ApiError::VersionConflict(format!(
+            "Device with id [{id}] was already changed by someone else"
+        )));
+    }
+    let type_changed = input
+        .type_name
+        .as_deref()
+        .is_some_and(|t| t != device.profile_name);
+    if input.profile_id.is_some_and(|p| p != device.profile_id.0)
+        || (input.profile_id.is_none() && type_changed)
+    {
+        let profile =
+            resolve_profile(state, tenant, input.profile_id, input.type_name.as_deref()).await?;
+        device.profile_id = profile.id;
+        device.profile_name = profile.name;
+    }
+    device.name = input.name;
+    device.label = input.label;
+    if let Some(info) = input.additional_info {
+        device.additional_info = info;
+    }
+    Ok(state.services.store.update_device(&device).await?)
+}
+
+/// The profile by id; else by `type` name (created when missing); else the tenant default.
+async fn resolve_profile(
+    state: &AppStateRef,
+    tenant: TenantId,
+    profile_id: Option<Uuid>,
+    type_name: Option<&str>,
+) -> Result<DeviceProfile, ApiError> {
+    let store = &state.services.store;
+    if let Some(id) = profile_id {
+        return store
+            .get_profile(tenant, DeviceProfileId(id))
+            .await?
+            .ok_or_else(|| {
+                ApiError::bad_request("Device is referencing non existing device profile!")
+            });
+    }
+    let Some(name) = type_name else {
+        return store.default_profile(tenant).await?.ok_or_else(|| {
+            ApiError::General("The tenant has no default device profile".to_owned())
+        });
+    };
+    if let Some(p) = store.find_profile_by_name(tenant, name).await? {
+        return Ok(p);
+    }
+    let profile = DeviceProfile {
+        id: DeviceProfileId::new(),
+        tenant_id: tenant,
+        created_time: now_ms(),
+        name: name.to_owned(),
+        description: None,
+        is_default: false,
+    };
+    match store.create_profile(&profile).await {
+        Ok(()) => Ok(profile),
+        // A concurrent request created it first.
+        Err(StorageError::Conflict(_)) => store
+            .find_profile_by_name(tenant, name)
+            .await?
+            .ok_or_else(|| ApiError::General("Device profile vanished".to_owned())),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,422 @@
+//! `loadgen`: MQTT telemetry load generator for ferroboard benchmarks (any MQTT broker on loopback).
+//!
+//! Devices connect with the access token as username, publish JSON telemetry at QoS 0 or 1 and
+//! time each PUBACK. The run has phases: connect (ramped), warm-up, measured window, drain. Each
+//! `--threads` thread runs its own ntex system with an even share of the devices.
+
+mod create;
+mod report;
+mod stats;
+mod worker;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+
+use crate::report::{Measured, Report, mib};
+use crate::stats::{RssSampler, read_rss_kb, rss_window};
+use crate::worker::{Counters, MEASURE, Protocol, STOP, Settings, Shared, WARMUP};
+
+/// Most latency samples kept in memory over all threads; beyond it they are sampled.
+const LATENCY_SAMPLE_CAP: usize = 5_000_000;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "MQTT telemetry load generator for ferroboard benchmarks (loopback targets only)",
+    long_about = "MQTT telemetry load generator for ferroboard benchmarks (loopback targets only).\n\n\
+        Device i connects with username (access token) and client id `{token-prefix}{i}`, then \
+        publishes JSON telemetry ({\"key0\":..,\"key1\":..}) to --topic. The run ramps the \
+        connections at --connect-rate, warms up for --warmup seconds, measures for --duration \
+        seconds, then drains outstanding PUBACKs and disconnects. With QoS 1 the PUBACK latency \
+        of every message sent and acked inside the measured window is recorded.\n\n\
+        Prints a progress line per second on stderr, a human-readable summary on stdout and one \
+        JSON line prefixed `RESULT `. Exit status: 0 ok, 1 no device connected, 2 nothing acked."
+)]
+struct Args {
+    /// Broker host: a loopback address (127.0.0.0/8, ::1) or `localhost`.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+
+    /// Broker MQTT port.
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+
+    /// MQTT protocol version.
+    #[arg(long, value_enum, default_value_t = Protocol::V3)]
+    protocol: Protocol,
+
+    /// Number of devices (one MQTT connection each).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=200_000))]
+    devices: u32,
+
+    /// Connections opened per second while ramping up.
+    #[arg(long, default_value_t = 2000.0)]
+    connect_rate: f64,
+
+    /// Publish QoS: 0 (fire and forget) or 1 (wait for PUBACK, measure latency).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+
+    /// Total messages per second over all devices; 0 = as fast as PUBACKs (QoS 1) or socket
+    /// backpressure (QoS 0) allow.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+
+    /// Outstanding QoS 1 messages per device (the client also honours the broker's receive maximum).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    inflight: u16,
+
+    /// Data points (keys) per message.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    keys: u16,
+
+    /// Size in bytes of each string value; 0 sends numeric values.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=65_536))]
+    value_bytes: u32,
+
+    /// Seconds of the measured window (after the warm-up); with --idle, how long to stay idle.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+
+    /// Seconds of publishing before the measured window starts.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+
+    /// Device i uses the access token (MQTT username) and client id `{PREFIX}{i}`.
+    #[arg(long, default_value = "loadgen-", value_name = "PREFIX")]
+    token_prefix: String,
+
+    /// Topic to publish to.
+    #[arg(long, default_value = "v1/devices/me/telemetry")]
+    topic: String,
+
+    /// Sample this process's VmRSS (/proc/PID/status) every 500 ms: before connecting, and
+    /// min/avg/max while the run lasts.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+
+    /// Only connect the devices and keep them idle for --duration; reports the server RSS
+    /// before/after and the delta per connection (needs --server-pid for the RSS figures).
+    #[arg(long)]
+    idle: bool,
+
+    /// Threads (each its own ntex system) to spread the devices over.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: u16,
+
+    /// Seconds to wait for a CONNACK before counting the connection as failed.
+    #[arg(long, default_value_t = 10.0)]
+    connect_timeout: f64,
+
+    /// MQTT keep-alive in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..))]
+    keep_alive: u16,
+
+    /// Before the run, create the --devices devices (access tokens `{PREFIX}{i}`) in this
+    /// ferroboard database (sqlite://PATH or postgres://...); existing tokens are skipped. The
+    /// database must have been started once by `ferroboard serve` (it creates the tenant).
+    #[arg(long, value_name = "DATABASE_URL")]
+    create_devices: Option<String>,
+
+    /// Tenant administrator whose tenant owns the created devices.
+    #[arg(long, default_value = "tenant@thingsboard.org", value_name = "EMAIL")]
+    tenant_email: String,
+
+    /// With --create-devices: create the devices and exit without generating load.
+    #[arg(long, requires = "create_devices")]
+    create_only: bool,
+
+    /// Free text copied into the RESULT line (e.g. `ferroboard-sqlite`), for side-by-side tables.
+    #[arg(long)]
+    label: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadgen: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn target(args: &Args) -> anyhow::Result<SocketAddr> {
+    let ip: IpAddr = if args.host.eq_ignore_ascii_case("localhost") {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        args.host
+            .parse()
+            .with_context(|| format!("--host {}: not an IP address", args.host))?
+    };
+    if !ip.is_loopback() {
+        bail!("--host {ip}: loadgen only targets loopback addresses (127.0.0.0/8, ::1)");
+    }
+    Ok(SocketAddr::new(ip, args.port))
+}
+
+fn validate(args: &Args) -> anyhow::Result<()> {
+    let positive = |name: &str, v: f64, max: f64| {
+        if v.is_finite() && v > 0.0 && v <= max {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("{name} must be > 0 and <= {max}, got {v}"))
+        }
+    };
+    positive("--duration", args.duration, 86_400.0)?;
+    positive("--connect-rate", args.connect_rate, 1_000_000.0)?;
+    positive("--connect-timeout", args.connect_timeout, 600.0)?;
+    if !(args.warmup.is_finite() && (0.0..=3600.0).contains(&args.warmup)) {
+        bail!("--warmup must be within 0..=3600, got {}", args.warmup);
+    }
+    if !(args.rate.is_finite() && (0.0..=10_000_000.0).contains(&args.rate)) {
+        bail!("--rate must be within 0..=10000000, got {}", args.rate);
+    }
+    if let Some(pid) = args.server_pid
+        && read_rss_kb(&pid.to_string()).is_none()
+    {
+        bail!("--server-pid {pid}: cannot read VmRSS from /proc/{pid}/status");
+    }
+    Ok(())
+}
+
+/// Soft limit of open files of this process, from /proc/self/limits.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let addr = target(args)?;
+    validate(args)?;
+    let devices = args.devices as usize;
+
+    if let Some(url) = &args.create_devices {
+        create::create_devices(url, &args.tenant_email, &args.token_prefix, devices)?;
+        if args.create_only {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    if let Some(limit) = open_files_limit()
+        && (devices as u64) + 64 > limit
+    {
+        eprintln!(
+            "loadgen: warning: {devices} connections need more open files than `ulimit -n` ({limit}) allows; \
+             raise it (ulimit -n {}) or expect connect failures",
+            devices + 1024
+        );
+    }
+
+    let pid = args.server_pid.map(|p| p.to_string());
+    let rss_before = pid.as_deref().and_then(read_rss_kb);
+    let sampler = args.server_pid.map(RssSampler::start);
+
+    let threads = usize::from(args.threads);
+    let shared = Arc::new(Shared::default());
+    let counters: Vec<Arc<Counters>> = (0..threads)
+        .map(|_| Arc::new(Counters::default()))
+        .collect();
+    let t0 = Instant::now();
+    let base = Settings {
+        addr,
+        protocol: args.protocol,
+        qos: args.qos,
+        devices: Vec::new(),
+        token_prefix: args.token_prefix.clone(),
+        topic: args.topic.clone(),
+        connect_rate: args.connect_rate,
+        connect_start: t0,
+        connect_timeout: Duration::from_secs_f64(args.connect_timeout),
+        keep_alive: args.keep_alive,
+        rate: args.rate / threads as f64,
+        inflight: usize::from(args.inflight),
+        keys: usize::from(args.keys),
+        value_bytes: args.value_bytes as usize,
+        idle: args.idle,
+        latency_cap: LATENCY_SAMPLE_CAP / threads,
+    };
+    let mut handles = Vec::with_capacity(threads);
+    for (idx, c) in counters.iter().enumerate() {
+        let mut settings = base.clone();
+        settings.devices = (idx..devices).step_by(threads).collect();
+        let (shared, c) = (shared.clone(), c.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("loadgen-{idx}"))
+            .spawn(move || worker::run_thread(idx, settings, shared, c))
+            .context("cannot start a load thread")?;
+        handles.push(handle);
+    }
+
+    let mut progress = Progress::new(t0, pid.clone(), args.qos, counters.clone(), shared.clone());
+
+    // Connect phase: every attempt ends (CONNACK, error or timeout) well before this deadline.
+    let ramp = Duration::from_secs_f64(devices as f64 / args.connect_rate);
+    let connect_deadline =
+        t0 + ramp + Duration::from_secs_f64(args.connect_timeout) + Duration::from_secs(5);
+    while (shared.connect_done.load(Ordering::Acquire) as usize) < devices
+        && Instant::now() < connect_deadline
+    {
+        progress.tick("connect");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let connect_secs = t0.elapsed().as_secs_f64();
+    let connected = shared.connected.load(Ordering::Relaxed);
+
+    let mut measured = Measured::default();
+    let mut rss_after = None;
+    if connected > 0 {
+        if args.idle {
+            // Connected and silent (keep-alive pings only) for the whole window.
+            let until = Instant::now() + Duration::from_secs_f64(args.duration);
+            progress.run_until("idle", until);
+            rss_after = pid.as_deref().and_then(read_rss_kb);
+            measured.secs = args.duration;
+        } else {
+            shared.phase.store(WARMUP, Ordering::Release);
+            progress.run_until(
+                "warmup",
+                Instant::now() + Duration::from_secs_f64(args.warmup),
+            );
+            let (sent0, acked0) = totals(&counters);
+            let start = Instant::now();
+            shared.phase.store(MEASURE, Ordering::Release);
+            progress.run_until("measure", start + Duration::from_secs_f64(args.duration));
+            shared.phase.store(STOP, Ordering::Release);
+            let (sent1, acked1) = totals(&counters);
+            measured = Measured {
+                secs: start.elapsed().as_secs_f64(),
+                sent: sent1 - sent0,
+                acked: acked1 - acked0,
+            };
+        }
+    }
+    let run_end = Instant::now();
+    shared.phase.store(STOP, Ordering::Release);
+    eprintln!("loadgen: draining and disconnecting");
+
+    let mut parts = Vec::with_capacity(threads);
+    for h in handles {
+        match h.join() {
+            Ok(p) => parts.push(p),
+            Err(_) => {
+                eprintln!("loadgen: warning: a load thread panicked; its latency samples are lost")
+            }
+        }
+    }
+    let latency = stats::latency(parts);
+    let samples = sampler.map(RssSampler::finish).unwrap_or_default();
+    let (sent, acked) = totals(&counters);
+
+    let report = Report {
+        args,
+        addr,
+        connected,
+        connect_secs,
+        sent,
+        acked,
+        measured,
+        latency,
+        rss_before,
+        rss_run: rss_window(&samples, t0, run_end),
+        rss_after,
+        shared: &shared,
+    };
+    report.print();
+
+    Ok(if connected == 0 {
+        ExitCode::from(1)
+    } else if !args.idle
+        && (if args.qos == 1 {
+            measured.acked
+        } else {
+            measured.sent
+        }) == 0
+    {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn totals(counters: &[Arc<Counters>]) -> (u64, u64) {
+    counters.iter().fold((0, 0), |(s, a), c| {
+        (
+            s + c.sent.load(Ordering::Relaxed),
+            a + c.acked.load(Ordering::Relaxed),
+        )
+    })
+}
+
+/// The per-second progress line on stderr.
+struct Progress {
+    start: Instant,
+    next: Instant,
+    last: (Instant, u64),
+    pid: Option<String>,
+    qos: u8,
+    counters: Vec<Arc<Counters>>,
+    shared: Arc<Shared>,
+}
+
+impl Progress {
+    fn new(
+        start: Instant,
+        pid: Option<String>,
+        qos: u8,
+        counters: Vec<Arc<Counters>>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            start,
+            next: start + Duration::from_secs(1),
+            last: (start, 0),
+            pid,
+            qos,
+            counters,
+            shared,
+        }
+    }
+
+    fn run_until(&mut self, phase: &str, until: Instant) {
+        while Instant::now() < until {
+            self.tick(phase);
+            let left = until.saturating_duration_since(Instant::now());
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+    }
+
+    fn tick(&mut self, phase: &str) {
+        let now = Instant::now();
+        if now < self.next {
+            return;
+        }
+        self.next += Duration::from_secs(1);
+        let (sent, acked) = totals(&self.counters);
+        let done = if self.qos == 1 { acked } else { sent };
+        let rate =
+            (done - self.last.1) as f64 / now.duration_since(self.last.0).as_secs_f64().max(1e-9);
+        self.last = (now, done);
+        let rss = match self.pid.as_deref().and_then(read_rss_kb) {
+            Some(kb) => format!("  server rss {}", mib(kb)),
+            None => String::new(),
+        };
+        let s = &self.shared;
+        eprintln!(
+            "[{:6.1}s] {phase:<8} conn {} ok {} failed  sent {sent}  acked {acked}  {rate:.0} msg/s{}  errors {}{rss}",
+            now.duration_since(self.start).as_secs_f64(),
+            s.connected.load(Ordering::Relaxed),
+            s.connect_failed.load(Ordering::Relaxed),
+            if self.qos == 1 { " acked" } else { " sent" },
+            s.publish_errors.load(Ordering::Relaxed) + s.disconnects.load(Ordering::Relaxed),
+        );
+    }
+}

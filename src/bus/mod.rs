@@ -1,0 +1,244 @@
+//! The cross-node bus: server→device traffic and RPC replies reach whichever node holds the session.
+//! One `Bus` trait, two implementations: in-process (single node) and Redis (many nodes).
+
+pub mod local;
+pub mod redis;
+pub mod registry;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::domain::DeviceId;
+pub use registry::{CloseReason, Registry, SessionCmd};
+
+/// Traffic between nodes. Every node receives every event and acts on what concerns it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// A session of `device` opened on `node`; other nodes close theirs (newest wins).
+    SessionOpened {
+        device: Uuid,
+        node: String,
+        session: u64,
+    },
+    /// Something for a device's live session, wherever it is.
+    ToDevice { device: Uuid, downlink: Downlink },
+    /// A device answered a server-side RPC; the node where the caller waits completes it.
+    RpcReply { rpc: Uuid, reply: RpcReply },
+    /// Persistent RPCs of the device wait in the database; the node holding its session sends them.
+    RpcPending { device: Uuid },
+}
+
+/// Server→device messages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Downlink {
+    /// Shared attributes changed: `{"k": v}`, or `{"deleted": ["k"]}`.
+    Attributes { payload: String },
+    /// A server-side RPC request.
+    Rpc(RpcRequest),
+    /// The answer to a client-side RPC of one session.
+    ClientRpcReply {
+        session: u64,
+        request_id: String,
+        body: String,
+    },
+}
+
+/// A server-side RPC on its way to a device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RpcRequest {
+    pub rpc: Uuid,
+    /// The integer id the device sees in its topic.
+    pub request_id: i32,
+    pub method: String,
+    /// Params as JSON text.
+    pub params: String,
+    pub oneway: bool,
+    pub persistent: bool,
+    /// Epoch ms after which the request is no longer delivered.
+    pub expiration_time: i64,
+}
+
+/// What came back from a device (or why nothing did).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RpcReply {
+    /// The device's reply payload (JSON text, or any text it sent).
+    Ok { body: String },
+    /// Delivered (PUBACK) for a one-way request.
+    Delivered,
+    /// The device published nothing parseable or the session closed.
+    Failed { error: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusStatus {
+    /// Single node, in-process.
+    Local,
+    Up,
+    Down,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("bus unavailable: {0}")]
+pub struct BusError(pub String);
+
+#[async_trait]
+pub trait Bus: Send + Sync {
+    /// Hands the event to every node, this one included. Local delivery never fails; an error
+    /// means other nodes may not have received it.
+    async fn publish(&self, event: Event) -> Result<(), BusError>;
+    fn status(&self) -> BusStatus;
+}
+
+/// Callers of server-side RPCs waiting on this node, by RPC id.
+#[derive(Default)]
+pub struct RpcWaiters {
+    waiting: Mutex<HashMap<Uuid, Waiter>>,
+}
+
+struct Waiter {
+    device: DeviceId,
+    request: RpcRequest,
+    delivered: bool,
+    tx: oneshot::Sender<RpcReply>,
+}
+
+impl RpcWaiters {
+    /// Registers a caller; a one-way call completes on delivery, a two-way call on the reply.
+    pub fn wait(&self, device: DeviceId, request: RpcRequest) -> oneshot::Receiver<RpcReply> {
+        let (tx, rx) = oneshot::channel();
+        let rpc = request.rpc;
+        let waiter = Waiter {
+            device,
+            request,
+            delivered: false,
+            tx,
+        };
+        self.lock().insert(rpc, waiter);
+        rx
+    }
+
+    /// Drops a waiter whose caller gave up.
+    pub fn forget(&self, rpc: Uuid) {
+        self.lock().remove(&rpc);
+    }
+
+    fn complete(&self, rpc: Uuid, reply: RpcReply) {
+        let mut map = self.lock();
+        let Some(waiter) = map.get_mut(&rpc) else {
+            return;
+        };
+        if reply == RpcReply::Delivered && !waiter.request.oneway {
+            waiter.delivered = true;
+            return;
+        }
+        if let Some(waiter) = map.remove(&rpc) {
+            let _ = waiter.tx.send(reply);
+        }
+    }
+
+    /// Requests for `device` not delivered yet (to offer to a session that just opened).
+    fn undelivered(&self, device: DeviceId) -> Vec<RpcRequest> {
+        self.lock()
+            .values()
+            .filter(|w| w.device == device && !w.delivered)
+            .map(|w| w.request.clone())
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Waiter>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Acts on events for this node: local sessions and local RPC waiters.
+pub struct Dispatcher {
+    pub node: String,
+    pub sessions: Arc<Registry>,
+    pub waiters: Arc<RpcWaiters>,
+    /// Set once the bus exists; used to re-offer waiting RPCs when a device connects.
+    pub bus: std::sync::OnceLock<std::sync::Weak<dyn Bus>>,
+}
+
+impl Dispatcher {
+    pub fn new(node: String, sessions: Arc<Registry>, waiters: Arc<RpcWaiters>) -> Self {
+        Self {
+            node,
+            sessions,
+            waiters,
+            bus: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn dispatch(&self, event: Event) {
+        metrics::counter!("ferroboard_bus_events_total", "kind" => event.kind()).increment(1);
+        match event {
+            Event::SessionOpened { device, node, .. } => {
+                if node != self.node {
+                    self.sessions
+                        .close(DeviceId(device), CloseReason::TakenOver);
+                }
+                self.reoffer(DeviceId(device));
+            }
+            Event::ToDevice { device, downlink } => {
+                self.sessions.deliver(DeviceId(device), downlink);
+            }
+            Event::RpcReply { rpc, reply } => self.waiters.complete(rpc, reply),
+            Event::RpcPending { device } => self.sessions.signal_pending_rpc(DeviceId(device)),
+        }
+    }
+
+    /// A device connected somewhere: RPCs waiting here for it are sent again.
+    fn reoffer(&self, device: DeviceId) {
+        let requests = self.waiters.undelivered(device);
+        if requests.is_empty() {
+            return;
+        }
+        let Some(bus) = self.bus.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        tokio::spawn(async move {
+            for request in requests {
+                let event = Event::ToDevice {
+                    device: device.0,
+                    downlink: Downlink::Rpc(request),
+                };
+                if let Err(e) = bus.publish(event).await {
+                    tracing::warn!(error = %e, "waiting RPC not re-offered");
+                }
+            }
+        });
+    }
+}
+
+impl Event {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::SessionOpened { .. } => "session_opened",
+            Self::ToDevice { .. } => "to_device",
+            Self::RpcReply { .. } => "rpc_reply",
+            Self::RpcPending { .. } => "rpc_pending",
+        }
+    }
+}
+
+/// Builds the bus the configuration asks for.
+pub async fn build(
+    redis_url: Option<&str>,
+    dispatcher: Arc<Dispatcher>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<Arc<dyn Bus>, BusError> {
+    let bus: Arc<dyn Bus> = match redis_url {
+        None => Arc::new(local::LocalBus::new(dispatcher.clone())),
+        Some(url) => Arc::new(redis::RedisBus::start(url, dispatcher.clone(), stop).await?),
+    };
+    let _ = dispatcher.bus.set(Arc::downgrade(&bus));
+    Ok(bus)
+}

@@ -1,0 +1,312 @@
+//! Rule nodes: the kinds, their named outputs (`Relation`, `Outcome`), the runtime trait and the
+//! build step that turns a node's typed config into a ready node (scripts compiled once).
+
+mod filter;
+mod log;
+mod save_attributes;
+mod save_timeseries;
+mod switch;
+mod transform;
+mod type_switch;
+
+use std::future::Future;
+use std::path::{Component, Path};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::EngineError;
+use super::script::{Sandbox, Script};
+use crate::domain::kv::Typing;
+use crate::domain::{AttributeScope, Kv, Msg, TsKv};
+use crate::services::Services;
+use crate::storage::StorageError;
+
+/// The relation a node emits a message on; matched case-insensitively against connection types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Relation {
+    Success,
+    Failure,
+    True,
+    False,
+    /// A message-type-switch label ("Post telemetry", "Other", ...).
+    Label(&'static str),
+    /// A name chosen by a switch script.
+    Named(String),
+}
+
+impl Relation {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Success => "Success",
+            Self::Failure => "Failure",
+            Self::True => "True",
+            Self::False => "False",
+            Self::Label(l) => l,
+            Self::Named(n) => n,
+        }
+    }
+}
+
+/// The relations one message leaves on; `One` spares an allocation on the common path.
+#[derive(Debug)]
+pub enum Relations {
+    One(Relation),
+    Many(Vec<Relation>),
+}
+
+impl Relations {
+    pub fn as_slice(&self) -> &[Relation] {
+        match self {
+            Self::One(r) => std::slice::from_ref(r),
+            Self::Many(v) => v,
+        }
+    }
+}
+
+/// What a node produced.
+#[derive(Debug)]
+// `One` is the hot path; boxing its message would cost an allocation per node run.
+#[allow(clippy::large_enum_variant)]
+pub enum Outcome {
+    /// One message on one or more relations.
+    One(Msg, Relations),
+    /// Several messages (a transform returning an array), each on `Success`.
+    Many(Vec<Msg>),
+}
+
+impl Outcome {
+    pub fn on(msg: Msg, relation: Relation) -> Self {
+        Self::One(msg, Relations::One(relation))
+    }
+
+    pub fn success(msg: Msg) -> Self {
+        Self::on(msg, Relation::Success)
+    }
+
+    /// `Failure`, with the error text in metadata `error`.
+    pub fn failure(mut msg: Msg, error: impl Into<String>) -> Self {
+        msg.metadata.insert("error".to_owned(), error.into());
+        Self::on(msg, Relation::Failure)
+    }
+
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Self::One(_, rels) if rels.as_slice().contains(&Relation::Failure))
+    }
+}
+
+/// What nodes need from the service layer; `Services` in production, a fake in unit tests.
+pub trait EngineServices: Sync {
+    fn typing(&self) -> Typing;
+
+    fn save_timeseries(
+        &self,
+        entity: Uuid,
+        points: Vec<TsKv>,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    fn save_attributes(
+        &self,
+        entity: Uuid,
+        scope: AttributeScope,
+        kvs: Vec<Kv>,
+        ts: i64,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+}
+
+impl EngineServices for Services {
+    fn typing(&self) -> Typing {
+        self.typing
+    }
+
+    fn save_timeseries(
+        &self,
+        entity: Uuid,
+        points: Vec<TsKv>,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send {
+        Services::save_timeseries(self, entity, points)
+    }
+
+    fn save_attributes(
+        &self,
+        entity: Uuid,
+        scope: AttributeScope,
+        kvs: Vec<Kv>,
+        ts: i64,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send {
+        Services::save_attributes(self, entity, scope, kvs, ts)
+    }
+}
+
+/// The runtime side of a node. `Err` is only for failures the sender must learn about (storage);
+/// everything else is an `Outcome` on `Failure`.
+pub trait RuleNode {
+    fn process<S: EngineServices>(
+        &self,
+        msg: Msg,
+        services: &S,
+    ) -> impl Future<Output = Result<Outcome, EngineError>> + Send;
+}
+
+/// Node kinds, by the name used in chain files (ThingsBoard's class name is accepted too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    MessageTypeSwitch,
+    ScriptTransform,
+    ScriptFilter,
+    ScriptSwitch,
+    SaveTimeseries,
+    SaveAttributes,
+    Log,
+}
+
+impl Kind {
+    const ALL: [(Kind, &'static str, &'static str); 7] = [
+        (
+            Self::MessageTypeSwitch,
+            "message_type_switch",
+            "filter.TbMsgTypeSwitchNode",
+        ),
+        (
+            Self::ScriptTransform,
+            "script_transform",
+            "transform.TbTransformMsgNode",
+        ),
+        (Self::ScriptFilter, "script_filter", "filter.TbJsFilterNode"),
+        (Self::ScriptSwitch, "script_switch", "filter.TbJsSwitchNode"),
+        (
+            Self::SaveTimeseries,
+            "save_timeseries",
+            "telemetry.TbMsgTimeseriesNode",
+        ),
+        (
+            Self::SaveAttributes,
+            "save_attributes",
+            "telemetry.TbMsgAttributesNode",
+        ),
+        (Self::Log, "log", "action.TbLogNode"),
+    ];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        let tb = name.strip_prefix("org.thingsboard.rule.engine.");
+        Self::ALL
+            .iter()
+            .find(|(_, n, class)| *n == name || tb == Some(*class))
+            .map(|(k, _, _)| *k)
+    }
+
+    pub fn names() -> String {
+        Self::ALL
+            .iter()
+            .map(|(_, n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(k, _, _)| *k == self)
+            .map(|(_, n, _)| *n)
+            .unwrap_or("?")
+    }
+
+    /// The relations a kind can emit, when fixed (switches emit open-ended names).
+    pub fn outputs(self) -> Option<&'static [&'static str]> {
+        match self {
+            Self::MessageTypeSwitch | Self::ScriptSwitch => None,
+            Self::ScriptFilter => Some(&["True", "False", "Failure"]),
+            Self::ScriptTransform | Self::SaveTimeseries | Self::SaveAttributes | Self::Log => {
+                Some(&["Success", "Failure"])
+            }
+        }
+    }
+}
+
+/// A built node, dispatched statically (no boxed futures on the hot path).
+pub enum Node {
+    MessageTypeSwitch(type_switch::MessageTypeSwitch),
+    ScriptTransform(transform::ScriptTransform),
+    ScriptFilter(filter::ScriptFilter),
+    ScriptSwitch(switch::ScriptSwitch),
+    SaveTimeseries(save_timeseries::SaveTimeseries),
+    SaveAttributes(save_attributes::SaveAttributes),
+    Log(log::Log),
+}
+
+impl Node {
+    pub async fn process<S: EngineServices>(
+        &self,
+        msg: Msg,
+        services: &S,
+    ) -> Result<Outcome, EngineError> {
+        match self {
+            Self::MessageTypeSwitch(n) => n.process(msg, services).await,
+            Self::ScriptTransform(n) => n.process(msg, services).await,
+            Self::ScriptFilter(n) => n.process(msg, services).await,
+            Self::ScriptSwitch(n) => n.process(msg, services).await,
+            Self::SaveTimeseries(n) => n.process(msg, services).await,
+            Self::SaveAttributes(n) => n.process(msg, services).await,
+            Self::Log(n) => n.process(msg, services).await,
+        }
+    }
+
+    /// Typed config (the node's table minus `id`/`type`/`name`) -> a ready node.
+    pub fn build(kind: Kind, config: toml::Table, ctx: &BuildCtx<'_>) -> Result<Self, String> {
+        Ok(match kind {
+            Kind::MessageTypeSwitch => Self::MessageTypeSwitch(
+                type_switch::MessageTypeSwitch::build(parse_config(config)?),
+            ),
+            Kind::ScriptTransform => Self::ScriptTransform(transform::ScriptTransform::build(
+                parse_config(config)?,
+                ctx,
+            )?),
+            Kind::ScriptFilter => {
+                Self::ScriptFilter(filter::ScriptFilter::build(parse_config(config)?, ctx)?)
+            }
+            Kind::ScriptSwitch => {
+                Self::ScriptSwitch(switch::ScriptSwitch::build(parse_config(config)?, ctx)?)
+            }
+            Kind::SaveTimeseries => Self::SaveTimeseries(save_timeseries::SaveTimeseries::build(
+                parse_config(config)?,
+            )),
+            Kind::SaveAttributes => Self::SaveAttributes(save_attributes::SaveAttributes::build(
+                parse_config(config)?,
+            )?),
+            Kind::Log => Self::Log(log::Log::build(parse_config(config)?, ctx)?),
+        })
+    }
+}
+
+fn parse_config<T: DeserializeOwned>(config: toml::Table) -> Result<T, String> {
+    toml::Value::Table(config)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().to_owned())
+}
+
+/// What building a node may use: the rules directory (for scripts) and the sandbox.
+pub struct BuildCtx<'a> {
+    pub dir: &'a Path,
+    pub sandbox: &'a Arc<Sandbox>,
+    /// The node's id, for log lines.
+    pub node_id: &'a str,
+}
+
+impl BuildCtx<'_> {
+    /// Reads and compiles a script file given relative to the rules directory.
+    pub fn script(&self, file: &str) -> Result<Script, String> {
+        let rel = Path::new(file);
+        let inside = rel
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        if file.is_empty() || !inside {
+            return Err(format!(
+                "script path '{file}' must be relative to the rules directory, without '..'"
+            ));
+        }
+        let text = std::fs::read_to_string(self.dir.join(rel))
+            .map_err(|e| format!("cannot read script file '{file}': {e}"))?;
+        self.sandbox.compile(file, &text)
+    }
+}

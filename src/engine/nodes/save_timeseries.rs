@@ -1,0 +1,141 @@
+//! Save time series: stores a POST_TELEMETRY_REQUEST's values and waits for the commit.
+
+use serde::Deserialize;
+
+use super::{EngineServices, Outcome, RuleNode};
+use crate::domain::{Msg, MsgType, TsKv, now_ms, payload};
+use crate::engine::EngineError;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Stamp values without their own `ts` with the server time instead of metadata `ts`.
+    #[serde(default)]
+    pub use_server_ts: bool,
+}
+
+pub struct SaveTimeseries {
+    use_server_ts: bool,
+}
+
+impl SaveTimeseries {
+    pub fn build(config: Config) -> Self {
+        Self {
+            use_server_ts: config.use_server_ts,
+        }
+    }
+}
+
+impl RuleNode for SaveTimeseries {
+    async fn process<S: EngineServices>(
+        &self,
+        msg: Msg,
+        services: &S,
+    ) -> Result<Outcome, EngineError> {
+        if msg.msg_type != MsgType::PostTelemetryRequest {
+            let error = format!("Unsupported msg type: {}", msg.msg_type.as_str());
+            return Ok(Outcome::failure(msg, error));
+        }
+        let groups = match payload::telemetry(&msg.data, services.typing()) {
+            Ok(groups) => groups,
+            Err(e) => return Ok(Outcome::failure(msg, e.to_string())),
+        };
+        let default_ts = if self.use_server_ts {
+            now_ms()
+        } else {
+            msg.metadata_ts()
+        };
+        let points: Vec<TsKv> = groups
+            .into_iter()
+            .flat_map(|g| {
+                let ts = g.ts.unwrap_or(default_ts);
+                g.values.into_iter().map(move |kv| TsKv {
+                    ts,
+                    key: kv.key,
+                    value: kv.value,
+                })
+            })
+            .collect();
+        if points.is_empty() {
+            let error = format!("Msg body is empty: {}", msg.data);
+            return Ok(Outcome::failure(msg, error));
+        }
+        services
+            .save_timeseries(msg.originator.uuid(), points)
+            .await?;
+        Ok(Outcome::success(msg))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::KvValue;
+    use crate::engine::testing::{FakeServices, Saved, msg};
+
+    #[tokio::test]
+    async fn saves_with_metadata_ts_and_group_ts() {
+        let services = FakeServices::default();
+        let mut m = msg(
+            "POST_TELEMETRY_REQUEST",
+            r#"[{"t":25},{"ts":5,"values":{"h":1.5}}]"#,
+        );
+        m.metadata.insert("ts".into(), "1000".into());
+        let device = m.originator.uuid();
+        let out = SaveTimeseries::build(Config::default())
+            .process(m, &services)
+            .await
+            .unwrap();
+        assert!(!out.is_failure());
+        let expected = vec![
+            TsKv {
+                ts: 1000,
+                key: "t".into(),
+                value: KvValue::Long(25),
+            },
+            TsKv {
+                ts: 5,
+                key: "h".into(),
+                value: KvValue::Double(1.5),
+            },
+        ];
+        assert_eq!(services.saved(), [Saved::Timeseries(device, expected)]);
+    }
+
+    #[tokio::test]
+    async fn refuses_other_types_and_bad_payloads() {
+        let services = FakeServices::default();
+        let node = SaveTimeseries::build(Config::default());
+        for (t, data, error) in [
+            (
+                "POST_ATTRIBUTES_REQUEST",
+                r#"{"a":1}"#,
+                "Unsupported msg type: POST_ATTRIBUTES_REQUEST",
+            ),
+            (
+                "POST_TELEMETRY_REQUEST",
+                "5",
+                "telemetry must be a JSON object or array",
+            ),
+            ("POST_TELEMETRY_REQUEST", "{}", "Msg body is empty: {}"),
+        ] {
+            let Outcome::One(m, _) = node.process(msg(t, data), &services).await.unwrap() else {
+                panic!()
+            };
+            assert_eq!(m.metadata["error"], error);
+        }
+        assert!(services.saved().is_empty());
+    }
+
+    #[tokio::test]
+    async fn storage_errors_propagate() {
+        let node = SaveTimeseries::build(Config::default());
+        let out = node
+            .process(
+                msg("POST_TELEMETRY_REQUEST", r#"{"a":1}"#),
+                &FakeServices::failing(),
+            )
+            .await;
+        assert!(matches!(out, Err(EngineError::Storage(_))));
+    }
+}

@@ -1,0 +1,168 @@
+//! The SQLite hot path: one transaction per batch on the writer connection, multi-row upserts in
+//! a few fixed chunk sizes so every statement text is prepared once and then reused.
+
+use std::sync::Arc;
+
+use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection};
+use sqlx::{AssertSqlSafe, Connection as _};
+
+use super::SqliteStore;
+use crate::storage::common::{AttrRow, Cols, PointRow, coalesce};
+use crate::storage::{Result, WriteOp};
+
+type Query = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
+
+/// Rows per statement, largest first; a batch is cut greedily into these sizes. 256 rows × 9
+/// columns stays far below SQLite's 32766 variables.
+const CHUNKS: [usize; 4] = [256, 32, 4, 1];
+
+const POINT_HEAD: &str =
+    "INSERT INTO ts_kv (entity_id, key_id, ts, bool_v, long_v, dbl_v, str_v, json_v) VALUES ";
+const POINT_TAIL: &str = " ON CONFLICT (entity_id, key_id, ts) DO UPDATE SET bool_v = excluded.bool_v, \
+     long_v = excluded.long_v, dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v";
+const LATEST_HEAD: &str = "INSERT INTO ts_kv_latest (entity_id, key_id, ts, bool_v, long_v, dbl_v, str_v, json_v) VALUES ";
+const LATEST_TAIL: &str = " ON CONFLICT (entity_id, key_id) DO UPDATE SET ts = excluded.ts, \
+     bool_v = excluded.bool_v, long_v = excluded.long_v, dbl_v = excluded.dbl_v, str_v = excluded.str_v, \
+     json_v = excluded.json_v WHERE excluded.ts >= ts_kv_latest.ts";
+const ATTR_HEAD: &str = "INSERT INTO attributes \
+     (entity_id, scope, attribute_key, bool_v, long_v, dbl_v, str_v, json_v, last_update_ts) VALUES ";
+const ATTR_TAIL: &str = " ON CONFLICT (entity_id, scope, attribute_key) DO UPDATE SET bool_v = excluded.bool_v, \
+     long_v = excluded.long_v, dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v, \
+     last_update_ts = excluded.last_update_ts";
+
+/// The statement texts of one multi-row upsert, one per chunk size.
+struct Chunked {
+    texts: Vec<(usize, Arc<str>)>,
+}
+
+impl Chunked {
+    fn new(head: &str, columns: usize, tail: &str) -> Self {
+        let row = format!("({})", vec!["?"; columns].join(","));
+        let texts = CHUNKS
+            .iter()
+            .map(|&n| {
+                (
+                    n,
+                    Arc::from(format!("{head}{}{tail}", vec![row.as_str(); n].join(","))),
+                )
+            })
+            .collect();
+        Self { texts }
+    }
+
+    /// Executes the upsert over `rows`, greedily in the largest chunks that fit.
+    async fn run<T>(
+        &self,
+        conn: &mut SqliteConnection,
+        rows: &[T],
+        bind: fn(Query, &T) -> Query,
+    ) -> Result<()> {
+        let mut rest = rows;
+        for (n, text) in &self.texts {
+            while rest.len() >= *n {
+                let (chunk, tail) = rest.split_at(*n);
+                let query = chunk
+                    .iter()
+                    .fold(sqlx::query(AssertSqlSafe(text.clone())), bind);
+                query.execute(&mut *conn).await?;
+                rest = tail;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(super) struct InsertSql {
+    points: Chunked,
+    latest: Chunked,
+    attrs: Chunked,
+}
+
+impl InsertSql {
+    pub(super) fn new() -> Self {
+        Self {
+            points: Chunked::new(POINT_HEAD, 8, POINT_TAIL),
+            latest: Chunked::new(LATEST_HEAD, 8, LATEST_TAIL),
+            attrs: Chunked::new(ATTR_HEAD, 9, ATTR_TAIL),
+        }
+    }
+}
+
+fn bind_value(q: Query, c: Cols<'_>) -> Query {
+    q.bind(c.b).bind(c.l).bind(c.d).bind(c.s).bind(c.j)
+}
+
+fn bind_point(q: Query, p: &PointRow<'_>) -> Query {
+    bind_value(
+        q.bind(p.entity).bind(p.key_id).bind(p.ts),
+        Cols::of(p.value),
+    )
+}
+
+fn bind_attr(q: Query, a: &AttrRow<'_>) -> Query {
+    bind_value(
+        q.bind(a.entity).bind(a.scope).bind(a.key),
+        Cols::of(a.value),
+    )
+    .bind(a.ts)
+}
+
+impl SqliteStore {
+    pub(super) async fn commit_batch(&self, ops: &[WriteOp]) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.writer.acquire().await?;
+        self.resolve_keys(&mut conn, ops).await?;
+        let batch = coalesce(ops, &self.keys)?;
+        let mut tx = conn.begin().await?;
+        self.sql
+            .points
+            .run(&mut tx, &batch.points, bind_point)
+            .await?;
+        self.sql
+            .latest
+            .run(&mut tx, &batch.latest, bind_point)
+            .await?;
+        self.sql.attrs.run(&mut tx, &batch.attrs, bind_attr).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Adds the batch's new keys to the dictionary (outside the batch transaction, so a failed
+    /// batch never leaves cached ids that were rolled back) and caches their ids.
+    async fn resolve_keys(&self, conn: &mut SqliteConnection, ops: &[WriteOp]) -> Result<()> {
+        let missing = self.keys.missing(ops);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let list = serde_json::to_string(&missing)
+            .map_err(|e| crate::storage::StorageError::Database(e.to_string()))?;
+        sqlx::query("INSERT INTO ts_kv_dictionary (key) SELECT value FROM json_each(?1) WHERE true ON CONFLICT (key) DO NOTHING")
+            .bind(list.clone())
+            .execute(&mut *conn)
+            .await?;
+        let pairs: Vec<(String, i32)> =
+            sqlx::query_as("SELECT key, key_id FROM ts_kv_dictionary WHERE key IN (SELECT value FROM json_each(?1))")
+                .bind(list)
+                .fetch_all(&mut *conn)
+                .await?;
+        self.keys.insert_all(pairs)
+    }
+
+    /// The dictionary id of `key`, or None when no point was ever stored under it.
+    pub(super) async fn key_id(&self, key: &str) -> Result<Option<i32>> {
+        if let Some(id) = self.keys.get(key) {
+            return Ok(Some(id));
+        }
+        let id: Option<i32> =
+            sqlx::query_scalar("SELECT key_id FROM ts_kv_dictionary WHERE key = ?1")
+                .bind(key)
+                .fetch_optional(&self.reader)
+                .await?;
+        if let Some(id) = id {
+            self.keys.insert_all([(key.to_owned(), id)])?;
+        }
+        Ok(id)
+    }
+}

@@ -1,0 +1,235 @@
+//! A session's downlink: the command task fed by the registry (bus deliveries, close), shared-attribute
+//! pushes, server-side RPC delivery with request ids, and replies to the device's own requests.
+
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use ntex_bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::session::{DeviceSession, Granted};
+use crate::bus::{Downlink, RpcRequest, SessionCmd};
+use crate::domain::now_ms;
+
+/// Most RPC requests held for a session that has not subscribed to RPC yet.
+const MAX_QUEUED_RPC: usize = 100;
+
+/// Runs until the session ends (its registry entry, the only sender, is dropped) or is closed.
+pub async fn run(weak: Weak<DeviceSession>, mut rx: mpsc::Receiver<SessionCmd>) {
+    while let Some(cmd) = rx.recv().await {
+        let Some(sess) = weak.upgrade() else { break };
+        match cmd {
+            SessionCmd::Close(reason) => {
+                sess.closed.set(true);
+                sess.sink.close(reason);
+                break;
+            }
+            SessionCmd::Deliver(Downlink::Attributes { payload }) => sess.push_attributes(payload),
+            SessionCmd::Deliver(Downlink::Rpc(req)) => sess.offer_rpc(req),
+            SessionCmd::Deliver(Downlink::ClientRpcReply {
+                session,
+                request_id,
+                body,
+            }) => {
+                if session == sess.session {
+                    sess.client_rpc_reply(&request_id, Bytes::from(body));
+                }
+            }
+            SessionCmd::PendingRpc => load_persistent(&sess),
+        }
+    }
+}
+
+impl DeviceSession {
+    fn push_attributes(self: &Rc<Self>, payload: String) {
+        let Some(sub) = self.attributes_sub.borrow().clone() else {
+            return;
+        };
+        self.spawn_publish(sub.filter, Bytes::from(payload), sub.qos1);
+    }
+
+    /// Sends the RPC now when the device subscribed to RPC, else holds it until it does.
+    pub(super) fn offer_rpc(self: &Rc<Self>, req: RpcRequest) {
+        if req.expiration_time <= now_ms() {
+            self.on_runtime(move |s| async move { s.rpc.expired(&req).await });
+            return;
+        }
+        let Some(sub) = self.rpc_sub.borrow().clone() else {
+            let mut rpc = self.rpc.borrow_mut();
+            if rpc.queued.len() >= MAX_QUEUED_RPC
+                && let Some(dropped) = rpc.queued.pop_front()
+            {
+                tracing::warn!(device = %self.device.id, "more than {MAX_QUEUED_RPC} RPCs wait for an RPC subscription; dropping the oldest");
+                self.on_runtime(move |s| async move { s.rpc.undelivered(&dropped).await });
+            }
+            rpc.queued.push_back(req);
+            return;
+        };
+        self.send_rpc(&sub, req);
+    }
+
+    fn send_rpc(self: &Rc<Self>, sub: &Granted, req: RpcRequest) {
+        let id = {
+            let mut rpc = self.rpc.borrow_mut();
+            let id = rpc.next_id;
+            rpc.next_id = rpc.next_id.wrapping_add(1).max(0);
+            if !req.oneway {
+                rpc.pending.insert(id, req.clone());
+            }
+            id
+        };
+        let params: serde_json::Value = serde_json::from_str(&req.params).unwrap_or_else(|_| {
+            if req.params.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::Value::String(req.params.clone())
+            }
+        });
+        let body = serde_json::json!({"method": req.method, "params": params}).to_string();
+        let topic = sub.filter.replace('+', &id.to_string());
+        let timeout = self.ack_timeout(&req);
+        let (sess, qos1) = (self.clone(), sub.qos1);
+        ntex_rt::spawn(async move {
+            match sess
+                .sink
+                .publish(&topic, Bytes::from(body), qos1, timeout)
+                .await
+            {
+                Ok(()) => sess.on_runtime(move |s| async move { s.rpc.delivered(&req).await }),
+                Err(e) => {
+                    tracing::debug!(device = %sess.device.id, error = %e, "RPC request not delivered");
+                    sess.rpc.borrow_mut().pending.remove(&id);
+                    sess.on_runtime(move |s| async move { s.rpc.undelivered(&req).await });
+                }
+            }
+        });
+    }
+
+    fn ack_timeout(&self, req: &RpcRequest) -> Duration {
+        let left = u64::try_from(req.expiration_time - now_ms()).unwrap_or(0);
+        Duration::from_millis(left.min(self.state.config.mqtt.ack_timeout_ms).max(1))
+    }
+
+    /// The device subscribed to RPC: send what waited, and the persistent RPCs stored for it.
+    pub(super) fn rpc_subscribed(self: &Rc<Self>) {
+        let Some(sub) = self.rpc_sub.borrow().clone() else {
+            return;
+        };
+        let queued: Vec<RpcRequest> = self.rpc.borrow_mut().queued.drain(..).collect();
+        for req in queued {
+            self.send_rpc(&sub, req);
+        }
+        load_persistent(self);
+    }
+
+    /// Answers the device's own RPC request `request_id` (rules' reply, timeout, or session limits).
+    pub(super) fn client_rpc_reply(self: &Rc<Self>, request_id: &str, body: Bytes) {
+        let Some(v2) = self.client_rpc.borrow_mut().remove(request_id) else {
+            return;
+        };
+        let topic = if v2 {
+            format!("v2/r/res/{request_id}")
+        } else {
+            format!("v1/devices/me/rpc/response/{request_id}")
+        };
+        let qos1 = self.response_qos(&topic);
+        self.spawn_publish(topic, body, qos1);
+    }
+
+    /// QoS of the response subscription matching `topic`; QoS 1 without one (§2.3).
+    pub(super) fn response_qos(&self, topic: &str) -> bool {
+        self.response_subs
+            .borrow()
+            .iter()
+            .find(|g| matches_filter(&g.filter, topic))
+            .is_none_or(|g| g.qos1)
+    }
+
+    pub(super) fn spawn_publish(self: &Rc<Self>, topic: String, payload: Bytes, qos1: bool) {
+        let sess = self.clone();
+        let timeout = Duration::from_millis(self.state.config.mqtt.ack_timeout_ms);
+        ntex_rt::spawn(async move {
+            if let Err(e) = sess.sink.publish(&topic, payload, qos1, timeout).await {
+                tracing::debug!(device = %sess.device.id, topic, error = %e, "downlink publish failed");
+            }
+        });
+    }
+
+    /// Runs service work on the main runtime without waiting for it.
+    pub(super) fn on_runtime<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(std::sync::Arc<crate::services::Services>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.state.rt.spawn(f(self.state.services.clone()));
+    }
+}
+
+/// Fetches the device's stored persistent RPCs and offers them to the session.
+fn load_persistent(sess: &Rc<DeviceSession>) {
+    if sess.rpc_sub.borrow().is_none() {
+        return;
+    }
+    let services = sess.state.services.clone();
+    let device = sess.device.id;
+    let fetch = sess
+        .state
+        .rt
+        .spawn(async move { services.rpc.queued_for(device).await });
+    let weak = Rc::downgrade(sess);
+    ntex_rt::spawn(async move {
+        let Ok(requests) = fetch.await else { return };
+        let Some(sess) = weak.upgrade() else { return };
+        let known: Vec<uuid::Uuid> = {
+            let rpc = sess.rpc.borrow();
+            rpc.pending
+                .values()
+                .chain(rpc.queued.iter())
+                .map(|r| r.rpc)
+                .collect()
+        };
+        for req in requests.into_iter().filter(|r| !known.contains(&r.rpc)) {
+            sess.offer_rpc(req);
+        }
+    });
+}
+
+/// MQTT filter matching for the filters devices use (`+` = one level).
+fn matches_filter(filter: &str, topic: &str) -> bool {
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (None, None) => return true,
+            (Some("#"), _) => return true,
+            (Some("+"), Some(level)) if !level.is_empty() => {}
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches_filter;
+
+    #[test]
+    fn filters_match_one_level_per_plus() {
+        assert!(matches_filter(
+            "v1/devices/me/rpc/response/+",
+            "v1/devices/me/rpc/response/7"
+        ));
+        assert!(!matches_filter(
+            "v1/devices/me/rpc/response/+",
+            "v1/devices/me/rpc/response/7/x"
+        ));
+        assert!(!matches_filter(
+            "v1/devices/me/rpc/response/+",
+            "v1/devices/me/rpc/response/"
+        ));
+        assert!(matches_filter(
+            "v2/fw/response/+/chunk/+",
+            "v2/fw/response/1/chunk/0"
+        ));
+    }
+}

@@ -1,0 +1,83 @@
+//! One outbound interface over the MQTT 3.1.1 and 5 sinks: publish with a QoS, close with a reason.
+
+use std::time::Duration;
+
+use ntex_bytes::{ByteString, Bytes};
+use ntex_mqtt::{v3, v5};
+
+use crate::bus::CloseReason;
+
+pub enum Sink {
+    V3(v3::MqttSink),
+    V5(v5::MqttSink),
+}
+
+impl Sink {
+    /// QoS 0: returns once written; QoS 1: once the device's PUBACK arrived, at most `timeout`.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos1: bool,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let topic = ByteString::from(topic);
+        let result = match (self, qos1) {
+            (Self::V3(s), false) => s
+                .publish(topic)
+                .send_at_most_once(payload)
+                .map_err(|e| e.to_string()),
+            (Self::V5(s), false) => s
+                .publish(topic)
+                .send_at_most_once(payload)
+                .map_err(|e| e.to_string()),
+            (Self::V3(s), true) => {
+                with_timeout(timeout, async {
+                    s.publish(topic)
+                        .send_at_least_once(payload)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await
+            }
+            (Self::V5(s), true) => {
+                with_timeout(timeout, async {
+                    s.publish(topic)
+                        .send_at_least_once(payload)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
+                .await
+            }
+        };
+        if result.is_ok() {
+            metrics::counter!("ferroboard_messages_out_total").increment(1);
+        }
+        result
+    }
+
+    pub fn close(&self, reason: CloseReason) {
+        match self {
+            Self::V3(s) => s.close(),
+            Self::V5(s) => {
+                use ntex_mqtt::v5::codec::{Disconnect, DisconnectReasonCode as R};
+                let code = match reason {
+                    CloseReason::ServerShutdown => R::ServerShuttingDown,
+                    CloseReason::TakenOver => R::SessionTakenOver,
+                };
+                s.close_with_reason(Disconnect::new(code));
+            }
+        }
+    }
+}
+
+async fn with_timeout(
+    timeout: Duration,
+    fut: impl Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no PUBACK within {timeout:?}")),
+    }
+}

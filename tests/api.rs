@@ -1,0 +1,15 @@
+//! The ThingsBoard-compatible REST API against the real server over HTTP: auth and JWTs, devices,
+//! credentials, profiles, attributes, time series, health and metrics — on SQLite and PostgreSQL.
+
+mod common;
+
+#[path = "api/attributes.rs"]
+mod attributes;
+#[path = "api/auth.rs"]
+mod auth;
+#[path = "api/devices.rs"]
+mod devices;
+#[path = "api/support.rs"]
+mod support;
+#[path = "api/telemetry.rs"]
+mod telemetry;

@@ -1,0 +1,125 @@
+//! Storage conformance: one suite of cases, run against SQLite (`sqlite::*`) and PostgreSQL
+//! (`postgres::*`), each on a fresh database. Cases live in `accounts`, `devices`,
+//! `attributes` and `telemetry`.
+
+mod accounts;
+mod attributes;
+#[path = "../common/mod.rs"]
+mod common;
+mod devices;
+mod fixtures;
+mod telemetry;
+
+use ferroboard::config::StorageConfig;
+use ferroboard::domain::KvValue;
+use ferroboard::storage::{DynStore, WriteOp};
+use uuid::Uuid;
+
+use common::Backend;
+use fixtures::{pt, ts_op};
+
+struct Db {
+    store: DynStore,
+    _dir: tempfile::TempDir,
+}
+
+async fn open(backend: Backend) -> Db {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = common::fresh_database(backend, dir.path()).await;
+    let options = StorageConfig {
+        pool_size: 4,
+        ..StorageConfig::default()
+    };
+    let store = ferroboard::storage::open(&url, &options)
+        .await
+        .expect("open store");
+    store.migrate().await.expect("migrate");
+    Db { store, _dir: dir }
+}
+
+/// Generates `sqlite::<case>` and `postgres::<case>` from `async fn <case>(&dyn Store)`.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let db = super::open(super::Backend::Sqlite).await;
+                    super::$case(db.store.as_ref()).await;
+                    db.store.close().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let db = super::open(super::Backend::Postgres).await;
+                    super::$case(db.store.as_ref()).await;
+                    db.store.close().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    migrate_twice_is_idempotent,
+    tenants_and_users,
+    device_profiles,
+    devices_crud_and_conflicts,
+    credentials_lookup_and_update,
+    delete_device_removes_its_data,
+    device_paging_sorting_and_search,
+    attributes_save_find_keys_delete,
+    timeseries_duplicates_and_latest_order,
+    history_range_limit_and_order,
+    aggregations,
+    delete_timeseries_ranges_and_latest,
+    typed_values_round_trip,
+    large_batches_and_many_keys,
+    settings_first_writer_wins,
+);
+
+// ---------------------------------------------------------------- fixtures
+
+use accounts::*;
+use attributes::*;
+use devices::*;
+use telemetry::*;
+
+/// Rough write throughput: `cargo test --release --test storage_conformance -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_commit_throughput() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let db = open(backend).await;
+        let devices: Vec<Uuid> = (0..500).map(|_| Uuid::new_v4()).collect();
+        let batches = 50;
+        let started = std::time::Instant::now();
+        for b in 0..batches {
+            let ops: Vec<WriteOp> = (0..1000)
+                .map(|i| {
+                    let ts = 1_700_000_000_000 + b * 1000 + i;
+                    ts_op(
+                        devices[i as usize % devices.len()],
+                        vec![
+                            pt(ts, "temperature", KvValue::Double(20.5)),
+                            pt(ts, "humidity", KvValue::Long(40)),
+                            pt(ts, "status", KvValue::Str("ok".into())),
+                        ],
+                    )
+                })
+                .collect();
+            db.store.commit(&ops).await.unwrap();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{}: {batches} commits of 1000 ops x 3 points in {secs:.2}s = {:.0} msgs/s, {:.0} points/s",
+            db.store.backend(),
+            (batches * 1000) as f64 / secs,
+            (batches * 3000) as f64 / secs
+        );
+        db.store.close().await;
+    }
+}
