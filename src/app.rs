@@ -57,8 +57,7 @@ pub struct RunningApp {
     pub http_addr: SocketAddr,
     pub mqtt_addr: SocketAddr,
     pub state: Arc<AppState>,
-    mqtt_server: ntex_server::net::Server,
-    mqtt_thread: Option<std::thread::JoinHandle<()>>,
+    mqtt: Option<crate::transport::mqtt::MqttServerHandle>,
     http_task: tokio::task::JoinHandle<()>,
     writer_stop: CancellationToken,
     writer_task: tokio::task::JoinHandle<()>,
@@ -83,6 +82,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     let bus = crate::bus::build(config.redis_url.as_deref(), dispatcher, shutdown.clone())
         .await
         .context("cannot start the bus")?;
+    let (device_state, state_events) = crate::services::device_state::DeviceStateService::new(
+        store.clone(),
+        config.rpc.inactivity_timeout_ms,
+    );
     let services = Arc::new(Services {
         store: store.clone(),
         writer,
@@ -90,8 +93,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         rpc: crate::services::rpc::RpcService {
             bus: bus.clone(),
             waiters,
+            store: store.clone(),
+            max_retries: config.rpc.max_retries,
         },
-        device_state: crate::services::device_state::DeviceStateService::default(),
+        device_state,
         bus,
     });
     crate::services::accounts::bootstrap(store.as_ref(), &config)
@@ -142,7 +147,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         }
     });
 
-    let (mqtt_server, mqtt_thread) = crate::transport::mqtt::spawn(state.clone(), mqtt_listener)?;
+    crate::services::device_state::spawn(state.services.clone(), state.shutdown.clone());
+    tokio::spawn(run_device_events(state.clone(), state_events));
+    spawn_rpc_sweeper(&state);
+    let mqtt = crate::transport::mqtt::spawn(state.clone(), mqtt_listener)?;
     state.mqtt_accepting.store(true, Ordering::SeqCst);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -157,8 +165,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         http_addr,
         mqtt_addr,
         state,
-        mqtt_server,
-        mqtt_thread: Some(mqtt_thread),
+        mqtt: Some(mqtt),
         http_task,
         writer_stop,
         writer_task,
@@ -175,9 +182,16 @@ impl RunningApp {
         state
             .sessions
             .close_all(crate::bus::CloseReason::ServerShutdown);
-        let _ = tokio::time::timeout(Duration::from_secs(4), self.mqtt_server.stop(true)).await;
+        let mqtt = self.mqtt.take();
+        if let Some(mqtt) = &mqtt
+            && tokio::time::timeout(Duration::from_secs(3), mqtt.server.stop(true))
+                .await
+                .is_err()
+        {
+            tracing::warn!("MQTT connections did not close within 3 s; stopping the MQTT runtime");
+        }
         let max = u32::try_from(state.config.engine.max_in_flight.max(1)).unwrap_or(u32::MAX);
-        if tokio::time::timeout(Duration::from_secs(3), state.inflight.acquire_many(max))
+        if tokio::time::timeout(Duration::from_secs(2), state.inflight.acquire_many(max))
             .await
             .is_err()
         {
@@ -189,12 +203,52 @@ impl RunningApp {
         self.writer_stop.cancel();
         let _ = (&mut self.writer_task).await;
         state.services.store.close().await;
-        if let Some(thread) = self.mqtt_thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        if let Some(mqtt) = mqtt {
+            // The server has stopped (or was given up on); end its runtime so the thread exits.
+            mqtt.system.stop();
+            let joined = tokio::task::spawn_blocking(move || mqtt.thread.join());
+            if tokio::time::timeout(Duration::from_secs(2), joined)
+                .await
+                .is_err()
+            {
+                tracing::warn!("MQTT runtime thread did not exit within 2 s");
+            }
         }
         tracing::info!("ferroboard stopped");
         Ok(())
     }
+}
+
+/// Runs connectivity events (CONNECT_EVENT, ...) through the rule engine until shutdown.
+async fn run_device_events(state: Arc<AppState>, mut events: tokio::sync::mpsc::Receiver<Msg>) {
+    loop {
+        let msg = tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            msg = events.recv() => match msg {
+                Some(msg) => msg,
+                None => return,
+            },
+        };
+        let (device, event) = (msg.originator.uuid(), msg.msg_type.as_str().to_owned());
+        if let Err(e) = state.ingest(vec![msg]).await {
+            tracing::warn!(%device, event, error = %e, "device state event not processed");
+        }
+    }
+}
+
+/// Marks overdue persistent RPCs EXPIRED every second until shutdown.
+fn spawn_rpc_sweeper(state: &Arc<AppState>) {
+    let (services, stop) = (state.services.clone(), state.shutdown.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => services.rpc.expire_overdue().await,
+            }
+        }
+    });
 }
 
 /// The URL without its password, for logs.

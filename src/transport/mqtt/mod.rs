@@ -22,11 +22,18 @@ pub use limits::parse as parse_rate_limit;
 
 use crate::app::AppState;
 
+/// The running MQTT server: its handle and the runtime thread it lives on.
+pub struct MqttServerHandle {
+    pub server: ntex_server::net::Server,
+    pub system: ntex_rt::System,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
 /// Starts the MQTT server on its own thread; returns its handle once it runs.
 pub fn spawn(
     state: Arc<AppState>,
     listener: std::net::TcpListener,
-) -> anyhow::Result<(ntex_server::net::Server, std::thread::JoinHandle<()>)> {
+) -> anyhow::Result<MqttServerHandle> {
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("mqtt".into())
@@ -35,7 +42,7 @@ pub fn spawn(
             let result = sys.block_on(async move {
                 match build(state, listener) {
                     Ok(srv) => {
-                        let _ = tx.send(Ok(srv.clone()));
+                        let _ = tx.send(Ok((srv.clone(), ntex_rt::System::current())));
                         if let Err(e) = srv.await {
                             tracing::error!(error = ?e, "MQTT server stopped with an error");
                         }
@@ -51,7 +58,11 @@ pub fn spawn(
             }
         })?;
     match rx.recv() {
-        Ok(Ok(srv)) => Ok((srv, thread)),
+        Ok(Ok((server, system))) => Ok(MqttServerHandle {
+            server,
+            system,
+            thread,
+        }),
         Ok(Err(e)) => Err(anyhow::anyhow!("cannot start the MQTT server: {e}")),
         Err(_) => Err(anyhow::anyhow!(
             "the MQTT thread ended before the server started"

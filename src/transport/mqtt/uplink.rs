@@ -36,6 +36,7 @@ impl DeviceSession {
     pub async fn publish(self: &Rc<Self>, topic: &str, payload: Bytes) -> Outcome {
         let span = tracing::debug_span!("uplink", device = %self.device.id, topic);
         let outcome = self.route(topic, payload).instrument(span).await;
+        self.state.services.device_state.activity(&self.device);
         if let Outcome::RateLimited(limit) = outcome {
             metrics::counter!("ferroboard_rate_limited_total", "limit" => limit).increment(1);
             tracing::warn!(device = %self.device.id, name = %self.device.name, limit, "rate limit '{limit}' exceeded; closing the session");
