@@ -21,7 +21,7 @@ use crate::storage::{self, Writer};
 pub struct AppState {
     pub config: Config,
     pub services: Arc<Services>,
-    pub engine: Engine,
+    pub engine: Arc<Engine>,
     pub metrics: PrometheusHandle,
     pub jwt_secret: String,
     /// The main tokio runtime; MQTT workers hop onto it for engine and storage work.
@@ -109,6 +109,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         max_operations: config.engine.script_max_operations,
         timeout: Duration::from_millis(config.engine.script_timeout_ms),
     };
+    let metrics = crate::observability::metrics_handle();
     let engine = Engine::load(&config.rules_dir, limits).map_err(|e| {
         anyhow::anyhow!(
             "rules directory {} is invalid:\n{e}",
@@ -128,8 +129,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         inflight: Arc::new(Semaphore::new(config.engine.max_in_flight.max(1))),
         config,
         services,
-        engine,
-        metrics: crate::observability::metrics_handle(),
+        engine: Arc::new(engine),
+        metrics,
         jwt_secret,
         rt: tokio::runtime::Handle::current(),
         mqtt_accepting: AtomicBool::new(false),
@@ -137,6 +138,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         sessions,
     });
 
+    // Rules are reloaded on change; an invalid directory keeps the running chains (logged).
+    state
+        .engine
+        .watch(state.config.rules_dir.clone(), state.shutdown.clone());
     let router = crate::api::router(state.clone());
     let stop = state.shutdown.clone();
     let http_task = tokio::spawn(async move {

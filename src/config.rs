@@ -163,7 +163,7 @@ impl Default for StorageConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            max_in_flight: 20_000,
+            max_in_flight: 8192,
             script_max_operations: 200_000,
             script_timeout_ms: 100,
         }

@@ -22,7 +22,8 @@ pub enum CloseReason {
 #[derive(Debug)]
 pub enum SessionCmd {
     Close(CloseReason),
-    Deliver(Downlink),
+    /// Boxed so that an idle session's queue stays small (a queue block holds 32 commands).
+    Deliver(Box<Downlink>),
     /// Persistent RPCs wait in the database for this device.
     PendingRpc,
 }
@@ -77,7 +78,7 @@ impl Registry {
         let Some(entry) = map.get(&device) else {
             return false;
         };
-        match entry.tx.try_send(SessionCmd::Deliver(downlink)) {
+        match entry.tx.try_send(SessionCmd::Deliver(Box::new(downlink))) {
             Ok(()) => true,
             Err(_) => {
                 metrics::counter!("ferroboard_mqtt_outbound_dropped_total").increment(1);
@@ -96,6 +97,11 @@ impl Registry {
     /// The session id of the device's live session on this node.
     pub fn session_of(&self, device: DeviceId) -> Option<u64> {
         self.lock().get(&device).map(|e| e.session)
+    }
+
+    /// The devices with a live session on this node.
+    pub fn devices(&self) -> Vec<DeviceId> {
+        self.lock().keys().copied().collect()
     }
 
     pub fn len(&self) -> usize {

@@ -14,19 +14,30 @@ use crate::domain::now_ms;
 /// Most RPC requests held for a session that has not subscribed to RPC yet.
 const MAX_QUEUED_RPC: usize = 100;
 
+enum Cmd {
+    Close(crate::bus::CloseReason),
+    Deliver(Downlink),
+    PendingRpc,
+}
+
 /// Runs until the session ends (its registry entry, the only sender, is dropped) or is closed.
 pub async fn run(weak: Weak<DeviceSession>, mut rx: mpsc::Receiver<SessionCmd>) {
     while let Some(cmd) = rx.recv().await {
         let Some(sess) = weak.upgrade() else { break };
+        let cmd = match cmd {
+            SessionCmd::Deliver(downlink) => Cmd::Deliver(*downlink),
+            SessionCmd::Close(reason) => Cmd::Close(reason),
+            SessionCmd::PendingRpc => Cmd::PendingRpc,
+        };
         match cmd {
-            SessionCmd::Close(reason) => {
+            Cmd::Close(reason) => {
                 sess.closed.set(true);
                 sess.sink.close(reason);
                 break;
             }
-            SessionCmd::Deliver(Downlink::Attributes { payload }) => sess.push_attributes(payload),
-            SessionCmd::Deliver(Downlink::Rpc(req)) => sess.offer_rpc(req),
-            SessionCmd::Deliver(Downlink::ClientRpcReply {
+            Cmd::Deliver(Downlink::Attributes { payload }) => sess.push_attributes(payload),
+            Cmd::Deliver(Downlink::Rpc(req)) => sess.offer_rpc(req),
+            Cmd::Deliver(Downlink::ClientRpcReply {
                 session,
                 request_id,
                 body,
@@ -35,7 +46,7 @@ pub async fn run(weak: Weak<DeviceSession>, mut rx: mpsc::Receiver<SessionCmd>) 
                     sess.client_rpc_reply(&request_id, Bytes::from(body));
                 }
             }
-            SessionCmd::PendingRpc => load_persistent(&sess),
+            Cmd::PendingRpc => load_persistent(&sess),
         }
     }
 }
