@@ -43,7 +43,7 @@ fn chain(name: &str, root: bool) -> String {
 fn default_rules_pass() {
     let summary = check_dir(&default_rules()).unwrap_or_else(|e| panic!("{e}"));
     assert!(summary.contains("Root Rule Chain"), "{summary}");
-    assert!(summary.contains("5 node(s)"), "{summary}");
+    assert!(summary.starts_with("ok: 1 chain(s)"), "{summary}");
 }
 
 const BROKEN: &str = r#"
@@ -92,6 +92,16 @@ type = "Post telemetry"
 from = "attrs"
 to = "switch"
 type = "Sucess"
+
+[[relations]]
+from = "attrs"
+to = "ts"
+type = "Success"
+
+[[relations]]
+from = "attrs"
+to = "ts"
+type = "success"
 "#;
 
 #[test]
@@ -111,6 +121,7 @@ fn every_error_is_reported_at_once() {
         "node id 'switch' is used twice",
         "unknown node 'ghost'",
         "'attrs' never emits 'Sucess'",
+        "relation 'attrs' -> 'ts' (success): duplicate relation",
     ];
     for e in expect {
         assert!(

@@ -51,8 +51,8 @@ pub fn device_json(d: &Device) -> Value {
     })
 }
 
-/// DeviceInfo: the Device plus customer and profile details.
-pub fn device_info_json(d: &Device) -> Value {
+/// DeviceInfo: the Device plus customer and profile details and whether it is active.
+pub fn device_info_json(d: &Device, active: bool) -> Value {
     let mut v = device_json(d);
     if let Some(obj) = v.as_object_mut() {
         obj.insert("customerTitle".to_owned(), Value::Null);
@@ -61,8 +61,7 @@ pub fn device_info_json(d: &Device) -> Value {
             "deviceProfileName".to_owned(),
             Value::String(d.profile_name.clone()),
         );
-        // Session state is not tracked across the REST boundary yet.
-        obj.insert("active".to_owned(), Value::Bool(false));
+        obj.insert("active".to_owned(), Value::Bool(active));
     }
     v
 }
@@ -101,9 +100,9 @@ async fn get_device_info(
     caller: TenantAdmin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(device_info_json(
-        &load_device(&state, caller.tenant, &id).await?,
-    )))
+    let device = load_device(&state, caller.tenant, &id).await?;
+    let active = state.services.device_state.is_active(device.id).await;
+    Ok(Json(device_info_json(&device, active)))
 }
 
 async fn delete_device(
@@ -162,7 +161,22 @@ async fn tenant_device_infos(
     caller: TenantAdmin,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    device_page(&state, caller.tenant, &params, device_info_json).await
+    let query = page_query(&params)?;
+    let profile = params.get("type").filter(|t| !t.is_empty());
+    let page = state
+        .services
+        .store
+        .page_devices(caller.tenant, profile, &query)
+        .await?;
+    let mut active = std::collections::HashSet::new();
+    for d in &page.data {
+        if state.services.device_state.is_active(d.id).await {
+            active.insert(d.id);
+        }
+    }
+    Ok(Json(page_json(&page, &query, |d| {
+        device_info_json(d, active.contains(&d.id))
+    })))
 }
 
 async fn device_page(

@@ -12,6 +12,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::State as AppStateRef;
+use crate::bus::BusStatus;
 
 /// A database that does not answer within this time counts as down.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -26,8 +27,12 @@ async fn health(State(state): State<AppStateRef>) -> Response {
         Ok(Ok(()))
     );
     let mqtt_up = state.mqtt_accepting.load(Ordering::SeqCst);
-    // Single node for now: the in-process bus is always there. A Redis bus reports UP/DOWN here.
-    let bus = "LOCAL";
+    // Redis down is not fatal: the node still serves its own devices (DEGRADED, HTTP 200).
+    let bus = match state.services.bus.status() {
+        BusStatus::Local => "LOCAL",
+        BusStatus::Up => "UP",
+        BusStatus::Down => "DOWN",
+    };
     let status = if !database_up || !mqtt_up {
         "DOWN"
     } else if bus == "DOWN" {

@@ -11,6 +11,8 @@ mod health;
 mod metrics;
 mod paging;
 mod profiles;
+mod rpc;
+mod rpc_persistent;
 mod telemetry;
 
 use std::sync::Arc;
@@ -38,6 +40,7 @@ pub fn router(state: State) -> Router {
         .merge(profiles::routes())
         .merge(telemetry::routes())
         .merge(attributes::routes())
+        .merge(rpc::routes())
         .merge(health::routes())
         .merge(metrics::routes())
         .fallback(not_found)

@@ -130,6 +130,12 @@ impl RpcWaiters {
         self.lock().remove(&rpc);
     }
 
+    /// Drops a waiter whose time ran out; tells whether its request had been delivered
+    /// (None when it was already completed or forgotten).
+    pub fn give_up(&self, rpc: Uuid) -> Option<bool> {
+        self.lock().remove(&rpc).map(|w| w.delivered)
+    }
+
     fn complete(&self, rpc: Uuid, reply: RpcReply) {
         let mut map = self.lock();
         let Some(waiter) = map.get_mut(&rpc) else {

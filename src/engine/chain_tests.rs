@@ -81,7 +81,8 @@ async fn default_rules_route_like_thingsboard() {
         other => panic!("unexpected writes {other:?}"),
     }
     for (t, runs, dropped) in [
-        ("TO_SERVER_RPC_REQUEST", 2, 0),
+        // switch -> "is getCurrentTime" filter (False) -> log
+        ("TO_SERVER_RPC_REQUEST", 3, 0),
         ("SOMETHING_CUSTOM", 2, 0),
         ("CONNECT_EVENT", 1, 1),
     ] {

@@ -236,10 +236,7 @@ fn resolve_relations(
             errors.push(format!("{what}: empty relation type"));
             continue;
         }
-        let (Some(&(from, from_kind)), Some(&(to, _))) = (from, to) else {
-            continue;
-        };
-        if let Some(outputs) = from_kind.and_then(Kind::outputs)
+        if let Some(outputs) = from.and_then(|(_, kind)| kind.and_then(Kind::outputs))
             && !outputs.iter().any(|o| o.eq_ignore_ascii_case(&r.relation))
         {
             errors.push(format!(
@@ -250,6 +247,9 @@ fn resolve_relations(
             ));
             continue;
         }
+        let (Some(&(from, _)), Some(&(to, _))) = (from, to) else {
+            continue;
+        };
         if !seen.insert((from, to, r.relation.to_lowercase())) {
             errors.push(format!("{what}: duplicate relation"));
             continue;

@@ -7,6 +7,8 @@
 mod chain;
 mod loader;
 mod nodes;
+#[cfg(test)]
+mod process_tests;
 mod script;
 #[cfg(test)]
 mod testing;

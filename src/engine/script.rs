@@ -58,6 +58,8 @@ impl Sandbox {
             // No `import` from the file system, no `eval` of generated code.
             .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
             .disable_symbol("eval");
+        // Scripts have no clock otherwise; `now_ms()` is the epoch time in milliseconds.
+        engine.register_fn("now_ms", crate::domain::now_ms);
         engine.on_print(|text| tracing::debug!(target: "ferroboard::rules::script", "{text}"));
         engine.on_debug(|text, source, pos| {
             tracing::debug!(target: "ferroboard::rules::script", source, %pos, "{text}");

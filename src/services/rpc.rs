@@ -1,18 +1,28 @@
 //! Server-side and client-side RPC: sending toward a device through the bus, completing the waiting
-//! caller, and the hooks where persistent RPCs record their state.
+//! caller, and the state of persistent RPCs (stored by the REST API, advanced by the session's
+//! callbacks here; the database is authoritative, so states survive restarts).
 
 use std::sync::Arc;
 
+use serde_json::{Value, json};
+
 use crate::bus::{Bus, BusError, Downlink, Event, RpcReply, RpcRequest, RpcWaiters};
-use crate::domain::DeviceId;
+use crate::domain::{DeviceId, now_ms};
+use crate::storage::{DynStore, Rpc, RpcStatus, RpcTransition};
+
+use RpcStatus::{Delivered, Expired, Failed, Queued, Sent, Successful};
 
 pub struct RpcService {
     pub bus: Arc<dyn Bus>,
     pub waiters: Arc<RpcWaiters>,
+    pub store: DynStore,
+    /// Platform cap on delivery retries of a persistent RPC.
+    pub max_retries: u32,
 }
 
 impl RpcService {
     /// Hands a server-side RPC to whichever node holds the device's session (rule node "rpc call request").
+    /// A persistent request was stored by its creator; offline devices get it when they subscribe.
     pub async fn send(&self, device: DeviceId, request: RpcRequest) -> Result<(), BusError> {
         self.bus
             .publish(Event::ToDevice {
@@ -24,27 +34,108 @@ impl RpcService {
 
     /// The request reached the device (PUBACK, or written at QoS 0).
     pub async fn delivered(&self, request: &RpcRequest) {
+        if request.persistent {
+            self.transition(request, &[Queued, Sent], Delivered, None, None)
+                .await;
+        }
         self.reply(request, RpcReply::Delivered).await;
     }
 
-    /// The device answered.
+    /// The device answered. A persistent RPC keeps a non-JSON answer as `{"error": "<raw>"}`.
     pub async fn replied(&self, request: &RpcRequest, body: String) {
+        if request.persistent {
+            let response = stored_response(&body);
+            self.transition(
+                request,
+                &[Queued, Sent, Delivered],
+                Successful,
+                response.as_ref(),
+                None,
+            )
+            .await;
+        }
         self.reply(request, RpcReply::Ok { body }).await;
     }
 
     /// The request could not be delivered on this session (no PUBACK in time, session closed).
+    /// A persistent RPC goes back to QUEUED, or to FAILED once its retries are used up.
     pub async fn undelivered(&self, request: &RpcRequest) {
         tracing::debug!(rpc = %request.rpc, "RPC not delivered on this session");
+        if !request.persistent {
+            return;
+        }
+        let rpc = match self.store.get_rpc(None, request.rpc).await {
+            Ok(Some(rpc)) => rpc,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(rpc = %request.rpc, error = %e, "persistent RPC state not read");
+                return;
+            }
+        };
+        let open: &[RpcStatus] = if request.oneway {
+            &[Queued, Sent]
+        } else {
+            &[Queued, Sent, Delivered]
+        };
+        let cap = i64::from(self.max_retries);
+        let allowed = rpc.request["retries"]
+            .as_i64()
+            .map_or(cap, |r| r.clamp(0, cap));
+        if i64::from(rpc.retries) >= allowed {
+            self.transition(request, open, Failed, None, None).await;
+            return;
+        }
+        let retries = Some(rpc.retries.saturating_add(1));
+        if self.transition(request, open, Queued, None, retries).await {
+            // A live session (if any) picks it up again.
+            let event = Event::RpcPending {
+                device: rpc.device_id.0,
+            };
+            if let Err(e) = self.bus.publish(event).await {
+                tracing::warn!(rpc = %request.rpc, error = %e, "requeued RPC not announced");
+            }
+        }
     }
 
     /// The request expired before it could be sent.
     pub async fn expired(&self, request: &RpcRequest) {
         tracing::debug!(rpc = %request.rpc, "RPC expired before delivery");
+        if request.persistent {
+            self.transition(request, &[Queued, Sent, Delivered], Expired, None, None)
+                .await;
+        }
     }
 
-    /// Persistent RPCs stored for the device and not finished yet, oldest first.
-    pub async fn queued_for(&self, _device: DeviceId) -> Vec<RpcRequest> {
-        Vec::new()
+    /// Persistent RPCs stored for the device and not sent yet, oldest first; overdue ones are
+    /// marked EXPIRED instead.
+    pub async fn queued_for(&self, device: DeviceId) -> Vec<RpcRequest> {
+        let rpcs = match self.store.pending_rpcs(device).await {
+            Ok(rpcs) => rpcs,
+            Err(e) => {
+                tracing::warn!(device = %device, error = %e, "persistent RPCs not loaded");
+                return Vec::new();
+            }
+        };
+        let now = now_ms();
+        let mut out = Vec::with_capacity(rpcs.len());
+        for rpc in rpcs {
+            let request = request_of(&rpc);
+            if rpc.expiration_time <= now {
+                self.expired(&request).await;
+            } else {
+                out.push(request);
+            }
+        }
+        out
+    }
+
+    /// Marks every overdue open persistent RPC EXPIRED (the sweeper).
+    pub async fn expire_overdue(&self) {
+        match self.store.expire_rpcs(now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(count = n, "persistent RPCs expired"),
+            Err(e) => tracing::warn!(error = %e, "persistent RPC expiry sweep failed"),
+        }
     }
 
     /// Answers a device's client-side RPC (rule node "rpc call reply").
@@ -67,6 +158,29 @@ impl RpcService {
             .await
     }
 
+    async fn transition(
+        &self,
+        request: &RpcRequest,
+        from: &[RpcStatus],
+        to: RpcStatus,
+        response: Option<&Value>,
+        retries: Option<i32>,
+    ) -> bool {
+        let change = RpcTransition {
+            from,
+            to,
+            response,
+            retries,
+        };
+        match self.store.transition_rpc(request.rpc, &change).await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(rpc = %request.rpc, status = to.as_str(), error = %e, "persistent RPC state not saved");
+                false
+            }
+        }
+    }
+
     async fn reply(&self, request: &RpcRequest, reply: RpcReply) {
         let event = Event::RpcReply {
             rpc: request.rpc,
@@ -75,5 +189,39 @@ impl RpcService {
         if let Err(e) = self.bus.publish(event).await {
             tracing::warn!(rpc = %request.rpc, error = %e, "RPC outcome not passed to the waiting caller");
         }
+    }
+}
+
+/// The stored form of a device's answer: its JSON, `{"error": raw}` for other text, None when empty.
+fn stored_response(body: &str) -> Option<Value> {
+    if body.trim().is_empty() {
+        return None;
+    }
+    Some(serde_json::from_str(body).unwrap_or_else(|_| json!({ "error": body })))
+}
+
+/// A stored RPC as the session sends it (the session allocates the request id).
+pub fn request_of(rpc: &Rpc) -> RpcRequest {
+    let text = |k: &str| rpc.request[k].as_str().unwrap_or_default().to_owned();
+    RpcRequest {
+        rpc: rpc.id,
+        request_id: 0,
+        method: text("method"),
+        params: text("params"),
+        oneway: rpc.request["oneway"].as_bool().unwrap_or(false),
+        persistent: true,
+        expiration_time: rpc.expiration_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_stored_as_json() {
+        assert_eq!(stored_response(r#"{"ok":true}"#), Some(json!({"ok": true})));
+        assert_eq!(stored_response("ok"), Some(json!({"error": "ok"})));
+        assert_eq!(stored_response("  "), None);
     }
 }

@@ -321,6 +321,114 @@ pub trait TimeseriesStore: Send + Sync {
     ) -> Result<()>;
 }
 
+/// Lifecycle of a persistent RPC (rest-api.md §8, mqtt-device-api.md §5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RpcStatus {
+    Queued,
+    Sent,
+    Delivered,
+    Successful,
+    Timeout,
+    Expired,
+    Failed,
+    Deleted,
+}
+
+impl RpcStatus {
+    pub const ALL: [RpcStatus; 8] = [
+        Self::Queued,
+        Self::Sent,
+        Self::Delivered,
+        Self::Successful,
+        Self::Timeout,
+        Self::Expired,
+        Self::Failed,
+        Self::Deleted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "QUEUED",
+            Self::Sent => "SENT",
+            Self::Delivered => "DELIVERED",
+            Self::Successful => "SUCCESSFUL",
+            Self::Timeout => "TIMEOUT",
+            Self::Expired => "EXPIRED",
+            Self::Failed => "FAILED",
+            Self::Deleted => "DELETED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// A stored persistent RPC. `request` is `{"method","params"(JSON text),"oneway","retries"}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rpc {
+    pub id: uuid::Uuid,
+    pub tenant_id: TenantId,
+    pub device_id: DeviceId,
+    pub created_time: i64,
+    pub expiration_time: i64,
+    pub request: Value,
+    pub response: Option<Value>,
+    pub status: RpcStatus,
+    /// Delivery attempts that failed so far.
+    pub retries: i32,
+    pub additional_info: Option<Value>,
+}
+
+/// A conditional status change: applied only while the RPC is in one of `from`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RpcTransition<'a> {
+    pub from: &'a [RpcStatus],
+    pub to: RpcStatus,
+    /// Replaces the stored response when Some.
+    pub response: Option<&'a Value>,
+    /// Replaces the attempt counter when Some.
+    pub retries: Option<i32>,
+}
+
+impl RpcTransition<'_> {
+    /// `from` as `,QUEUED,SENT,` for the SQL membership test.
+    pub fn from_list(&self) -> String {
+        let mut out = String::from(",");
+        for s in self.from {
+            out.push_str(s.as_str());
+            out.push(',');
+        }
+        out
+    }
+}
+
+#[async_trait]
+pub trait RpcStore: Send + Sync {
+    /// The device must exist; its RPCs go when it is deleted.
+    async fn create_rpc(&self, rpc: &Rpc) -> Result<()>;
+    /// Any tenant's RPC when `tenant` is None (service hooks); the tenant's only otherwise.
+    async fn get_rpc(&self, tenant: Option<TenantId>, id: uuid::Uuid) -> Result<Option<Rpc>>;
+    /// True when the RPC was in one of `change.from` and now has `change.to`.
+    async fn transition_rpc(&self, id: uuid::Uuid, change: &RpcTransition<'_>) -> Result<bool>;
+    /// False when absent or another tenant's.
+    async fn delete_rpc(&self, tenant: TenantId, id: uuid::Uuid) -> Result<bool>;
+    /// RPCs of one device, optionally of one status. Sort properties: `createdTime`,
+    /// `expirationTime`, `request`, `response`, `status`.
+    async fn page_rpcs(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        status: Option<RpcStatus>,
+        query: &PageQuery,
+    ) -> Result<Page<Rpc>>;
+    /// QUEUED and SENT RPCs of the device, oldest first (expired ones included; the caller decides).
+    async fn pending_rpcs(&self, device: DeviceId) -> Result<Vec<Rpc>>;
+    /// Marks QUEUED and SENT RPCs, and DELIVERED two-way ones, whose expiration time is at or before
+    /// `now` as EXPIRED; returns how many.
+    async fn expire_rpcs(&self, now: i64) -> Result<u64>;
+}
+
 #[async_trait]
 pub trait SettingsStore: Send + Sync {
     async fn get_setting(&self, key: &str) -> Result<Option<String>>;
@@ -339,6 +447,7 @@ pub trait Store:
     + AttributeStore
     + TimeseriesStore
     + SettingsStore
+    + RpcStore
 {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;

@@ -1,6 +1,6 @@
 //! Storage conformance: one suite of cases, run against SQLite (`sqlite::*`) and PostgreSQL
 //! (`postgres::*`), each on a fresh database. Cases live in `accounts`, `devices`,
-//! `attributes` and `telemetry`.
+//! `attributes`, `telemetry` and `rpc`.
 
 mod accounts;
 mod attributes;
@@ -8,6 +8,7 @@ mod attributes;
 mod common;
 mod devices;
 mod fixtures;
+mod rpc;
 mod telemetry;
 
 use ferroboard::config::StorageConfig;
@@ -79,6 +80,8 @@ conformance!(
     typed_values_round_trip,
     large_batches_and_many_keys,
     settings_first_writer_wins,
+    rpc_create_get_and_transitions,
+    rpc_paging_pending_and_expiry,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -86,6 +89,7 @@ conformance!(
 use accounts::*;
 use attributes::*;
 use devices::*;
+use rpc::*;
 use telemetry::*;
 
 /// Rough write throughput: `cargo test --release --test storage_conformance -- --ignored --nocapture`.

@@ -3,9 +3,13 @@
 
 mod filter;
 mod log;
+mod rpc_reply;
+mod rpc_request;
 mod save_attributes;
 mod save_timeseries;
 mod switch;
+#[cfg(test)]
+mod testing_rpc;
 mod transform;
 mod type_switch;
 
@@ -18,8 +22,9 @@ use uuid::Uuid;
 
 use super::EngineError;
 use super::script::{Sandbox, Script};
+use crate::bus::RpcRequest;
 use crate::domain::kv::Typing;
-use crate::domain::{AttributeScope, Kv, Msg, TsKv};
+use crate::domain::{AttributeScope, DeviceId, Kv, Msg, TsKv};
 use crate::services::Services;
 use crate::storage::StorageError;
 
@@ -113,6 +118,26 @@ pub trait EngineServices: Sync {
         kvs: Vec<Kv>,
         ts: i64,
     ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Hands a server-side RPC to the device's session, wherever it is.
+    fn send_rpc(
+        &self,
+        _device: DeviceId,
+        _request: RpcRequest,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        async { Err("RPC is not available".to_owned()) }
+    }
+
+    /// Answers a device's own RPC request on the session that asked.
+    fn reply_to_client_rpc(
+        &self,
+        _device: DeviceId,
+        _session: u64,
+        _request_id: String,
+        _body: String,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        async { Err("RPC is not available".to_owned()) }
+    }
 }
 
 impl EngineServices for Services {
@@ -137,6 +162,26 @@ impl EngineServices for Services {
     ) -> impl Future<Output = Result<(), StorageError>> + Send {
         Services::save_attributes(self, entity, scope, kvs, ts)
     }
+
+    async fn send_rpc(&self, device: DeviceId, request: RpcRequest) -> Result<(), String> {
+        self.rpc
+            .send(device, request)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn reply_to_client_rpc(
+        &self,
+        device: DeviceId,
+        session: u64,
+        request_id: String,
+        body: String,
+    ) -> Result<(), String> {
+        self.rpc
+            .reply_to_client(device, session, request_id, body)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The runtime side of a node. `Err` is only for failures the sender must learn about (storage);
@@ -159,10 +204,12 @@ pub enum Kind {
     SaveTimeseries,
     SaveAttributes,
     Log,
+    RpcCallRequest,
+    RpcCallReply,
 }
 
 impl Kind {
-    const ALL: [(Kind, &'static str, &'static str); 7] = [
+    const ALL: [(Kind, &'static str, &'static str); 9] = [
         (
             Self::MessageTypeSwitch,
             "message_type_switch",
@@ -186,6 +233,16 @@ impl Kind {
             "telemetry.TbMsgAttributesNode",
         ),
         (Self::Log, "log", "action.TbLogNode"),
+        (
+            Self::RpcCallRequest,
+            "rpc_call_request",
+            "rpc.TbSendRPCRequestNode",
+        ),
+        (
+            Self::RpcCallReply,
+            "rpc_call_reply",
+            "rpc.TbSendRPCReplyNode",
+        ),
     ];
 
     pub fn parse(name: &str) -> Option<Self> {
@@ -217,9 +274,12 @@ impl Kind {
         match self {
             Self::MessageTypeSwitch | Self::ScriptSwitch => None,
             Self::ScriptFilter => Some(&["True", "False", "Failure"]),
-            Self::ScriptTransform | Self::SaveTimeseries | Self::SaveAttributes | Self::Log => {
-                Some(&["Success", "Failure"])
-            }
+            Self::ScriptTransform
+            | Self::SaveTimeseries
+            | Self::SaveAttributes
+            | Self::Log
+            | Self::RpcCallRequest
+            | Self::RpcCallReply => Some(&["Success", "Failure"]),
         }
     }
 }
@@ -233,6 +293,8 @@ pub enum Node {
     SaveTimeseries(save_timeseries::SaveTimeseries),
     SaveAttributes(save_attributes::SaveAttributes),
     Log(log::Log),
+    RpcCallRequest(rpc_request::RpcCallRequest),
+    RpcCallReply(rpc_reply::RpcCallReply),
 }
 
 impl Node {
@@ -249,6 +311,8 @@ impl Node {
             Self::SaveTimeseries(n) => n.process(msg, services).await,
             Self::SaveAttributes(n) => n.process(msg, services).await,
             Self::Log(n) => n.process(msg, services).await,
+            Self::RpcCallRequest(n) => n.process(msg, services).await,
+            Self::RpcCallReply(n) => n.process(msg, services).await,
         }
     }
 
@@ -275,6 +339,12 @@ impl Node {
                 parse_config(config)?,
             )?),
             Kind::Log => Self::Log(log::Log::build(parse_config(config)?, ctx)?),
+            Kind::RpcCallRequest => {
+                Self::RpcCallRequest(rpc_request::RpcCallRequest::build(parse_config(config)?))
+            }
+            Kind::RpcCallReply => {
+                Self::RpcCallReply(rpc_reply::RpcCallReply::build(parse_config(config)?))
+            }
         })
     }
 }

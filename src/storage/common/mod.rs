@@ -278,6 +278,18 @@ pub(crate) fn profile_order(property: Option<&str>, order: SortOrder) -> String 
     order_by(column, "p", order)
 }
 
+/// `ORDER BY` for a page of RPCs (table alias `r`); the property names are ThingsBoard's.
+pub(crate) fn rpc_order(property: Option<&str>, order: SortOrder) -> String {
+    let column = match property {
+        Some("expirationTime") => Some("r.expiration_time"),
+        Some("request") => Some("r.request"),
+        Some("response") => Some("r.response"),
+        Some("status") => Some("r.status"),
+        _ => None,
+    };
+    order_by(column, "r", order)
+}
+
 /// Sorts by `column` (NULLs as PostgreSQL places them by default), then by creation and id.
 fn order_by(column: Option<&str>, table: &str, order: SortOrder) -> String {
     let (dir, nulls) = match order {

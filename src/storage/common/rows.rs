@@ -89,6 +89,35 @@ macro_rules! row_decoders {
             })
         }
 
+        pub(super) fn rpc_of(row: &$row) -> $crate::storage::Result<$crate::storage::Rpc> {
+            let json = |name: &str, text: String| {
+                serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+                    $crate::storage::StorageError::Database(format!("rpc {name}: {e}"))
+                })
+            };
+            let status: String = col(row, "status")?;
+            Ok($crate::storage::Rpc {
+                id: col(row, "id")?,
+                tenant_id: $crate::domain::TenantId(col(row, "tenant_id")?),
+                device_id: $crate::domain::DeviceId(col(row, "device_id")?),
+                created_time: col(row, "created_time")?,
+                expiration_time: col(row, "expiration_time")?,
+                request: json("request", col(row, "request")?)?,
+                response: col::<Option<String>>(row, "response")?
+                    .map(|t| json("response", t))
+                    .transpose()?,
+                status: $crate::storage::RpcStatus::parse(&status).ok_or_else(|| {
+                    $crate::storage::StorageError::Database(format!(
+                        "unknown rpc status '{status}'"
+                    ))
+                })?,
+                retries: col(row, "retries")?,
+                additional_info: col::<Option<String>>(row, "additional_info")?
+                    .map(|t| json("additional_info", t))
+                    .transpose()?,
+            })
+        }
+
         /// The typed value of a row with `bool_v .. json_v`; None when every column is null.
         pub(super) fn value_of(
             row: &$row,

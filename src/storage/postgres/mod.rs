@@ -3,6 +3,7 @@
 
 mod accounts;
 mod devices;
+mod rpc;
 mod telemetry;
 mod writes;
 
@@ -20,14 +21,24 @@ mod rows {
     super::super::common::row_decoders!(sqlx::postgres::PgRow, super::super::common::compact_json);
 }
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/migrations/postgres/0001_init.sql"
-    )),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/postgres/0001_init.sql"
+        )),
+    ),
+    (
+        2,
+        "rpc",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/postgres/0002_rpc.sql"
+        )),
+    ),
+];
 
 pub struct PgStore {
     pool: PgPool,

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod devices;
+mod rpc;
 mod telemetry;
 mod writes;
 
@@ -23,14 +24,24 @@ mod rows {
     super::super::common::row_decoders!(sqlx::sqlite::SqliteRow, std::convert::identity);
 }
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/migrations/sqlite/0001_init.sql"
-    )),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/sqlite/0001_init.sql"
+        )),
+    ),
+    (
+        2,
+        "rpc",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/sqlite/0002_rpc.sql"
+        )),
+    ),
+];
 
 /// How long a statement waits for a lock held by another process before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

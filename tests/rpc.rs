@@ -1,0 +1,430 @@
+//! Server-side RPC over REST and persistent RPC against the real server: an MQTT 3.1.1 device answers
+//! two-way calls, one-way calls are delivered, offline devices time out (v1 409 / v2 504), calls are
+//! held until the device subscribes, persistent RPCs are stored, delivered, answered, listed, deleted
+//! and survive a restart; client-side getCurrentTime is answered by the default rules.
+
+mod common;
+#[allow(dead_code)]
+#[path = "api/support.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestApp, eventually, spawn_app, spawn_app_with};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use serde_json::{Value, json};
+use support::Api;
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(10);
+const REQUEST_FILTER: &str = "v1/devices/me/rpc/request/+";
+
+/// A connected MQTT 3.1.1 device; publishes it receives arrive on `inbox`.
+struct Device {
+    client: AsyncClient,
+    inbox: mpsc::UnboundedReceiver<Publish>,
+    acks: mpsc::UnboundedReceiver<Packet>,
+}
+
+impl Device {
+    async fn connect(app: &TestApp, token: &str) -> Self {
+        let mut opts = MqttOptions::new(
+            format!("c-{}", uuid::Uuid::new_v4().simple()),
+            "127.0.0.1",
+            app.mqtt_port,
+        );
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_credentials(token, "");
+        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        let (inbox_tx, inbox) = mpsc::unbounded_channel();
+        let (acks_tx, acks) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                let sent = match event {
+                    Event::Incoming(Packet::Publish(p)) => inbox_tx.send(p).is_ok(),
+                    Event::Incoming(p) => acks_tx.send(p).is_ok(),
+                    Event::Outgoing(_) => true,
+                };
+                if !sent {
+                    break;
+                }
+            }
+        });
+        let mut device = Self {
+            client,
+            inbox,
+            acks,
+        };
+        device
+            .expect_ack("CONNACK", |p| matches!(p, Packet::ConnAck(_)))
+            .await;
+        device
+    }
+
+    async fn expect_ack(&mut self, what: &str, want: impl Fn(&Packet) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.acks.recv()).await {
+                Ok(Some(p)) if want(&p) => return,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("connection closed while waiting for {what}"),
+                Err(_) => panic!("no {what} within {WAIT:?}"),
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, filter: &str) {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        self.expect_ack("SUBACK", |p| matches!(p, Packet::SubAck(_)))
+            .await;
+    }
+
+    async fn publish(&self, topic: &str, payload: Value) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
+            .await
+            .expect("publish");
+    }
+
+    async fn next_publish(&mut self) -> Publish {
+        tokio::time::timeout(WAIT, self.inbox.recv())
+            .await
+            .expect("a publish in time")
+            .expect("connection open")
+    }
+}
+
+fn json_of(p: &Publish) -> Value {
+    serde_json::from_slice(&p.payload).expect("JSON payload")
+}
+
+/// A new device over REST; returns (id, token).
+async fn new_device(api: &Api) -> (String, String) {
+    let name = format!("rpc-{}", uuid::Uuid::new_v4().simple());
+    let (id, _) = api.create_device(json!({"name": name})).await;
+    let token = api.token_of(&id).await;
+    (id, token)
+}
+
+/// Runs a REST call in the background.
+fn post_later(api: &Api, path: String, body: Value) -> tokio::task::JoinHandle<support::Resp> {
+    let api = Api {
+        http: api.http.clone(),
+        base: api.base.clone(),
+        token: api.token.clone(),
+    };
+    tokio::spawn(async move { api.post(&path, body).await })
+}
+
+/// Generates `sqlite::<name>` and `postgres::<name>` from `async fn <name>(Backend)`.
+macro_rules! backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+backends!(
+    twoway_rpc_is_answered_by_mqtt311_device,
+    oneway_rpc_is_delivered,
+    offline_device_times_out,
+    rpc_waits_for_the_rpc_subscription,
+    bad_requests_are_rejected,
+    persistent_rpc_lifecycle,
+    persistent_rpc_survives_restart,
+    persistent_rpc_expires,
+    get_current_time_is_answered_by_default_rules,
+);
+
+async fn twoway_rpc_is_answered_by_mqtt311_device(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let api = Api::tenant(&app).await;
+    let (id, token) = new_device(&api).await;
+    let mut device = Device::connect(&app, &token).await;
+    device.subscribe(REQUEST_FILTER).await;
+
+    let body = json!({"method": "getTemperature", "params": {"unit": "C"}, "timeout": 5000});
+    let call = post_later(&api, format!("/api/plugins/rpc/twoway/{id}"), body);
+    let request = device.next_publish().await;
+    assert_eq!(
+        request.topic, "v1/devices/me/rpc/request/0",
+        "first id is 0"
+    );
+    assert_eq!(request.qos, QoS::AtLeastOnce);
+    assert_eq!(
+        json_of(&request),
+        json!({"method": "getTemperature", "params": {"unit": "C"}})
+    );
+    device
+        .publish("v1/devices/me/rpc/response/0", json!({"temperature": 21.5}))
+        .await;
+    let resp = call.await.expect("call task");
+    assert_eq!(resp.ok(), json!({"temperature": 21.5}));
+
+    // The second request gets the next id; a non-JSON reply is 406.
+    let call = post_later(
+        &api,
+        format!("/api/rpc/twoway/{id}"),
+        json!({"method": "m", "params": 1}),
+    );
+    let request = device.next_publish().await;
+    assert_eq!(request.topic, "v1/devices/me/rpc/request/1");
+    device
+        .client
+        .publish(
+            "v1/devices/me/rpc/response/1",
+            QoS::AtLeastOnce,
+            false,
+            "ok",
+        )
+        .await
+        .expect("publish");
+    assert_eq!(call.await.expect("call task").status, 406);
+    app.shutdown().await;
+}
+
+async fn oneway_rpc_is_delivered(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let api = Api::tenant(&app).await;
+    let (id, token) = new_device(&api).await;
+    let mut device = Device::connect(&app, &token).await;
+    device.subscribe(REQUEST_FILTER).await;
+
+    let resp = api
+        .post(
+            &format!("/api/rpc/oneway/{id}"),
+            json!({"method": "setLed", "params": {"on": true}}),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert!(resp.text.is_empty(), "{}", resp.text);
+    let request = device.next_publish().await;
+    assert_eq!(
+        json_of(&request),
+        json!({"method": "setLed", "params": {"on": true}})
+    );
+    app.shutdown().await;
+}
+
+async fn offline_device_times_out(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.rpc.min_timeout_ms = 100).await;
+    let api = Api::tenant(&app).await;
+    let (id, _) = new_device(&api).await;
+    for (path, status) in [("/api/plugins/rpc/twoway/", 409), ("/api/rpc/twoway/", 504)] {
+        let started = Instant::now();
+        let resp = api
+            .post(
+                &format!("{path}{id}"),
+                json!({"method": "ping", "params": {}, "timeout": 300}),
+            )
+            .await;
+        let elapsed = started.elapsed();
+        resp.error(status, 2);
+        assert!(elapsed >= Duration::from_millis(280), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    }
+    app.shutdown().await;
+}
+
+async fn rpc_waits_for_the_rpc_subscription(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let api = Api::tenant(&app).await;
+    let (id, token) = new_device(&api).await;
+    let mut device = Device::connect(&app, &token).await;
+    let call = post_later(
+        &api,
+        format!("/api/plugins/rpc/twoway/{id}"),
+        json!({"method": "held", "params": {}, "timeout": 8000}),
+    );
+    device.subscribe(REQUEST_FILTER).await;
+    let request = device.next_publish().await;
+    assert_eq!(json_of(&request)["method"], "held");
+    let reply_topic = request.topic.replace("request", "response");
+    device.publish(&reply_topic, json!("done")).await;
+    assert_eq!(call.await.expect("call task").ok(), json!("done"));
+    app.shutdown().await;
+}
+
+async fn bad_requests_are_rejected(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let api = Api::tenant(&app).await;
+    let (id, _) = new_device(&api).await;
+    let missing = uuid::Uuid::new_v4();
+    let body = json!({"method": "m", "params": {}});
+    api.post(&format!("/api/rpc/twoway/{missing}"), body.clone())
+        .await
+        .error(404, 32);
+    api.post("/api/rpc/twoway/not-a-uuid", body.clone())
+        .await
+        .error(400, 31);
+    api.post(&format!("/api/rpc/twoway/{id}"), json!({"params": {}}))
+        .await
+        .error(400, 31);
+    let raw = api
+        .raw(
+            reqwest::Method::POST,
+            &format!("/api/rpc/oneway/{id}"),
+            "text/plain",
+            b"{not json".to_vec(),
+        )
+        .await;
+    raw.error(400, 31);
+    api.get(&format!("/api/rpc/persistent/{missing}"))
+        .await
+        .error(404, 32);
+    api.get(&format!(
+        "/api/rpc/persistent/device/{id}?pageSize=10&page=0&rpcStatus=DELETED"
+    ))
+    .await
+    .error(400, 31);
+    app.shutdown().await;
+}
+
+/// Polls the stored RPC until its status is `status`; returns its JSON.
+async fn rpc_with_status(api: &Api, rpc: &str, status: &str) -> Value {
+    eventually(&format!("RPC {rpc} is {status}"), WAIT, || async {
+        let body = api.get(&format!("/api/rpc/persistent/{rpc}")).await.ok();
+        (body["status"] == status).then_some(body)
+    })
+    .await
+}
+
+async fn create_persistent(api: &Api, device: &str) -> String {
+    let body = json!({
+        "method": "setGpio", "params": {"pin": 7}, "persistent": true,
+        "timeout": 60000, "additionalInfo": {"source": "test"}
+    });
+    let resp = api
+        .post(&format!("/api/rpc/twoway/{device}"), body)
+        .await
+        .ok();
+    resp["rpcId"].as_str().expect("rpcId").to_owned()
+}
+
+/// Connects, subscribes, answers the one persistent request; returns the request seen.
+async fn answer_persistent(app: &TestApp, token: &str) -> Value {
+    let mut device = Device::connect(app, token).await;
+    device.subscribe(REQUEST_FILTER).await;
+    let request = device.next_publish().await;
+    let reply_topic = request.topic.replace("request", "response");
+    device.publish(&reply_topic, json!({"ok": true})).await;
+    json_of(&request)
+}
+
+async fn persistent_rpc_lifecycle(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let api = Api::tenant(&app).await;
+    let (id, token) = new_device(&api).await;
+    let rpc = create_persistent(&api, &id).await;
+    let queued = rpc_with_status(&api, &rpc, "QUEUED").await;
+    assert_eq!(queued["id"], json!({"entityType": "RPC", "id": rpc}));
+    assert_eq!(queued["deviceId"]["id"], id.as_str());
+    assert_eq!(queued["request"]["body"]["params"], "{\"pin\":7}");
+    assert_eq!(queued["additionalInfo"], json!({"source": "test"}));
+
+    let seen = answer_persistent(&app, &token).await;
+    assert_eq!(seen, json!({"method": "setGpio", "params": {"pin": 7}}));
+    let done = rpc_with_status(&api, &rpc, "SUCCESSFUL").await;
+    assert_eq!(done["response"], json!({"ok": true}));
+
+    let list = api
+        .get(&format!(
+            "/api/rpc/persistent/device/{id}?pageSize=10&page=0&rpcStatus=SUCCESSFUL&sortProperty=expirationTime&sortOrder=DESC"
+        ))
+        .await
+        .ok();
+    assert_eq!(list["totalElements"], 1);
+    assert_eq!(list["data"][0]["id"]["id"], rpc.as_str());
+    let none = api
+        .get(&format!(
+            "/api/rpc/persistent/device/{id}?pageSize=10&page=0&rpcStatus=QUEUED"
+        ))
+        .await
+        .ok();
+    assert_eq!(none["totalElements"], 0);
+
+    api.delete(&format!("/api/rpc/persistent/{rpc}")).await.ok();
+    api.get(&format!("/api/rpc/persistent/{rpc}"))
+        .await
+        .error(404, 32);
+    api.delete(&format!("/api/rpc/persistent/{rpc}"))
+        .await
+        .error(404, 32);
+    app.shutdown().await;
+}
+
+async fn persistent_rpc_survives_restart(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let api = Api::tenant(&app).await;
+    let (id, token) = new_device(&api).await;
+    let rpc = create_persistent(&api, &id).await;
+    rpc_with_status(&api, &rpc, "QUEUED").await;
+
+    let running = app.app.take().expect("running");
+    let config = running.state.config.clone();
+    running.shutdown().await.expect("clean shutdown");
+    let restarted = ferroboard::app::start(config).await.expect("restarts");
+    app.http = format!("http://{}", restarted.http_addr);
+    app.mqtt_port = restarted.mqtt_addr.port();
+    app.app = Some(restarted);
+
+    let api = Api::tenant(&app).await;
+    rpc_with_status(&api, &rpc, "QUEUED").await;
+    answer_persistent(&app, &token).await;
+    rpc_with_status(&api, &rpc, "SUCCESSFUL").await;
+    app.shutdown().await;
+}
+
+async fn persistent_rpc_expires(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let api = Api::tenant(&app).await;
+    let (id, _) = new_device(&api).await;
+    let body = json!({
+        "method": "late", "params": {}, "persistent": true,
+        "expirationTime": ferroboard::domain::now_ms() + 300
+    });
+    let resp = api.post(&format!("/api/rpc/oneway/{id}"), body).await.ok();
+    let rpc = resp["rpcId"].as_str().expect("rpcId");
+    rpc_with_status(&api, rpc, "EXPIRED").await;
+    app.shutdown().await;
+}
+
+async fn get_current_time_is_answered_by_default_rules(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let api = Api::tenant(&app).await;
+    let (_, token) = new_device(&api).await;
+    let mut device = Device::connect(&app, &token).await;
+    device.subscribe("v1/devices/me/rpc/response/+").await;
+    let before = ferroboard::domain::now_ms();
+    device
+        .publish(
+            "v1/devices/me/rpc/request/5",
+            json!({"method": "getCurrentTime", "params": {}}),
+        )
+        .await;
+    let reply = device.next_publish().await;
+    assert_eq!(reply.topic, "v1/devices/me/rpc/response/5");
+    let time = json_of(&reply)["time"].as_i64().expect("time in ms");
+    assert!(
+        time >= before && time <= ferroboard::domain::now_ms(),
+        "{time}"
+    );
+    app.shutdown().await;
+}
