@@ -94,7 +94,10 @@ pub async fn protocol(
             }
             s.ack()
         }
-        v3::ProtocolMessage::Ping(p) => p.ack(),
+        v3::ProtocolMessage::Ping(p) => {
+            sess.state.services.device_state.activity(&sess.device);
+            p.ack()
+        }
         v3::ProtocolMessage::Disconnect(d) => d.ack(),
         v3::ProtocolMessage::PublishRelease(r) => r.ack(),
     })

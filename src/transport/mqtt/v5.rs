@@ -118,7 +118,10 @@ pub async fn protocol(
             }
             s.ack()
         }
-        v5::ProtocolMessage::Ping(p) => p.ack(),
+        v5::ProtocolMessage::Ping(p) => {
+            sess.state.services.device_state.activity(&sess.device);
+            p.ack()
+        }
         v5::ProtocolMessage::Disconnect(d) => d.ack(),
         other => other.ack(),
     })
