@@ -94,14 +94,29 @@ impl RedisBus {
         })
     }
 
-    async fn send(&self, payload: &str) -> Result<(), String> {
+    async fn send(&self, payload: &str) -> Result<(), SendError> {
         let mut conn = self.publisher.clone();
         match tokio::time::timeout(PUBLISH_TIMEOUT, conn.publish::<_, _, i64>(CHANNEL, payload))
             .await
         {
             Ok(Ok(_receivers)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {PUBLISH_TIMEOUT:?}")),
+            Ok(Err(e)) => Err(SendError::Failed(e.to_string())),
+            Err(_) => Err(SendError::TimedOut),
+        }
+    }
+}
+
+enum SendError {
+    Failed(String),
+    /// Not retried: a hung Redis would hold the caller twice as long.
+    TimedOut,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Failed(e) => f.write_str(e),
+            Self::TimedOut => write!(f, "no answer within {PUBLISH_TIMEOUT:?}"),
         }
     }
 }
@@ -115,7 +130,7 @@ impl Bus for RedisBus {
         let mut result = self.send(&payload).await;
         // After an outage longer than its retry budget the manager hands back one stale error
         // before reconnecting; when the subscriber says Redis answers, one retry gets through.
-        if result.is_err() && self.up.load(Ordering::SeqCst) {
+        if matches!(result, Err(SendError::Failed(_))) && self.up.load(Ordering::SeqCst) {
             result = self.send(&payload).await;
         }
         match result {
