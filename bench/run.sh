@@ -5,7 +5,7 @@
 # PostgreSQL database, runs the loadgen scenarios against each and against the Mosquitto
 # already listening on 127.0.0.1:1883, prints the RESULT lines side by side and stops
 # everything it started. See bench/README.md. Knobs (environment):
-#   DEVICES=1000 DURATION=10 WARMUP=2 THREADS=1 INFLIGHT=1 IDLE_DEVICES=10000
+#   DEVICES=1000 DURATION=10 WARMUP=2 THREADS=1 INFLIGHT=1 KEYS=3 IDLE_DEVICES=10000
 #   SCENARIOS="qos1 qos0 idle"   TARGETS="sqlite postgres mosquitto"
 #   MQTT_PORT=18830 HTTP_PORT=18080 MOSQUITTO_PORT=1883
 #   PGHOST=127.0.0.1 PGUSER=postgres   (createdb/dropdb; the URL is postgres://$PGUSER@$PGHOST/...)
@@ -20,6 +20,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 THREADS=${THREADS:-1}
 INFLIGHT=${INFLIGHT:-1}
+KEYS=${KEYS:-3}
 IDLE_DEVICES=${IDLE_DEVICES:-10000}
 SCENARIOS=${SCENARIOS:-qos1 qos0 idle}
 TARGETS=${TARGETS:-sqlite postgres mosquitto}
@@ -108,8 +109,8 @@ trap 'exit 130' INT TERM
 # scenario_args SCENARIO: the loadgen flags of one scenario.
 scenario_args() {
     case $1 in
-        qos1) echo --devices "$DEVICES" --qos 1 --inflight "$INFLIGHT" --warmup "$WARMUP" --duration "$DURATION" ;;
-        qos0) echo --devices "$DEVICES" --qos 0 --warmup "$WARMUP" --duration "$DURATION" ;;
+        qos1) echo --devices "$DEVICES" --qos 1 --keys "$KEYS" --inflight "$INFLIGHT" --warmup "$WARMUP" --duration "$DURATION" ;;
+        qos0) echo --devices "$DEVICES" --qos 0 --keys "$KEYS" --warmup "$WARMUP" --duration "$DURATION" ;;
         idle) echo --devices "$IDLE_DEVICES" --idle --duration "$DURATION" ;;
         *)
             echo "unknown scenario $1" >&2
