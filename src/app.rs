@@ -44,8 +44,7 @@ impl AppState {
             .await
             .map_err(|_| EngineError::Storage(storage::StorageError::Closed))?;
         for msg in msgs {
-            metrics::counter!("ferroboard_messages_in_total", "type" => msg.msg_type.as_str().to_owned())
-                .increment(1);
+            metrics::counter!("ferroboard_messages_in_total", "type" => msg.msg_type.metric_label()).increment(1);
             self.engine.process(msg, &self.services).await?;
         }
         Ok(())

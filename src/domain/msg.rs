@@ -107,6 +107,19 @@ impl MsgType {
         }
     }
 
+    /// A metric label: the wire name of a known type, `CUSTOM` for any other string (so that
+    /// user-chosen types cannot grow the label set without bound). No allocation.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Custom(_) => "CUSTOM",
+            known => Self::KNOWN
+                .iter()
+                .find(|(t, _, _)| t == known)
+                .map(|(_, n, _)| *n)
+                .unwrap_or("CUSTOM"),
+        }
+    }
+
     /// The relation a message-type switch emits for this type (`Other` for custom types).
     pub fn switch_label(&self) -> &'static str {
         Self::KNOWN
@@ -166,5 +179,7 @@ mod tests {
         let c = MsgType::parse("MY_TYPE");
         assert_eq!(c.as_str(), "MY_TYPE");
         assert_eq!(c.switch_label(), "Other");
+        assert_eq!(c.metric_label(), "CUSTOM");
+        assert_eq!(t.metric_label(), "POST_TELEMETRY_REQUEST");
     }
 }
