@@ -5,6 +5,7 @@
 //! `--threads` thread runs its own ntex system with an even share of the devices.
 
 mod create;
+mod fanout;
 mod report;
 mod stats;
 mod worker;
@@ -44,9 +45,10 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
 
-    /// Broker MQTT port.
-    #[arg(long, default_value_t = 1883)]
-    port: u16,
+    /// Broker MQTT port(s), comma-separated; device i connects to the (i mod n)-th, so several
+    /// ferroboard nodes share the devices.
+    #[arg(long, default_value = "1883", value_delimiter = ',', num_args = 1..)]
+    port: Vec<u16>,
 
     /// MQTT protocol version.
     #[arg(long, value_enum, default_value_t = Protocol::V3)]
@@ -98,9 +100,10 @@ struct Args {
     topic: String,
 
     /// Sample this process's VmRSS (/proc/PID/status) every 500 ms: before connecting, and
-    /// min/avg/max while the run lasts.
-    #[arg(long, value_name = "PID")]
-    server_pid: Option<u32>,
+    /// min/avg/max while the run lasts. Comma-separated pids: the fan-out mode reports each
+    /// (every 20 ms); the other modes sample the first.
+    #[arg(long, value_name = "PID", value_delimiter = ',')]
+    server_pid: Vec<u32>,
 
     /// Only connect the devices and keep them idle for --duration; reports the server RSS
     /// before/after and the delta per connection (needs --server-pid for the RSS figures).
@@ -133,6 +136,29 @@ struct Args {
     #[arg(long, requires = "create_devices")]
     create_only: bool,
 
+    /// Fan-out mode: ferroboard REST base URL(s), comma-separated (e.g. http://127.0.0.1:8080).
+    /// The devices subscribe to shared attributes instead of publishing; then one value is saved
+    /// to SHARED_SCOPE of every device over REST (device i through the ((i+1) mod n)-th URL) and
+    /// the time until every device received it is reported. Needs --password.
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    fanout_http: Vec<String>,
+
+    /// Password of --tenant-email, for the fan-out mode's REST calls.
+    #[arg(long, env = "LOADGEN_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+
+    /// Shared attribute key the fan-out mode saves (its value is a fresh number per run).
+    #[arg(long, default_value = "fanout")]
+    fanout_key: String,
+
+    /// REST requests in flight during the fan-out.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    fanout_concurrency: u16,
+
+    /// Seconds to wait for every device to receive the fan-out value before giving up.
+    #[arg(long, default_value_t = 30.0)]
+    fanout_wait: f64,
+
     /// Free text copied into the RESULT line (e.g. `ferroboard-sqlite`), for side-by-side tables.
     #[arg(long)]
     label: Option<String>,
@@ -149,7 +175,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn target(args: &Args) -> anyhow::Result<SocketAddr> {
+fn targets(args: &Args) -> anyhow::Result<Vec<SocketAddr>> {
     let ip: IpAddr = if args.host.eq_ignore_ascii_case("localhost") {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     } else {
@@ -160,7 +186,10 @@ fn target(args: &Args) -> anyhow::Result<SocketAddr> {
     if !ip.is_loopback() {
         bail!("--host {ip}: loadgen only targets loopback addresses (127.0.0.0/8, ::1)");
     }
-    Ok(SocketAddr::new(ip, args.port))
+    if args.port.is_empty() {
+        bail!("--port: give at least one port");
+    }
+    Ok(args.port.iter().map(|&p| SocketAddr::new(ip, p)).collect())
 }
 
 fn validate(args: &Args) -> anyhow::Result<()> {
@@ -180,10 +209,17 @@ fn validate(args: &Args) -> anyhow::Result<()> {
     if !(args.rate.is_finite() && (0.0..=10_000_000.0).contains(&args.rate)) {
         bail!("--rate must be within 0..=10000000, got {}", args.rate);
     }
-    if let Some(pid) = args.server_pid
-        && read_rss_kb(&pid.to_string()).is_none()
-    {
-        bail!("--server-pid {pid}: cannot read VmRSS from /proc/{pid}/status");
+    for pid in &args.server_pid {
+        if read_rss_kb(&pid.to_string()).is_none() {
+            bail!("--server-pid {pid}: cannot read VmRSS from /proc/{pid}/status");
+        }
+    }
+    if !args.fanout_http.is_empty() {
+        fanout::check(args.protocol == Protocol::V3, args.idle)?;
+        if args.password.is_none() {
+            bail!("--fanout-http needs --password (or LOADGEN_PASSWORD) of --tenant-email");
+        }
+        positive("--fanout-wait", args.fanout_wait, 3600.0)?;
     }
     Ok(())
 }
@@ -196,7 +232,7 @@ fn open_files_limit() -> Option<u64> {
 }
 
 fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let addr = target(args)?;
+    let addrs = targets(args)?;
     validate(args)?;
     let devices = args.devices as usize;
 
@@ -216,9 +252,37 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let pid = args.server_pid.map(|p| p.to_string());
+    let plan = if args.fanout_http.is_empty() {
+        None
+    } else {
+        Some(fanout::prepare(&fanout::PlanArgs {
+            urls: &args.fanout_http,
+            email: &args.tenant_email,
+            password: args.password.as_deref().unwrap_or_default(),
+            prefix: &args.token_prefix,
+            devices,
+            key: &args.fanout_key,
+            concurrency: usize::from(args.fanout_concurrency),
+            wait: Duration::from_secs_f64(args.fanout_wait),
+        })?)
+    };
+    let arrivals = plan.as_ref().map(|_| {
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        Arc::new(fanout::Arrivals::new(
+            devices,
+            args.fanout_key.clone(),
+            nonce,
+        ))
+    });
+
+    let first_pid = args.server_pid.first().copied();
+    let pid = first_pid.map(|p| p.to_string());
     let rss_before = pid.as_deref().and_then(read_rss_kb);
-    let sampler = args.server_pid.map(RssSampler::start);
+    let sampler = first_pid
+        .filter(|_| plan.is_none())
+        .map(|p| RssSampler::start(p, Duration::from_millis(500)));
 
     let threads = usize::from(args.threads);
     let shared = Arc::new(Shared::default());
@@ -227,7 +291,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .collect();
     let t0 = Instant::now();
     let base = Settings {
-        addr,
+        addrs: addrs.clone(),
         protocol: args.protocol,
         qos: args.qos,
         devices: Vec::new(),
@@ -241,8 +305,9 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         inflight: usize::from(args.inflight),
         keys: usize::from(args.keys),
         value_bytes: args.value_bytes as usize,
-        idle: args.idle,
+        idle: args.idle || plan.is_some(),
         latency_cap: LATENCY_SAMPLE_CAP / threads,
+        listen: arrivals.clone(),
     };
     let mut handles = Vec::with_capacity(threads);
     for (idx, c) in counters.iter().enumerate() {
@@ -273,6 +338,45 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
     let mut measured = Measured::default();
     let mut rss_after = None;
+    if let (Some(plan), Some(arrivals)) = (&plan, &arrivals) {
+        let outcome = if connected > 0 {
+            Some(fanout::drive(plan, arrivals, &args.server_pid))
+        } else {
+            None
+        };
+        shared.phase.store(STOP, Ordering::Release);
+        eprintln!("loadgen: disconnecting");
+        for h in handles {
+            let _ = h.join();
+        }
+        let Some(outcome) = outcome.transpose()? else {
+            eprintln!(
+                "loadgen: no device connected (first failure: {})",
+                shared
+                    .first_connect_error
+                    .lock()
+                    .ok()
+                    .and_then(|e| e.clone())
+                    .unwrap_or_default()
+            );
+            return Ok(ExitCode::from(1));
+        };
+        if let Ok(Some(e)) = arrivals.first_subscribe_error.lock().map(|e| e.clone()) {
+            eprintln!("loadgen: first subscribe failure: {e}");
+        }
+        fanout::print(
+            &outcome,
+            args.label.as_deref(),
+            devices,
+            &args.port,
+            &args.fanout_http,
+        );
+        return Ok(if outcome.all_received_secs.is_some() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        });
+    }
     if connected > 0 {
         if args.idle {
             // Connected and silent (keep-alive pings only) for the whole window.
@@ -318,7 +422,11 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
     let report = Report {
         args,
-        addr,
+        targets: addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         connected,
         connect_secs,
         sent,

@@ -1,6 +1,5 @@
 //! The end-of-run summary: a human-readable block and the `RESULT {json}` line.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
@@ -27,7 +26,8 @@ fn round3(v: f64) -> f64 {
 
 pub struct Report<'a> {
     pub args: &'a Args,
-    pub addr: SocketAddr,
+    /// Broker address(es), comma-separated.
+    pub targets: String,
     pub connected: u64,
     pub connect_secs: f64,
     pub sent: u64,
@@ -82,7 +82,7 @@ impl Report<'_> {
             a.label.as_deref().unwrap_or("run"),
             a.protocol,
             a.qos,
-            self.addr,
+            self.targets,
             if a.idle {
                 String::new()
             } else {
@@ -201,7 +201,7 @@ impl Report<'_> {
         let result = json!({
             "label": a.label,
             "mode": mode,
-            "target": self.addr.to_string(),
+            "target": self.targets,
             "protocol": format!("{:?}", a.protocol).to_lowercase(),
             "qos": a.qos,
             "devices": a.devices,

@@ -113,7 +113,8 @@ pub struct RssSampler {
 }
 
 impl RssSampler {
-    pub fn start(pid: u32) -> Self {
+    /// Samples every `period` until [`RssSampler::finish`].
+    pub fn start(pid: u32, period: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
@@ -124,9 +125,9 @@ impl RssSampler {
                     samples.push((Instant::now(), kb));
                 }
                 // Sleep in small steps so stopping is prompt.
-                let until = Instant::now() + Duration::from_millis(500);
+                let until = Instant::now() + period;
                 while Instant::now() < until && !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(20));
+                    std::thread::sleep(period.min(Duration::from_millis(20)));
                 }
             }
             samples

@@ -15,6 +15,7 @@ use ntex_mqtt::{v3, v5};
 use ntex_service::{Pipeline, cfg::SharedCfg};
 use ntex_util::time::{Seconds, sleep, timeout};
 
+use crate::fanout::Arrivals;
 use crate::stats::Reservoir;
 
 /// Run phases, driven by the main thread through [`Shared::phase`].
@@ -73,7 +74,8 @@ pub struct Counters {
 /// What one thread does.
 #[derive(Clone)]
 pub struct Settings {
-    pub addr: SocketAddr,
+    /// Broker addresses; device `i` connects to `addrs[i % addrs.len()]`.
+    pub addrs: Vec<SocketAddr>,
     pub protocol: Protocol,
     pub qos: u8,
     /// Global device indexes handled by this thread.
@@ -93,6 +95,9 @@ pub struct Settings {
     pub idle: bool,
     /// Latency samples this thread keeps at most.
     pub latency_cap: usize,
+    /// Fan-out mode: subscribe to the shared-attribute topic and record arrivals instead of
+    /// publishing (MQTT 3.1.1 only).
+    pub listen: Option<Arc<Arrivals>>,
 }
 
 /// Latency samples of one thread: (kept samples in µs, acks measured, max µs).
@@ -195,19 +200,25 @@ fn connect_error<E: std::fmt::Display + std::fmt::Debug>(e: &E) -> String {
 
 type BoxFut<T> = Pin<Box<dyn Future<Output = T>>>;
 /// Connects one device; yields its sink and the connection's dispatcher future (to be spawned).
-type ConnectFn = Box<dyn Fn(String) -> BoxFut<Result<(Sink, BoxFut<()>), String>>>;
+type ConnectFn = Box<dyn Fn(usize, String) -> BoxFut<Result<(Sink, BoxFut<()>), String>>>;
+
+/// The shared-attribute push topic the fan-out listeners subscribe to.
+const ATTRIBUTES_TOPIC: &str = "v1/devices/me/attributes";
 
 fn connector(settings: &Settings) -> ConnectFn {
-    let addr = settings.addr;
+    let addrs = settings.addrs.clone();
     let keep_alive = Seconds(settings.keep_alive);
+    let listen = settings.listen.clone();
     match settings.protocol {
         Protocol::V3 => {
             let pipeline = Rc::new(Pipeline::new(
                 SharedCfg::default(),
                 v3::client::MqttConnector::new(),
             ));
-            Box::new(move |token: String| {
+            Box::new(move |dev: usize, token: String| {
                 let pipeline = pipeline.clone();
+                let addr = addrs[dev % addrs.len()];
+                let listen = listen.clone();
                 Box::pin(async move {
                     let connect = v3::client::Connect::new(addr)
                         .client_id(token.clone())
@@ -218,9 +229,24 @@ fn connector(settings: &Settings) -> ConnectFn {
                         .call(connect)
                         .await
                         .map_err(|e| connect_error(&e))?;
-                    let sink = Sink::V3(client.sink());
-                    let run: BoxFut<()> = Box::pin(client.start_default());
-                    Ok((sink, run))
+                    let sink = client.sink();
+                    let Some(arrivals) = listen else {
+                        let run: BoxFut<()> = Box::pin(client.start_default());
+                        return Ok((Sink::V3(sink), run));
+                    };
+                    // Listener: record every push, then subscribe once the dispatcher runs.
+                    let router = client.resource(ATTRIBUTES_TOPIC, move |p: v3::Publish| {
+                        let arrivals = arrivals.clone();
+                        async move {
+                            let at = Instant::now();
+                            if let Ok(payload) = p.read_all().await {
+                                arrivals.record(dev, at, &payload);
+                            }
+                            Ok::<_, ()>(())
+                        }
+                    });
+                    let run: BoxFut<()> = Box::pin(router.start_default());
+                    Ok((Sink::V3(sink), run))
                 })
             })
         }
@@ -229,8 +255,9 @@ fn connector(settings: &Settings) -> ConnectFn {
                 SharedCfg::default(),
                 v5::client::MqttConnector::new(),
             ));
-            Box::new(move |token: String| {
+            Box::new(move |dev: usize, token: String| {
                 let pipeline = pipeline.clone();
+                let addr = addrs[dev % addrs.len()];
                 Box::pin(async move {
                     let connect = v5::client::Connect::new(addr)
                         .client_id(token.clone())
@@ -247,6 +274,28 @@ fn connector(settings: &Settings) -> ConnectFn {
                 })
             })
         }
+    }
+}
+
+/// Subscribes a listener to the shared-attribute topic at QoS 1 (as the ThingsBoard SDKs do).
+async fn subscribe_attributes(sink: &Sink) -> Result<(), String> {
+    let Sink::V3(sink) = sink else {
+        return Err("fan-out listeners speak MQTT 3.1.1 only".to_owned());
+    };
+    let codes = sink
+        .subscribe()
+        .topic_filter(
+            ByteString::from_static(ATTRIBUTES_TOPIC),
+            v3::codec::QoS::AtLeastOnce,
+        )
+        .send()
+        .await
+        .map_err(|e| format!("SUBSCRIBE failed: {e}"))?;
+    match codes.first() {
+        Some(v3::codec::SubscribeReturnCode::Failure) | None => {
+            Err("SUBSCRIBE refused by the broker".to_owned())
+        }
+        Some(_) => Ok(()),
     }
 }
 
@@ -422,12 +471,13 @@ async fn worker(ctx: Rc<Ctx>) {
 async fn connect_one(ctx: Rc<Ctx>, dev: usize) {
     let token = format!("{}{dev}", ctx.settings.token_prefix);
     let shared = &ctx.shared;
-    match timeout(ctx.settings.connect_timeout, (ctx.connect)(token)).await {
+    match timeout(ctx.settings.connect_timeout, (ctx.connect)(dev, token)).await {
         Ok(Ok((sink, run))) => {
             shared.connected.fetch_add(1, Ordering::Relaxed);
             ctx.sinks.borrow_mut().push(sink.clone());
             ctx.live.set(ctx.live.get() + 1);
             let c = ctx.clone();
+            let listener = sink.clone();
             ntex_rt::spawn(async move {
                 run.await;
                 c.live.set(c.live.get() - 1);
@@ -439,6 +489,23 @@ async fn connect_one(ctx: Rc<Ctx>, dev: usize) {
                 }
                 drop(sink);
             });
+            if let Some(arrivals) = &ctx.settings.listen {
+                let subscribed = timeout(
+                    ctx.settings.connect_timeout,
+                    subscribe_attributes(&listener),
+                )
+                .await
+                .unwrap_or_else(|()| Err("no SUBACK in time".to_owned()));
+                match subscribed {
+                    Ok(()) => arrivals.subscribed.fetch_add(1, Ordering::Release),
+                    Err(e) => {
+                        keep_first(&arrivals.first_subscribe_error, || {
+                            format!("device {dev}: {e}")
+                        });
+                        arrivals.subscribe_failed.fetch_add(1, Ordering::Release)
+                    }
+                };
+            }
         }
         Ok(Err(e)) => {
             shared.connect_failed.fetch_add(1, Ordering::Relaxed);
