@@ -1,7 +1,8 @@
 //! Server-side RPC over REST and persistent RPC against the real server: an MQTT 3.1.1 device answers
 //! two-way calls, one-way calls are delivered, offline devices time out (v1 409 / v2 504), calls are
-//! held until the device subscribes, persistent RPCs are stored, delivered, answered, listed, deleted
-//! and survive a restart; client-side getCurrentTime is answered by the default rules.
+//! held until the device subscribes, persistent RPCs are stored, sent, delivered, answered, listed,
+//! deleted, survive a restart, and time out and fail without PUBACKs; client-side getCurrentTime is
+//! answered by the default rules.
 
 mod common;
 #[allow(dead_code)]
@@ -11,7 +12,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use common::{Backend, TestApp, eventually, spawn_app, spawn_app_with};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, mqttbytes::v4 as m4};
 use serde_json::{Value, json};
 use support::Api;
 use tokio::sync::mpsc;
@@ -97,6 +98,107 @@ impl Device {
     }
 }
 
+/// A raw MQTT 3.1.1 connection on rumqttc's codec: it acknowledges nothing by itself, so a test
+/// decides whether (and when) the server gets a PUBACK.
+struct Raw3 {
+    sock: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+    next_id: u16,
+}
+
+impl Raw3 {
+    async fn connect(app: &TestApp, token: &str) -> Self {
+        let sock = tokio::net::TcpStream::connect(("127.0.0.1", app.mqtt_port))
+            .await
+            .expect("tcp");
+        let mut raw = Self {
+            sock,
+            buf: bytes::BytesMut::new(),
+            next_id: 0,
+        };
+        let mut connect = m4::Connect::new(format!("raw-{}", uuid::Uuid::new_v4().simple()));
+        connect.keep_alive = 30;
+        connect.set_login(token, "");
+        raw.send(|out| connect.write(out)).await;
+        match raw.recv().await {
+            m4::Packet::ConnAck(ack) => assert_eq!(ack.code, m4::ConnectReturnCode::Success),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        raw
+    }
+
+    async fn send(
+        &mut self,
+        encode: impl FnOnce(&mut bytes::BytesMut) -> Result<usize, rumqttc::mqttbytes::Error>,
+    ) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = bytes::BytesMut::new();
+        encode(&mut out).expect("encode");
+        self.sock.write_all(&out).await.expect("write");
+    }
+
+    /// The next packet; panics on a closed connection or after `WAIT`.
+    async fn recv(&mut self) -> m4::Packet {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match m4::read(&mut self.buf, 1 << 20) {
+                Ok(p) => return p,
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(e) => panic!("undecodable packet from the server: {e:?}"),
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, self.sock.read(&mut chunk))
+                .await
+                .expect("server answered in time")
+                .expect("read");
+            assert!(n > 0, "server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn subscribe(&mut self, filter: &str, qos: QoS) {
+        self.next_id += 1;
+        let mut sub = m4::Subscribe::new(filter, qos);
+        sub.pkid = self.next_id;
+        self.send(|out| sub.write(out)).await;
+        match self.recv().await {
+            m4::Packet::SubAck(ack) => assert_eq!(ack.pkid, sub.pkid),
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    async fn unsubscribe(&mut self, filter: &str) {
+        self.next_id += 1;
+        let mut unsub = m4::Unsubscribe::new(filter);
+        unsub.pkid = self.next_id;
+        self.send(|out| unsub.write(out)).await;
+        match self.recv().await {
+            m4::Packet::UnsubAck(ack) => assert_eq!(ack.pkid, unsub.pkid),
+            other => panic!("expected UNSUBACK, got {other:?}"),
+        }
+    }
+
+    /// The next PUBLISH from the server, left unacknowledged.
+    async fn next_publish(&mut self) -> Publish {
+        match self.recv().await {
+            m4::Packet::Publish(p) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    async fn puback(&mut self, publish: &Publish) {
+        let ack = m4::PubAck::new(publish.pkid);
+        self.send(|out| ack.write(out)).await;
+    }
+
+    /// Publishes at QoS 0 (nothing to wait for).
+    async fn publish(&mut self, topic: &str, payload: Value) {
+        let p = m4::Publish::new(topic, QoS::AtMostOnce, payload.to_string());
+        self.send(|out| p.write(out)).await;
+    }
+}
+
 fn json_of(p: &Publish) -> Value {
     serde_json::from_slice(&p.payload).expect("JSON payload")
 }
@@ -148,6 +250,8 @@ backends!(
     rpc_waits_for_the_rpc_subscription,
     bad_requests_are_rejected,
     persistent_rpc_lifecycle,
+    persistent_rpc_times_out_and_fails_without_puback,
+    persistent_oneway_rpc_at_qos0_is_delivered_when_written,
     persistent_rpc_survives_restart,
     persistent_rpc_expires,
     get_current_time_is_answered_by_default_rules,
@@ -339,10 +443,23 @@ async fn persistent_rpc_lifecycle(backend: Backend) {
     assert_eq!(queued["request"]["body"]["params"], "{\"pin\":7}");
     assert_eq!(queued["additionalInfo"], json!({"source": "test"}));
 
-    let seen = answer_persistent(&app, &token).await;
-    assert_eq!(seen, json!({"method": "setGpio", "params": {"pin": 7}}));
+    // Published at QoS 1: SENT until the device's PUBACK, then DELIVERED until its reply.
+    let mut device = Raw3::connect(&app, &token).await;
+    device.subscribe(REQUEST_FILTER, QoS::AtLeastOnce).await;
+    let request = device.next_publish().await;
+    assert_eq!(request.qos, QoS::AtLeastOnce);
+    assert_eq!(
+        json_of(&request),
+        json!({"method": "setGpio", "params": {"pin": 7}})
+    );
+    rpc_with_status(&api, &rpc, "SENT").await;
+    device.puback(&request).await;
+    rpc_with_status(&api, &rpc, "DELIVERED").await;
+    let reply_topic = request.topic.replace("request", "response");
+    device.publish(&reply_topic, json!({"ok": true})).await;
     let done = rpc_with_status(&api, &rpc, "SUCCESSFUL").await;
     assert_eq!(done["response"], json!({"ok": true}));
+    assert_eq!(stored_rpc(&app, &rpc).await.retries, 0);
 
     let list = api
         .get(&format!(
@@ -367,6 +484,75 @@ async fn persistent_rpc_lifecycle(backend: Backend) {
     api.delete(&format!("/api/rpc/persistent/{rpc}"))
         .await
         .error(404, 32);
+    app.shutdown().await;
+}
+
+/// The stored RPC, read from the running app's store (the REST JSON has no attempt counter).
+async fn stored_rpc(app: &TestApp, rpc: &str) -> ferroboard::storage::Rpc {
+    let state = &app.app.as_ref().expect("running").state;
+    let id = uuid::Uuid::parse_str(rpc).expect("RPC id");
+    state
+        .services
+        .store
+        .get_rpc(None, id)
+        .await
+        .expect("store")
+        .expect("stored RPC")
+}
+
+/// A device that never PUBACKs: SENT, then TIMEOUT with one retry counted after the ack timeout;
+/// the re-send is not acknowledged either, and with `"retries": 1` used up the RPC is FAILED.
+async fn persistent_rpc_times_out_and_fails_without_puback(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.mqtt.ack_timeout_ms = 1500).await;
+    let api = Api::tenant(&app).await;
+    let (id, token) = new_device(&api).await;
+    let mut device = Raw3::connect(&app, &token).await;
+    device.subscribe(REQUEST_FILTER, QoS::AtLeastOnce).await;
+    let body = json!({
+        "method": "reboot", "params": {"delay": 1}, "persistent": true,
+        "timeout": 60000, "retries": 1
+    });
+    let resp = api.post(&format!("/api/rpc/twoway/{id}"), body).await.ok();
+    let rpc = resp["rpcId"].as_str().expect("rpcId").to_owned();
+
+    let first = device.next_publish().await;
+    assert_eq!(first.topic, "v1/devices/me/rpc/request/0");
+    assert_eq!(first.qos, QoS::AtLeastOnce);
+    // Without an RPC subscription the timed-out RPC waits (a live subscription gets it at once).
+    device.unsubscribe(REQUEST_FILTER).await;
+    rpc_with_status(&api, &rpc, "SENT").await;
+    assert_eq!(stored_rpc(&app, &rpc).await.retries, 0);
+    rpc_with_status(&api, &rpc, "TIMEOUT").await;
+    assert_eq!(stored_rpc(&app, &rpc).await.retries, 1);
+
+    device.subscribe(REQUEST_FILTER, QoS::AtLeastOnce).await;
+    let second = device.next_publish().await;
+    assert_eq!(second.topic, "v1/devices/me/rpc/request/1", "sent anew");
+    assert_eq!(
+        json_of(&second),
+        json!({"method": "reboot", "params": {"delay": 1}})
+    );
+    rpc_with_status(&api, &rpc, "SENT").await;
+    let failed = rpc_with_status(&api, &rpc, "FAILED").await;
+    assert_eq!(failed["response"], Value::Null);
+    assert_eq!(stored_rpc(&app, &rpc).await.retries, 1);
+    app.shutdown().await;
+}
+
+/// QoS 0 has no PUBACK: written means DELIVERED, with no SENT step; DELIVERED ends a one-way RPC.
+async fn persistent_oneway_rpc_at_qos0_is_delivered_when_written(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let api = Api::tenant(&app).await;
+    let (id, token) = new_device(&api).await;
+    let mut device = Raw3::connect(&app, &token).await;
+    device.subscribe(REQUEST_FILTER, QoS::AtMostOnce).await;
+    let body = json!({"method": "blink", "params": {}, "persistent": true, "timeout": 60000});
+    let resp = api.post(&format!("/api/rpc/oneway/{id}"), body).await.ok();
+    let rpc = resp["rpcId"].as_str().expect("rpcId").to_owned();
+    let request = device.next_publish().await;
+    assert_eq!(request.qos, QoS::AtMostOnce);
+    assert_eq!(json_of(&request)["method"], "blink");
+    rpc_with_status(&api, &rpc, "DELIVERED").await;
     app.shutdown().await;
 }
 

@@ -1,8 +1,6 @@
 //! Users and tenants: first-start bootstrap, password hashing, the JWT signing key.
-//! Uses storage only; argon2 work runs on the blocking pool, never on the async executor.
+//! Uses storage only; argon2 work runs on the password thread (`passwords`), never on the executor.
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine as _;
 use rand::RngCore;
 use rand::distr::{Alphanumeric, SampleString};
@@ -108,35 +106,16 @@ pub fn random_alphanumeric(n: usize) -> String {
     Alphanumeric.sample_string(&mut rand::rng(), n)
 }
 
-/// An argon2id PHC string for `password`.
+/// An argon2id PHC string for `password` (hashed on the password thread, see `passwords`).
 pub async fn hash_password(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
-        let mut salt = [0u8; 16];
-        rand::rng().fill_bytes(&mut salt);
-        let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| StorageError::Database(format!("password hashing task failed: {e}")))?
-    .map_err(|e| StorageError::Database(format!("password hashing failed: {e}")))
+    super::passwords::hash(password)
+        .await
+        .map_err(|e| StorageError::Database(format!("password hashing failed: {e}")))
 }
 
 /// Whether `password` matches the stored PHC `hash`; a malformed hash never matches.
 pub async fn verify_password(hash: String, password: String) -> bool {
-    tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false)
+    super::passwords::verify(hash, password).await
 }
 
 /// The configured secret, or the one kept in the database (generated on first use).

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod device_state;
+pub mod passwords;
 pub mod rpc;
 
 use uuid::Uuid;

@@ -10,7 +10,12 @@ use crate::bus::{Bus, BusError, Downlink, Event, RpcReply, RpcRequest, RpcWaiter
 use crate::domain::{DeviceId, now_ms};
 use crate::storage::{DynStore, Rpc, RpcStatus, RpcTransition};
 
-use RpcStatus::{Delivered, Expired, Failed, Queued, Sent, Successful};
+use RpcStatus::{Delivered, Expired, Failed, Queued, Sent, Successful, Timeout};
+
+/// States of a persistent RPC that still waits to reach the device.
+const UNDELIVERED: [RpcStatus; 3] = [Queued, Sent, Timeout];
+/// Also waiting for the device's answer (two-way).
+const OPEN_TWOWAY: [RpcStatus; 4] = [Queued, Sent, Timeout, Delivered];
 
 pub struct RpcService {
     pub bus: Arc<dyn Bus>,
@@ -32,10 +37,19 @@ impl RpcService {
             .await
     }
 
+    /// A persistent request was published at QoS 1 and waits for the device's PUBACK. Only a
+    /// queued or timed-out RPC becomes SENT, so a late call never undoes a later state.
+    pub async fn sent(&self, request: &RpcRequest) {
+        if request.persistent {
+            self.transition(request, &[Queued, Timeout], Sent, None, None)
+                .await;
+        }
+    }
+
     /// The request reached the device (PUBACK, or written at QoS 0).
     pub async fn delivered(&self, request: &RpcRequest) {
         if request.persistent {
-            self.transition(request, &[Queued, Sent], Delivered, None, None)
+            self.transition(request, &UNDELIVERED, Delivered, None, None)
                 .await;
         }
         self.reply(request, RpcReply::Delivered).await;
@@ -45,20 +59,15 @@ impl RpcService {
     pub async fn replied(&self, request: &RpcRequest, body: String) {
         if request.persistent {
             let response = stored_response(&body);
-            self.transition(
-                request,
-                &[Queued, Sent, Delivered],
-                Successful,
-                response.as_ref(),
-                None,
-            )
-            .await;
+            self.transition(request, &OPEN_TWOWAY, Successful, response.as_ref(), None)
+                .await;
         }
         self.reply(request, RpcReply::Ok { body }).await;
     }
 
     /// The request could not be delivered on this session (no PUBACK in time, session closed).
-    /// A persistent RPC goes back to QUEUED, or to FAILED once its retries are used up.
+    /// A persistent RPC becomes TIMEOUT with one more retry counted and is announced again so a live
+    /// session sends it anew, or becomes FAILED once its retries are used up.
     pub async fn undelivered(&self, request: &RpcRequest) {
         tracing::debug!(rpc = %request.rpc, "RPC not delivered on this session");
         if !request.persistent {
@@ -72,11 +81,7 @@ impl RpcService {
                 return;
             }
         };
-        let open: &[RpcStatus] = if request.oneway {
-            &[Queued, Sent]
-        } else {
-            &[Queued, Sent, Delivered]
-        };
+        let open = open_states(request);
         let cap = i64::from(self.max_retries);
         let allowed = rpc.request["retries"]
             .as_i64()
@@ -86,13 +91,13 @@ impl RpcService {
             return;
         }
         let retries = Some(rpc.retries.saturating_add(1));
-        if self.transition(request, open, Queued, None, retries).await {
+        if self.transition(request, open, Timeout, None, retries).await {
             // A live session (if any) picks it up again.
             let event = Event::RpcPending {
                 device: rpc.device_id.0,
             };
             if let Err(e) = self.bus.publish(event).await {
-                tracing::warn!(rpc = %request.rpc, error = %e, "requeued RPC not announced");
+                tracing::warn!(rpc = %request.rpc, error = %e, "timed-out RPC not announced for a retry");
             }
         }
     }
@@ -101,13 +106,13 @@ impl RpcService {
     pub async fn expired(&self, request: &RpcRequest) {
         tracing::debug!(rpc = %request.rpc, "RPC expired before delivery");
         if request.persistent {
-            self.transition(request, &[Queued, Sent, Delivered], Expired, None, None)
+            self.transition(request, open_states(request), Expired, None, None)
                 .await;
         }
     }
 
-    /// Persistent RPCs stored for the device and not sent yet, oldest first; overdue ones are
-    /// marked EXPIRED instead.
+    /// Persistent RPCs stored for the device and not delivered yet (QUEUED, SENT, TIMEOUT), oldest
+    /// first; overdue ones are marked EXPIRED instead.
     pub async fn queued_for(&self, device: DeviceId) -> Vec<RpcRequest> {
         let rpcs = match self.store.pending_rpcs(device).await {
             Ok(rpcs) => rpcs,
@@ -189,6 +194,15 @@ impl RpcService {
         if let Err(e) = self.bus.publish(event).await {
             tracing::warn!(rpc = %request.rpc, error = %e, "RPC outcome not passed to the waiting caller");
         }
+    }
+}
+
+/// States in which the RPC is not finished: a delivered one-way RPC is done.
+fn open_states(request: &RpcRequest) -> &'static [RpcStatus] {
+    if request.oneway {
+        &UNDELIVERED
+    } else {
+        &OPEN_TWOWAY
     }
 }
 

@@ -422,10 +422,11 @@ pub trait RpcStore: Send + Sync {
         status: Option<RpcStatus>,
         query: &PageQuery,
     ) -> Result<Page<Rpc>>;
-    /// QUEUED and SENT RPCs of the device, oldest first (expired ones included; the caller decides).
+    /// QUEUED, SENT and TIMEOUT RPCs of the device, oldest first (expired ones included; the caller
+    /// decides).
     async fn pending_rpcs(&self, device: DeviceId) -> Result<Vec<Rpc>>;
-    /// Marks QUEUED and SENT RPCs, and DELIVERED two-way ones, whose expiration time is at or before
-    /// `now` as EXPIRED; returns how many.
+    /// Marks QUEUED, SENT and TIMEOUT RPCs, and DELIVERED two-way ones, whose expiration time is at
+    /// or before `now` as EXPIRED; returns how many.
     async fn expire_rpcs(&self, now: i64) -> Result<u64>;
 }
 

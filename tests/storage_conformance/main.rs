@@ -82,6 +82,7 @@ conformance!(
     settings_first_writer_wins,
     rpc_create_get_and_transitions,
     rpc_paging_pending_and_expiry,
+    rpc_sent_and_timeout_are_open,
 );
 
 // ---------------------------------------------------------------- fixtures

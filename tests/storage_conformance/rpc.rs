@@ -1,5 +1,5 @@
 //! Persistent RPC cases: create and read (tenant-scoped), conditional transitions, paging by device
-//! and status, pending lists oldest first, expiry, and removal with the device.
+//! and status, pending lists (QUEUED, SENT, TIMEOUT) oldest first, expiry, and removal with the device.
 
 use ferroboard::domain::TenantId;
 use ferroboard::storage::{Device, Rpc, RpcStatus, RpcTransition, SortOrder, Store};
@@ -160,4 +160,80 @@ pub async fn rpc_paging_pending_and_expiry(store: &dyn Store) {
         None,
         "gone with the device"
     );
+}
+
+/// SENT (waiting for PUBACK) and TIMEOUT (retry pending) are open like QUEUED: listed as pending
+/// and swept by expiry; FAILED and SUCCESSFUL are finished.
+pub async fn rpc_sent_and_timeout_are_open(store: &dyn Store) {
+    let (_, d) = setup(store).await;
+    let sent = rpc(&d, 100, 1_000, true);
+    let timed_out = rpc(&d, 200, 1_000, false);
+    let failed = rpc(&d, 300, 1_000, false);
+    let answered = rpc(&d, 400, 1_000, false);
+    let queued = rpc(&d, 500, i64::MAX, false);
+    for r in [&sent, &timed_out, &failed, &answered, &queued] {
+        store.create_rpc(r).await.expect("create");
+    }
+    let move_to = |from: &'static [RpcStatus], to, retries| RpcTransition {
+        from,
+        to,
+        response: None,
+        retries,
+    };
+    let queued_only: &'static [RpcStatus] = &[RpcStatus::Queued];
+    let steps = [
+        (sent.id, move_to(queued_only, RpcStatus::Sent, None)),
+        (timed_out.id, move_to(queued_only, RpcStatus::Sent, None)),
+        (
+            timed_out.id,
+            move_to(&[RpcStatus::Sent], RpcStatus::Timeout, Some(1)),
+        ),
+        (failed.id, move_to(queued_only, RpcStatus::Failed, None)),
+        (
+            answered.id,
+            move_to(queued_only, RpcStatus::Delivered, None),
+        ),
+        (
+            answered.id,
+            move_to(&[RpcStatus::Delivered], RpcStatus::Successful, None),
+        ),
+    ];
+    for (id, step) in &steps {
+        assert!(store.transition_rpc(*id, step).await.unwrap(), "{step:?}");
+    }
+    // A late SENT cannot undo a later state.
+    let late_sent = move_to(
+        &[RpcStatus::Queued, RpcStatus::Timeout],
+        RpcStatus::Sent,
+        None,
+    );
+    assert!(!store.transition_rpc(answered.id, &late_sent).await.unwrap());
+    assert!(!store.transition_rpc(failed.id, &late_sent).await.unwrap());
+
+    let pending: Vec<(Uuid, RpcStatus, i32)> = store
+        .pending_rpcs(d.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.id, r.status, r.retries))
+        .collect();
+    assert_eq!(
+        pending,
+        vec![
+            (sent.id, RpcStatus::Sent, 0),
+            (timed_out.id, RpcStatus::Timeout, 1),
+            (queued.id, RpcStatus::Queued, 0),
+        ],
+        "QUEUED, SENT and TIMEOUT ones, oldest first"
+    );
+
+    assert_eq!(store.expire_rpcs(1_000).await.unwrap(), 2);
+    let status = |id| async move { store.get_rpc(None, id).await.unwrap().map(|r| r.status) };
+    assert_eq!(status(sent.id).await, Some(RpcStatus::Expired));
+    assert_eq!(status(timed_out.id).await, Some(RpcStatus::Expired));
+    assert_eq!(status(failed.id).await, Some(RpcStatus::Failed));
+    assert_eq!(status(answered.id).await, Some(RpcStatus::Successful));
+    assert_eq!(status(queued.id).await, Some(RpcStatus::Queued));
+    let retried = store.get_rpc(None, timed_out.id).await.unwrap().unwrap();
+    assert_eq!(retried.retries, 1, "expiry keeps the retry count");
 }

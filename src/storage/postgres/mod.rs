@@ -38,6 +38,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
             "/migrations/postgres/0002_rpc.sql"
         )),
     ),
+    (
+        3,
+        "rpc_timeout",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/postgres/0003_rpc_timeout.sql"
+        )),
+    ),
 ];
 
 pub struct PgStore {

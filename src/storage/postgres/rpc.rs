@@ -113,7 +113,7 @@ impl RpcStore for PgStore {
 
     async fn pending_rpcs(&self, device: DeviceId) -> Result<Vec<Rpc>> {
         let sql = format!(
-            "{RPC_SELECT} WHERE r.device_id = $1 AND r.status IN ('QUEUED', 'SENT') \
+            "{RPC_SELECT} WHERE r.device_id = $1 AND r.status IN ('QUEUED', 'SENT', 'TIMEOUT') \
              ORDER BY r.created_time, r.id"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -126,7 +126,7 @@ impl RpcStore for PgStore {
     async fn expire_rpcs(&self, now: i64) -> Result<u64> {
         let done = sqlx::query(
             "UPDATE rpc SET status = 'EXPIRED' WHERE expiration_time <= $1 \
-             AND status IN ('QUEUED', 'SENT', 'DELIVERED') \
+             AND status IN ('QUEUED', 'SENT', 'TIMEOUT', 'DELIVERED') \
              AND (status <> 'DELIVERED' OR coalesce((request->>'oneway')::boolean, false) = false)",
         )
         .bind(now)

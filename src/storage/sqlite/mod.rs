@@ -41,6 +41,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
             "/migrations/sqlite/0002_rpc.sql"
         )),
     ),
+    (
+        3,
+        "rpc_timeout",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/sqlite/0003_rpc_timeout.sql"
+        )),
+    ),
 ];
 
 /// How long a statement waits for a lock held by another process before failing.

@@ -110,7 +110,7 @@ impl RpcStore for SqliteStore {
 
     async fn pending_rpcs(&self, device: DeviceId) -> Result<Vec<Rpc>> {
         let sql = format!(
-            "{RPC_SELECT} WHERE r.device_id = ?1 AND r.status IN ('QUEUED', 'SENT') \
+            "{RPC_SELECT} WHERE r.device_id = ?1 AND r.status IN ('QUEUED', 'SENT', 'TIMEOUT') \
              ORDER BY r.created_time, r.id"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -123,7 +123,7 @@ impl RpcStore for SqliteStore {
     async fn expire_rpcs(&self, now: i64) -> Result<u64> {
         let done = sqlx::query(
             "UPDATE rpc SET status = 'EXPIRED' WHERE expiration_time <= ?1 \
-             AND status IN ('QUEUED', 'SENT', 'DELIVERED') \
+             AND status IN ('QUEUED', 'SENT', 'TIMEOUT', 'DELIVERED') \
              AND (status <> 'DELIVERED' OR coalesce(json_extract(request, '$.oneway'), 0) = 0)",
         )
         .bind(now)

@@ -79,6 +79,8 @@ impl DeviceSession {
         self.send_rpc(&sub, req);
     }
 
+    /// Publishes the request with the subscription's QoS. Its outcome is recorded by one task on the
+    /// main runtime, in order: SENT first (persistent at QoS 1), then DELIVERED or the failed attempt.
     fn send_rpc(self: &Rc<Self>, sub: &Granted, req: RpcRequest) {
         let id = {
             let mut rpc = self.rpc.borrow_mut();
@@ -87,6 +89,7 @@ impl DeviceSession {
             if !req.oneway {
                 rpc.pending.insert(id, req.clone());
             }
+            rpc.sending.insert(req.rpc);
             id
         };
         let params: serde_json::Value = serde_json::from_str(&req.params).unwrap_or_else(|_| {
@@ -100,19 +103,33 @@ impl DeviceSession {
         let topic = sub.filter.replace('+', &id.to_string());
         let timeout = self.ack_timeout(&req);
         let (sess, qos1) = (self.clone(), sub.qos1);
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<bool>();
+        let outcome = req.clone();
+        self.on_runtime(move |s| async move {
+            if qos1 && outcome.persistent {
+                s.rpc.sent(&outcome).await;
+            }
+            // A dropped sender means the publish never finished: the session is gone.
+            if done_rx.await.unwrap_or(false) {
+                s.rpc.delivered(&outcome).await;
+            } else {
+                s.rpc.undelivered(&outcome).await;
+            }
+        });
         ntex_rt::spawn(async move {
-            match sess
+            let result = sess
                 .sink
                 .publish(&topic, Bytes::from(body), qos1, timeout)
-                .await
+                .await;
             {
-                Ok(()) => sess.on_runtime(move |s| async move { s.rpc.delivered(&req).await }),
-                Err(e) => {
+                let mut rpc = sess.rpc.borrow_mut();
+                rpc.sending.remove(&req.rpc);
+                if let Err(e) = &result {
                     tracing::debug!(device = %sess.device.id, error = %e, "RPC request not delivered");
-                    sess.rpc.borrow_mut().pending.remove(&id);
-                    sess.on_runtime(move |s| async move { s.rpc.undelivered(&req).await });
+                    rpc.pending.remove(&id);
                 }
             }
+            let _ = done_tx.send(result.is_ok());
         });
     }
 
@@ -197,6 +214,7 @@ fn load_persistent(sess: &Rc<DeviceSession>) {
                 .values()
                 .chain(rpc.queued.iter())
                 .map(|r| r.rpc)
+                .chain(rpc.sending.iter().copied())
                 .collect()
         };
         for req in requests.into_iter().filter(|r| !known.contains(&r.rpc)) {

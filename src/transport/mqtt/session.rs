@@ -2,7 +2,7 @@
 //! error type that ends a session, and the keep-alive rule.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -72,6 +72,8 @@ pub struct RpcState {
     pub pending: HashMap<i32, RpcRequest>,
     /// Received before the device subscribed to RPC requests.
     pub queued: VecDeque<RpcRequest>,
+    /// RPC ids whose publish has not finished yet (written at QoS 0, PUBACK or failure at QoS 1).
+    pub sending: HashSet<uuid::Uuid>,
 }
 
 /// State of one authenticated device connection (lives on its MQTT worker thread).
