@@ -44,6 +44,12 @@ enum RulesCommand {
         /// The rules directory (default: ./rules).
         dir: Option<PathBuf>,
     },
+    /// Run the fixtures in DIR/tests/*.toml through the chains offline; exit non-zero when a case
+    /// fails or there is none.
+    Test {
+        /// The rules directory (default: ./rules).
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +61,12 @@ fn main() -> ExitCode {
         Command::Rules {
             command: RulesCommand::Check { dir },
         } => rules_check(dir.unwrap_or_else(|| PathBuf::from("rules"))),
+        Command::Rules {
+            command: RulesCommand::Test { dir },
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("rules"));
+            with_runtime(|| async move { rules_test(dir).await })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -119,6 +131,24 @@ fn rules_check(dir: PathBuf) -> anyhow::Result<()> {
     let summary = ferroboard::engine::check_dir(&dir)
         .map_err(|e| anyhow::anyhow!("{}:\n{e}", dir.display()))?;
     println!("{}: {summary}", dir.display());
+    Ok(())
+}
+
+async fn rules_test(dir: PathBuf) -> anyhow::Result<()> {
+    let report = ferroboard::engine::run_fixtures(&dir)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}:\n{e}", dir.display()))?;
+    for case in &report.cases {
+        println!("{case}");
+    }
+    println!("{}", report.summary());
+    anyhow::ensure!(
+        report.failed() == 0,
+        "{}: {} of {} case(s) failed",
+        dir.display(),
+        report.failed(),
+        report.cases.len()
+    );
     Ok(())
 }
 

@@ -272,3 +272,121 @@ async fn watch_reloads_on_change() {
         .unwrap()
         .unwrap();
 }
+
+fn rules_test(dir: &Path) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferroboard"))
+        .args(["rules", "test"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A root chain saving telemetry; every other type is filtered out.
+const SAVING: &str = r#"
+name = "saving"
+root = true
+entry = "switch"
+
+[[nodes]]
+id = "switch"
+type = "message_type_switch"
+
+[[nodes]]
+id = "save"
+type = "save_timeseries"
+
+[[relations]]
+from = "switch"
+type = "Post telemetry"
+to = "save"
+"#;
+
+#[test]
+fn rules_test_passes_the_shipped_fixtures() {
+    let (ok, stdout, stderr) = rules_test(&default_rules());
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.contains("ok   default.toml: "), "{stdout}");
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert!(summary.ends_with(" passed, 0 failed"), "{stdout}");
+    assert!(!summary.starts_with("0 passed"), "{stdout}");
+}
+
+#[test]
+fn rules_test_reports_a_wrong_expectation() {
+    let fixture = r#"
+[[case]]
+name = "saves the temperature"
+type = "POST_TELEMETRY_REQUEST"
+data = { temperature = 21 }
+expect.timeseries = { temperature = 21 }
+
+[[case]]
+name = "keeps the double"
+type = "POST_TELEMETRY_REQUEST"
+data = { temperature = 21.5 }
+expect.timeseries = { temperature = 21 }
+
+[[case]]
+name = "drops attributes"
+type = "POST_ATTRIBUTES_REQUEST"
+data = { fw = "1" }
+expect.nothing_saved = true
+"#;
+    let dir = dir_with(&[("root.chain.toml", SAVING), ("tests/cases.toml", fixture)]);
+    let (ok, stdout, _) = rules_test(dir.path());
+    assert!(!ok, "{stdout}");
+    assert!(
+        stdout.contains("ok   cases.toml: saves the temperature"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAIL cases.toml: keeps the double"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#"actual:   {"temperature":21.5}"#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok   cases.toml: drops attributes"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 passed, 1 failed"), "{stdout}");
+}
+
+#[test]
+fn rules_test_names_a_broken_fixture_file() {
+    let dir = dir_with(&[
+        ("root.chain.toml", SAVING),
+        ("tests/a.toml", "[[case]]\nname = \"x\"\ntype = = 1\n"),
+    ]);
+    let (ok, stdout, stderr) = rules_test(dir.path());
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("tests/a.toml: "), "{stderr}");
+    assert!(stderr.contains("line 3"), "{stderr}");
+}
+
+#[test]
+fn rules_test_without_fixtures_fails() {
+    let dir = dir_with(&[("root.chain.toml", SAVING)]);
+    let (ok, stdout, stderr) = rules_test(dir.path());
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("no fixtures in"), "{stderr}");
+    let empty = dir_with(&[
+        ("root.chain.toml", SAVING),
+        ("tests/empty.toml", "# nothing yet\n"),
+    ]);
+    assert!(rules_test(empty.path()).2.contains("no fixtures in"));
+    // the fixture folder is never read as chains
+    let nested = dir_with(&[
+        ("root.chain.toml", SAVING),
+        ("tests/x.chain.toml", "not a chain"),
+    ]);
+    assert!(check_dir(nested.path()).is_ok());
+}

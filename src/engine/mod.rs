@@ -2,9 +2,11 @@
 //! May use `domain` and `services` (writes go through `Services`; no SQL, no MQTT here).
 //!
 //! Layout: `loader` reads and validates a directory, `chain` holds the graph and routes messages,
-//! `nodes/` has one file per node kind, `script` is the Rhai sandbox, `watch` the hot reload.
+//! `nodes/` has one file per node kind, `script` is the Rhai sandbox, `watch` the hot reload,
+//! `fixtures` runs a directory's test cases offline (`ferroboard rules test`).
 
 mod chain;
+mod fixtures;
 mod loader;
 mod nodes;
 #[cfg(test)]
@@ -25,6 +27,7 @@ use nodes::EngineServices;
 use script::Sandbox;
 
 pub use chain::{MAX_HOPS, MAX_RUNS};
+pub use fixtures::{CaseResult, FIXTURE_DIR, Mismatch, Report, run_fixtures};
 
 /// Every problem found in a rules directory, reported at once.
 #[derive(Debug, thiserror::Error)]

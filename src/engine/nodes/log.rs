@@ -1,4 +1,5 @@
-//! Log: writes the message at INFO, through an optional script returning the text.
+//! Log: hands the message's text (an optional script's result, else a built-in format) to
+//! `EngineServices::log`, which the server writes at INFO.
 
 use serde::Deserialize;
 
@@ -42,23 +43,15 @@ impl RuleNode for Log {
     async fn process<S: EngineServices>(
         &self,
         msg: Msg,
-        _services: &S,
+        services: &S,
     ) -> Result<Outcome, EngineError> {
         let Some(script) = &self.script else {
-            tracing::info!(
-                target: "ferroboard::rules::log",
-                node = %self.node,
-                msg_type = msg.msg_type.as_str(),
-                originator = %msg.originator.uuid(),
-                data = %msg.data,
-                metadata = ?msg.metadata,
-                "Incoming message"
-            );
+            services.log(&self.node, &msg, None);
             return Ok(Outcome::success(msg));
         };
         Ok(match Self::text(script, &msg) {
             Ok(text) => {
-                tracing::info!(target: "ferroboard::rules::log", node = %self.node, "{text}");
+                services.log(&self.node, &msg, Some(&text));
                 Outcome::success(msg)
             }
             Err(e) => Outcome::failure(msg, e),

@@ -128,6 +128,23 @@ pub trait EngineServices: Sync {
         async { Err("RPC is not available".to_owned()) }
     }
 
+    /// What a `log` node produced: its script's text, or `None` for the built-in format of `msg`.
+    /// The server writes it to the log at INFO (target `ferroboard::rules::log`).
+    fn log(&self, node: &str, msg: &Msg, text: Option<&str>) {
+        match text {
+            Some(text) => tracing::info!(target: "ferroboard::rules::log", node = %node, "{text}"),
+            None => tracing::info!(
+                target: "ferroboard::rules::log",
+                node = %node,
+                msg_type = msg.msg_type.as_str(),
+                originator = %msg.originator.uuid(),
+                data = %msg.data,
+                metadata = ?msg.metadata,
+                "Incoming message"
+            ),
+        }
+    }
+
     /// Answers a device's own RPC request on the session that asked.
     fn reply_to_client_rpc(
         &self,
