@@ -127,7 +127,8 @@ impl KvValue {
                     Self::Str(s.clone())
                 }
             }
-            Value::Number(n) => classify_number(&n.to_string()),
+            // arbitrary_precision keeps the literal text.
+            Value::Number(n) => classify_number(n.as_str()),
         }))
     }
 
@@ -197,6 +198,11 @@ fn is_parsable(s: &str) -> bool {
 
 /// Classifies the literal text of a number as LONG, DOUBLE or STRING (mqtt-device-api.md §3.3).
 fn classify_number(text: &str) -> KvValue {
+    classify_plain(text).unwrap_or_else(|| classify_decimal(text))
+}
+
+/// The full classification through a decimal (BigDecimal's rules).
+fn classify_decimal(text: &str) -> KvValue {
     let Some(dec) = Decimal::parse(text) else {
         return KvValue::Str(text.to_owned());
     };
@@ -214,6 +220,32 @@ fn classify_number(text: &str) -> KvValue {
         }
     } else {
         KvValue::Str(dec.plain())
+    }
+}
+
+/// The common literals without building a decimal: `-?digits` that fits a LONG, and
+/// `-?digits.digits` with at most 16 fraction digits (a finite DOUBLE). Everything else (exponents,
+/// overflow, signs other than `-`, longer fractions) is left to the full classification.
+fn classify_plain(text: &str) -> Option<KvValue> {
+    let body = text.strip_prefix('-').unwrap_or(text);
+    let (int, frac) = match body.split_once('.') {
+        Some((int, frac)) => (int, Some(frac)),
+        None => (body, None),
+    };
+    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match frac {
+        None => text.parse::<i64>().ok().map(KvValue::Long),
+        Some(frac)
+            if !frac.is_empty() && frac.len() <= 16 && frac.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            text.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .map(KvValue::Double)
+        }
+        Some(_) => None,
     }
 }
 
@@ -376,6 +408,58 @@ mod tests {
         assert_eq!(typed("{\"a\":1}"), KvValue::Json("{\"a\":1}".into()));
         let null: Value = Value::Null;
         assert_eq!(KvValue::from_json("k", &null, Typing::default()), Ok(None));
+    }
+
+    #[test]
+    fn the_plain_path_agrees_with_the_full_classification() {
+        let mut literals: Vec<String> = [
+            "0",
+            "-0",
+            "7",
+            "007",
+            "-42",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "9223372036854775808",
+            "0.0",
+            "-0.0",
+            "21.5",
+            "1.50",
+            "0.1234567890123456",
+            "0.12345678901234567",
+            "123456789012345678901234.5",
+            "1.",
+            ".5",
+            "-",
+            "",
+            "1.2.3",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        // A deterministic spread of integers and decimals of many lengths.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let int = x % 10u64.pow((x % 19) as u32 + 1);
+            let frac_len = (x >> 40) % 20;
+            let sign = if x & 1 == 1 { "-" } else { "" };
+            literals.push(format!("{sign}{int}"));
+            if frac_len > 0 {
+                let frac = format!("{:0>20}", x >> 3);
+                literals.push(format!("{sign}{int}.{}", &frac[..frac_len as usize]));
+            }
+        }
+        for text in &literals {
+            if let Some(fast) = classify_plain(text) {
+                assert_eq!(fast, classify_decimal(text), "{text}");
+            }
+        }
+        assert_eq!(classify_plain("21.5"), Some(KvValue::Double(21.5)));
+        assert_eq!(classify_plain("60"), Some(KvValue::Long(60)));
+        assert_eq!(classify_plain("1e3"), None);
     }
 
     #[test]
