@@ -1,6 +1,7 @@
 //! Two real `ferroboard serve` processes sharing one PostgreSQL database and one Redis (started by
-//! the test): server→device traffic crosses nodes, the newest session wins across nodes, each node
-//! keeps serving its own devices while Redis is down, and cross-node delivery resumes after.
+//! the test): server→device traffic crosses nodes, the newest session wins across nodes, a credentials
+//! change closes the device's session on the other node, each node keeps serving its own devices
+//! while Redis is down, and cross-node delivery resumes after.
 
 mod common;
 #[path = "cluster/harness.rs"]
@@ -52,6 +53,27 @@ async fn cross_node_delivery_takeover_and_redis_outage() {
     let why = on_a.closed().await;
     eprintln!("session on A closed after the take-over on B: {why}");
     on_b.telemetry(json!({"after_takeover": 1})).await;
+
+    // d2. Credentials changed through A close the device's session on B; the new token connects.
+    let (id4, token4) = rest_a.device().await;
+    let mut on_b4 = Device::connect(cluster.b(), &token4).await;
+    on_b4.telemetry(json!({"before_change": 1})).await;
+    let new_token = format!("changed-{}", uuid::Uuid::new_v4().simple());
+    let (status, body) = rest_a
+        .post(
+            "/api/device/credentials",
+            json!({
+                "deviceId": {"entityType": "DEVICE", "id": id4},
+                "credentialsType": "ACCESS_TOKEN",
+                "credentialsId": new_token,
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "credentials change: {body}");
+    let why = on_b4.closed().await;
+    eprintln!("session on B closed after the credentials change on A: {why}");
+    let mut renewed = Device::connect(cluster.b(), &new_token).await;
+    renewed.telemetry(json!({"after_change": 1})).await;
 
     // e. Redis down: each node serves its own devices and reports DEGRADED.
     let (id3, token3) = rest_a.device().await;

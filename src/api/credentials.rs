@@ -1,4 +1,5 @@
-//! Device credentials (rest-api.md §4): read a device's credentials and change its access token.
+//! Device credentials (rest-api.md §4): read a device's credentials and replace them with an access
+//! token or MQTT basic credentials, closing the device's live session.
 
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
@@ -9,6 +10,9 @@ use super::State as AppStateRef;
 use super::auth::TenantAdmin;
 use super::devices::{id_field, load_device, validate_token};
 use super::error::{ApiError, JsonBody};
+use crate::bus::Event;
+use crate::domain::DeviceId;
+use crate::domain::credentials::{BasicError, MqttBasic};
 use crate::storage::DeviceCredentials;
 
 pub fn routes() -> Router<AppStateRef> {
@@ -50,7 +54,8 @@ async fn get_credentials(
     Ok(Json(credentials_json(&credentials)))
 }
 
-/// Replaces the device's credentials. Only ACCESS_TOKEN is handled so far.
+/// Replaces the device's credentials (ACCESS_TOKEN or MQTT_BASIC); the device's live session, on
+/// whatever node, is closed afterwards (mqtt-device-api.md §1.6).
 async fn save_credentials(
     State(state): State<AppStateRef>,
     caller: TenantAdmin,
@@ -77,9 +82,28 @@ async fn save_credentials(
         .get("credentialsType")
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::bad_request("Device credentials type should be specified!"))?;
-    match credentials_type {
-        "ACCESS_TOKEN" => {}
-        "MQTT_BASIC" | "X509_CERTIFICATE" | "LWM2M_CREDENTIALS" => {
+    let (credentials_id, credentials_value) = match credentials_type {
+        "ACCESS_TOKEN" => {
+            let token = obj
+                .get("credentialsId")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ApiError::bad_request("Device credentials id should be specified!")
+                })?;
+            validate_token(token)?;
+            (token.to_owned(), None)
+        }
+        "MQTT_BASIC" => {
+            // The value is JSON text inside a JSON string; the client's credentialsId is ignored.
+            let basic = obj
+                .get("credentialsValue")
+                .and_then(Value::as_str)
+                .ok_or(BasicError::InvalidBody)
+                .and_then(MqttBasic::parse)
+                .map_err(|e| ApiError::bad_request(e.message()))?;
+            (basic.credentials_id(), Some(basic.to_json()))
+        }
+        "X509_CERTIFICATE" | "LWM2M_CREDENTIALS" => {
             return Err(ApiError::BadRequest(format!(
                 "Credentials type {credentials_type} is not supported yet"
             )));
@@ -89,12 +113,7 @@ async fn save_credentials(
                 "Invalid credentials type: {other}"
             )));
         }
-    }
-    let token = obj
-        .get("credentialsId")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_request("Device credentials id should be specified!"))?;
-    validate_token(token)?;
+    };
     if let Some(version) = obj.get("version").and_then(Value::as_i64)
         && version != existing.version
     {
@@ -105,11 +124,21 @@ async fn save_credentials(
     }
     let updated = DeviceCredentials {
         credentials_type: credentials_type.to_owned(),
-        credentials_id: token.to_owned(),
-        credentials_value: None,
+        credentials_id,
+        credentials_value,
         ..existing
     };
-    // Seam: sessions authenticated with the old token should be closed once the transport exposes it.
     let saved = state.services.store.update_credentials(&updated).await?;
+    close_sessions(&state, device.id).await;
     Ok(Json(credentials_json(&saved)))
+}
+
+/// Closes the device's live session on every node (v5 DISCONNECT 0x98). The local node is served
+/// first, so a failed publish only means other nodes may keep an old session; the caller's change
+/// stands either way.
+pub(super) async fn close_sessions(state: &AppStateRef, device: DeviceId) {
+    let event = Event::CloseSessions { device: device.0 };
+    if let Err(e) = state.services.bus.publish(event).await {
+        tracing::warn!(device = %device, error = %e, "sessions of the device not closed on other nodes");
+    }
 }

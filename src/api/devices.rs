@@ -119,7 +119,7 @@ async fn delete_device(
     {
         return Err(device_not_found(id));
     }
-    // Seam: live sessions of the deleted device are closed by the transport once it exposes that.
+    super::credentials::close_sessions(&state, DeviceId(id)).await;
     Ok(StatusCode::OK)
 }
 

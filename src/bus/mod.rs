@@ -32,6 +32,8 @@ pub enum Event {
     RpcReply { rpc: Uuid, reply: RpcReply },
     /// Persistent RPCs of the device wait in the database; the node holding its session sends them.
     RpcPending { device: Uuid },
+    /// The device's credentials changed or it was deleted: its session, wherever it is, is closed.
+    CloseSessions { device: Uuid },
 }
 
 /// Server→device messages.
@@ -198,6 +200,9 @@ impl Dispatcher {
             }
             Event::RpcReply { rpc, reply } => self.waiters.complete(rpc, reply),
             Event::RpcPending { device } => self.sessions.signal_pending_rpc(DeviceId(device)),
+            Event::CloseSessions { device } => self
+                .sessions
+                .close(DeviceId(device), CloseReason::Administrative),
         }
     }
 
@@ -231,6 +236,7 @@ impl Event {
             Self::ToDevice { .. } => "to_device",
             Self::RpcReply { .. } => "rpc_reply",
             Self::RpcPending { .. } => "rpc_pending",
+            Self::CloseSessions { .. } => "close_sessions",
         }
     }
 }

@@ -357,6 +357,7 @@ mod tests {
                 },
             },
             Event::RpcPending { device },
+            Event::CloseSessions { device },
         ]
     }
 

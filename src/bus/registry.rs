@@ -16,6 +16,8 @@ pub enum CloseReason {
     ServerShutdown,
     /// A newer session of the same device: MQTT 5 DISCONNECT 0x8E.
     TakenOver,
+    /// The device's credentials changed or it was deleted: MQTT 5 DISCONNECT 0x98.
+    Administrative,
 }
 
 /// Commands to a session's task, which owns the MQTT sink on its worker thread.
@@ -65,7 +67,8 @@ impl Registry {
         metrics::gauge!("ferroboard_mqtt_sessions").set(len as f64);
     }
 
-    /// Closes the device's session on this node (a newer one opened on another node).
+    /// Closes the device's session on this node (a newer one opened on another node, or an
+    /// administrative change to the device).
     pub fn close(&self, device: DeviceId, reason: CloseReason) {
         if let Some(entry) = self.lock().get(&device) {
             let _ = entry.tx.try_send(SessionCmd::Close(reason));

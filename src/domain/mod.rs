@@ -1,5 +1,7 @@
-//! Pure domain types: ids, typed key/values, attribute scopes, rule-engine messages. No I/O.
+//! Pure domain types: ids, typed key/values, attribute scopes, rule-engine messages, MQTT basic
+//! credentials. No I/O.
 
+pub mod credentials;
 pub mod ids;
 pub mod kv;
 pub mod msg;

@@ -350,17 +350,175 @@ async fn credentials_update(app: &TestApp) {
     api.post("/api/device/credentials", control)
         .await
         .error(400, 31);
-    let mut basic = saved.clone();
-    basic["credentialsType"] = json!("MQTT_BASIC");
-    api.post("/api/device/credentials", basic)
+    let mut x509 = saved.clone();
+    x509["credentialsType"] = json!("X509_CERTIFICATE");
+    let msg = api
+        .post("/api/device/credentials", x509)
         .await
         .error(400, 31);
+    assert_eq!(
+        msg,
+        "Credentials type X509_CERTIFICATE is not supported yet"
+    );
     let mut ghost = saved;
     ghost["deviceId"]["id"] = json!(MISSING_ID);
     api.post("/api/device/credentials", ghost)
         .await
         .error(404, 32);
     assert_eq!(api.token_of(&first).await, "new-token-1");
+}
+
+/// SHA3-256 hex of "c1" and of "c1|u1" (computed independently of the server).
+const SHA3_C1: &str = "ab5bf8237bfef4e170e5fe31bddc751df1802439bf089b870ae3427ff2e08cce";
+const SHA3_C1_U1: &str = "95e1382dda9250cb60f0993b19536f67cadb9285dc5dcf00504ab010b8cdf8a8";
+
+/// The device's credentials turned into an MQTT_BASIC request with this `credentialsValue`.
+async fn basic_body(api: &Api, device: &str, value: Value) -> Value {
+    let mut body = api
+        .get(&format!("/api/device/{device}/credentials"))
+        .await
+        .ok();
+    body["credentialsType"] = json!("MQTT_BASIC");
+    body["credentialsId"] = json!("ignored-by-the-server");
+    body["credentialsValue"] = value;
+    body
+}
+
+async fn credentials_mqtt_basic(app: &TestApp) {
+    let api = Api::tenant(app).await;
+    let (first, _) = api.create_device(json!({"name": "b1"})).await;
+    let (second, _) = api.create_device(json!({"name": "b2"})).await;
+    let before = api
+        .get(&format!("/api/device/{first}/credentials"))
+        .await
+        .ok();
+
+    // User name and password: the id is the user name; the value is re-serialized compactly.
+    let body = basic_body(
+        &api,
+        &first,
+        json!(r#"{ "userName" : "u1", "password": "p1" }"#),
+    )
+    .await;
+    let saved = api.post("/api/device/credentials", body).await.ok();
+    assert_eq!(saved["credentialsType"], "MQTT_BASIC");
+    assert_eq!(saved["credentialsId"], "u1");
+    assert_eq!(
+        saved["credentialsValue"],
+        r#"{"userName":"u1","password":"p1"}"#
+    );
+    assert_eq!(saved["id"], before["id"]);
+    let read = api
+        .get(&format!("/api/device/{first}/credentials"))
+        .await
+        .ok();
+    assert_eq!(read, saved);
+
+    // Client id only, then client id and user name: SHA3-256 hex ids.
+    let body = basic_body(&api, &first, json!(r#"{"clientId":"c1"}"#)).await;
+    let saved = api.post("/api/device/credentials", body).await.ok();
+    assert_eq!(saved["credentialsId"], SHA3_C1);
+    assert_eq!(saved["credentialsValue"], r#"{"clientId":"c1"}"#);
+    let body = basic_body(
+        &api,
+        &first,
+        json!(r#"{"clientId":"c1","userName":"u1","password":"p1"}"#),
+    )
+    .await;
+    let saved = api.post("/api/device/credentials", body).await.ok();
+    assert_eq!(saved["credentialsId"], SHA3_C1_U1);
+    assert_eq!(
+        saved["credentialsValue"],
+        r#"{"clientId":"c1","userName":"u1","password":"p1"}"#
+    );
+
+    // Refusals leave the stored credentials unchanged.
+    let invalid = "Invalid credentials body for simple mqtt credentials!";
+    for (value, expected) in [
+        (
+            json!(r#"{"clientId":"","userName":""}"#),
+            "Both mqtt client id and user name are empty!",
+        ),
+        (
+            json!(r#"{"password":"p1"}"#),
+            "Both mqtt client id and user name are empty!",
+        ),
+        (
+            json!(r#"{"clientId":"c2","password":"p2"}"#),
+            "Password cannot be specified along with client id",
+        ),
+        (Value::Null, invalid),
+        (json!("not json"), invalid),
+        (json!(r#"["u1"]"#), invalid),
+        (json!({"userName": "u9"}), invalid),
+    ] {
+        let body = basic_body(&api, &first, value.clone()).await;
+        let msg = api
+            .post("/api/device/credentials", body)
+            .await
+            .error(400, 31);
+        assert_eq!(msg, expected, "credentialsValue {value}");
+    }
+    let mut missing = basic_body(&api, &first, Value::Null).await;
+    missing
+        .as_object_mut()
+        .expect("object")
+        .remove("credentialsValue");
+    let msg = api
+        .post("/api/device/credentials", missing)
+        .await
+        .error(400, 31);
+    assert_eq!(msg, invalid);
+    let read = api
+        .get(&format!("/api/device/{first}/credentials"))
+        .await
+        .ok();
+    assert_eq!(read["credentialsId"], SHA3_C1_U1);
+
+    // A stale version is a conflict, as for access tokens.
+    let mut stale = basic_body(&api, &first, json!(r#"{"userName":"u1"}"#)).await;
+    stale["version"] = json!(stale["version"].as_i64().expect("version") - 1);
+    api.post("/api/device/credentials", stale)
+        .await
+        .error(409, 35);
+
+    // A derived id another device already uses is refused, whatever the types.
+    let body = basic_body(&api, &first, json!(r#"{"userName":"u1","password":"p1"}"#)).await;
+    api.post("/api/device/credentials", body).await.ok();
+    let taken = "Specified credentials are already registered!";
+    let body = basic_body(&api, &second, json!(r#"{"userName":"u1"}"#)).await;
+    let msg = api
+        .post("/api/device/credentials", body)
+        .await
+        .error(400, 31);
+    assert_eq!(msg, taken);
+    let second_token = api.token_of(&second).await;
+    let body = basic_body(
+        &api,
+        &first,
+        json!(format!(r#"{{"userName":"{second_token}"}}"#)),
+    )
+    .await;
+    let msg = api
+        .post("/api/device/credentials", body)
+        .await
+        .error(400, 31);
+    assert_eq!(msg, taken);
+
+    // Back to an access token; the user name is then free for the other device.
+    let mut back = api
+        .get(&format!("/api/device/{first}/credentials"))
+        .await
+        .ok();
+    back["credentialsType"] = json!("ACCESS_TOKEN");
+    back["credentialsId"] = json!("token-again");
+    let saved = api.post("/api/device/credentials", back).await.ok();
+    assert_eq!(saved["credentialsType"], "ACCESS_TOKEN");
+    assert_eq!(saved["credentialsId"], "token-again");
+    assert!(saved["credentialsValue"].is_null(), "{saved}");
+    let body = basic_body(&api, &second, json!(r#"{"userName":"u1"}"#)).await;
+    let saved = api.post("/api/device/credentials", body).await.ok();
+    assert_eq!(saved["credentialsId"], "u1");
 }
 
 crate::both_backends!(
@@ -372,4 +530,5 @@ crate::both_backends!(
     device_paging,
     device_profiles,
     credentials_update,
+    credentials_mqtt_basic,
 );

@@ -64,6 +64,16 @@ pub(crate) struct V3 {
 }
 
 pub(crate) fn v3(app: &TestApp, username: Option<&str>, keep_alive: u64) -> V3 {
+    v3_login(app, username, "", keep_alive)
+}
+
+/// An MQTT 3.1.1 client logging in with a user name and password (MQTT_BASIC credentials).
+pub(crate) fn v3_login(
+    app: &TestApp,
+    username: Option<&str>,
+    password: &str,
+    keep_alive: u64,
+) -> V3 {
     let mut opts = rumqttc::MqttOptions::new(
         format!("c-{}", uuid::Uuid::new_v4().simple()),
         "127.0.0.1",
@@ -72,7 +82,7 @@ pub(crate) fn v3(app: &TestApp, username: Option<&str>, keep_alive: u64) -> V3 {
     opts.set_keep_alive(Duration::from_secs(keep_alive));
     opts.set_max_packet_size(1 << 20, 1 << 20);
     if let Some(u) = username {
-        opts.set_credentials(u, "");
+        opts.set_credentials(u, password);
     }
     let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 64);
     let (tx, events) = mpsc::unbounded_channel();
@@ -100,6 +110,11 @@ pub(crate) struct V5 {
 }
 
 pub(crate) fn v5(app: &TestApp, username: Option<&str>) -> V5 {
+    v5_login(app, username, "")
+}
+
+/// An MQTT 5 client logging in with a user name and password (MQTT_BASIC credentials).
+pub(crate) fn v5_login(app: &TestApp, username: Option<&str>, password: &str) -> V5 {
     let mut opts = v5::MqttOptions::new(
         format!("c-{}", uuid::Uuid::new_v4().simple()),
         "127.0.0.1",
@@ -107,7 +122,7 @@ pub(crate) fn v5(app: &TestApp, username: Option<&str>) -> V5 {
     );
     opts.set_keep_alive(Duration::from_secs(30));
     if let Some(u) = username {
-        opts.set_credentials(u, "");
+        opts.set_credentials(u, password);
     }
     let (client, mut eventloop) = v5::AsyncClient::new(opts, 64);
     let (tx, events) = mpsc::unbounded_channel();

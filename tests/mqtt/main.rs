@@ -1,16 +1,21 @@
 //! MQTT device API against the real server: CONNECT codes, telemetry and attributes committed before
-//! PUBACK, invalid input, subscriptions, limits, take-over and shutdown — MQTT 3.1.1 and 5, on SQLite
-//! and PostgreSQL.
+//! PUBACK, invalid input, subscriptions, limits, take-over, credentials changed or device deleted over
+//! REST, and shutdown — MQTT 3.1.1 and 5, on SQLite and PostgreSQL.
 
 mod clients;
 #[path = "../common/mod.rs"]
 mod common;
+mod credentials;
 mod downlink;
+#[allow(dead_code)]
+#[path = "../api/support.rs"]
+mod support;
 
 use std::time::Duration;
 
 use clients::*;
 use common::{TestApp, eventually};
+use credentials::{deleting_the_device_closes_its_session, mqtt_basic_credentials_from_rest};
 use downlink::downlink_requests_and_pushes;
 use ferroboard::domain::{AttributeScope, KvValue};
 use rumqttc::v5::mqttbytes::v5 as m5;
@@ -284,6 +289,8 @@ both_backends!(
     invalid_input_gets_the_spec_answers,
     newest_session_wins,
     keep_alive_is_enforced,
+    mqtt_basic_credentials_from_rest,
+    deleting_the_device_closes_its_session,
 );
 
 async fn shutdown_closes_sessions_with_0x8b(backend: common::Backend) {

@@ -1,8 +1,7 @@
 //! CONNECT authentication: access tokens and MQTT basic credentials (mqtt-device-api.md §1.3),
 //! answered with ferroboard's CONNACK codes (§1.5).
 
-use sha3::{Digest, Sha3_256};
-
+use crate::domain::credentials::sha3_hex;
 use crate::storage::{Device, DynStore, StorageError};
 
 /// The outcome of a CONNECT credential check.
@@ -22,11 +21,6 @@ pub struct Credentials<'a> {
     pub client_id: &'a str,
     pub username: Option<&'a str>,
     pub password: Option<&'a [u8]>,
-}
-
-/// SHA3-256 lower-case hex, as ThingsBoard derives MQTT_BASIC credential ids.
-pub fn sha3_hex(text: &str) -> String {
-    hex::encode(Sha3_256::digest(text.as_bytes()))
 }
 
 pub async fn authenticate(store: &DynStore, creds: &Credentials<'_>) -> AuthResult {
@@ -123,14 +117,6 @@ fn validate_basic(value: Option<&str>, creds: &Credentials<'_>) -> Result<(), Ba
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sha3_matches_known_vector() {
-        assert_eq!(
-            sha3_hex("abc"),
-            "3a985da74fe225b2045c172d6bd390bd855f086e3e9d525b46bfe24511431532"
-        );
-    }
 
     #[test]
     fn basic_validation_treats_empty_fields_as_wildcards() {

@@ -65,6 +65,7 @@ impl Sink {
                 let code = match reason {
                     CloseReason::ServerShutdown => R::ServerShuttingDown,
                     CloseReason::TakenOver => R::SessionTakenOver,
+                    CloseReason::Administrative => R::AdministrativeAction,
                 };
                 s.close_with_reason(Disconnect::new(code));
             }
