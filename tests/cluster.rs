@@ -1,7 +1,8 @@
 //! Two real `ferroboard serve` processes sharing one PostgreSQL database and one Redis (started by
 //! the test): server→device traffic crosses nodes, the newest session wins across nodes, a credentials
 //! change closes the device's session on the other node, each node keeps serving its own devices
-//! while Redis is down, and cross-node delivery resumes after.
+//! while Redis is down, cross-node delivery resumes after, and an RPC requested during the outage
+//! reaches the device on the other node once Redis is back.
 
 mod common;
 #[path = "cluster/harness.rs"]
@@ -9,7 +10,7 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::{Cluster, Device, Node, Rest, WAIT, wait_health};
+use harness::{Cluster, Device, Node, Rest, WAIT, metric, wait_health};
 use rumqttc::QoS;
 use serde_json::{Value, json};
 
@@ -161,6 +162,58 @@ async fn two_way_rpc_across_nodes() {
     let (status, body) = rpc_round_trip(&rest_a, &mut dev, &id, 1).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"ok": true, "n": 1}));
+}
+
+// g. A two-way RPC requested through A while Redis is down (its publish fails, so the device on B
+// misses it) is re-offered when the bus recovers: the device answers and the caller gets the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_requested_during_redis_outage_is_delivered_after_recovery() {
+    let mut cluster = Cluster::start().await;
+    let (rest_a, mut dev, id) = rpc_setup(&cluster, cluster.b(), QoS::AtLeastOnce).await;
+    cluster.stop_redis();
+    wait_health(&cluster, "DOWN", "DEGRADED").await;
+    const FAILURES: &str = "ferroboard_bus_publish_failures_total";
+    let failures_before = metric(cluster.a(), FAILURES).await;
+
+    let path = format!("/api/plugins/rpc/twoway/{id}");
+    let body = json!({"method": "outage", "params": {"n": 7}, "timeout": 20000});
+    let call = rest_a.post(&path, body);
+    let recovery = async {
+        // The request was dispatched on A and its publish to Redis failed.
+        let deadline = Instant::now() + WAIT;
+        while metric(cluster.a(), FAILURES).await <= failures_before {
+            assert!(
+                Instant::now() < deadline,
+                "the RPC's publish did not fail on A"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            dev.publish_on("v1/devices/me/rpc/request/", Duration::ZERO)
+                .await
+                .is_none(),
+            "the device on B got the request without Redis"
+        );
+        cluster.start_redis().await;
+        let (topic, request) = dev
+            .publish_on("v1/devices/me/rpc/request/", Duration::from_secs(15))
+            .await
+            .expect("the request reaches the device on B after Redis is back");
+        assert_eq!(request, json!({"method": "outage", "params": {"n": 7}}));
+        let request_id = topic.rsplit('/').next().expect("request id").to_owned();
+        dev.publish(
+            &format!("v1/devices/me/rpc/response/{request_id}"),
+            QoS::AtLeastOnce,
+            json!({"answered": 7}),
+        )
+        .await;
+    };
+    let ((status, answer), ()) = tokio::join!(call, recovery);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, json!({"answered": 7}));
+    // The next request the device sees is a new one, not a copy of the first.
+    let (status, body) = rpc_round_trip(&rest_a, &mut dev, &id, 8).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 /// Two-way RPC round trip REST(A) → device(B) → REST(A), sequential; prints p50/p99.

@@ -1,8 +1,8 @@
 //! Server-side RPC over REST and persistent RPC against the real server: an MQTT 3.1.1 device answers
 //! two-way calls, one-way calls are delivered, offline devices time out (v1 409 / v2 504), calls are
 //! held until the device subscribes, persistent RPCs are stored, sent, delivered, answered, listed,
-//! deleted, survive a restart, and time out and fail without PUBACKs; client-side getCurrentTime is
-//! answered by the default rules.
+//! deleted, survive a restart, and time out and fail without PUBACKs; a request offered again reaches
+//! the device once; client-side getCurrentTime is answered by the default rules.
 
 mod common;
 #[allow(dead_code)]
@@ -255,6 +255,7 @@ backends!(
     persistent_rpc_survives_restart,
     persistent_rpc_expires,
     get_current_time_is_answered_by_default_rules,
+    repeated_offers_reach_the_device_once,
 );
 
 async fn twoway_rpc_is_answered_by_mqtt311_device(backend: Backend) {
@@ -612,5 +613,76 @@ async fn get_current_time_is_answered_by_default_rules(backend: Backend) {
         time >= before && time <= ferroboard::domain::now_ms(),
         "{time}"
     );
+    app.shutdown().await;
+}
+
+/// A non-persistent request for `device` as the bus carries it.
+fn bus_request(method: &str, oneway: bool) -> ferroboard::bus::RpcRequest {
+    ferroboard::bus::RpcRequest {
+        rpc: uuid::Uuid::new_v4(),
+        request_id: 0,
+        method: method.to_owned(),
+        params: "{}".to_owned(),
+        oneway,
+        persistent: false,
+        expiration_time: ferroboard::domain::now_ms() + 60_000,
+    }
+}
+
+/// Offers the request to the device's session through the bus, as a re-offer does.
+async fn offer(app: &TestApp, device: uuid::Uuid, request: &ferroboard::bus::RpcRequest) {
+    let state = &app.app.as_ref().expect("running").state;
+    let event = ferroboard::bus::Event::ToDevice {
+        device,
+        downlink: ferroboard::bus::Downlink::Rpc(request.clone()),
+    };
+    state.services.bus.publish(event).await.expect("local bus");
+}
+
+/// The same request offered twice (queued before the RPC subscription, then pending a reply, and a
+/// one-way request after its delivery) reaches the device once; a copy of a delivered one-way
+/// request is reported delivered to a caller waiting on it. Session commands run in order, so the
+/// next request the device sees after the copies is the marker, not a duplicate.
+async fn repeated_offers_reach_the_device_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let api = Api::tenant(&app).await;
+    let (id, token) = new_device(&api).await;
+    let device_id = uuid::Uuid::parse_str(&id).expect("device id");
+    // The session is registered before the CONNACK.
+    let mut device = Device::connect(&app, &token).await;
+    let twoway = bus_request("twoway", false);
+    offer(&app, device_id, &twoway).await;
+    offer(&app, device_id, &twoway).await;
+    device.subscribe(REQUEST_FILTER).await;
+    let first = device.next_publish().await;
+    assert_eq!(json_of(&first)["method"], "twoway");
+    offer(&app, device_id, &twoway).await;
+
+    let oneway = bus_request("oneway", true);
+    offer(&app, device_id, &oneway).await;
+    let second = device.next_publish().await;
+    assert_eq!(json_of(&second)["method"], "oneway", "{:?}", second.topic);
+    let state = app.app.as_ref().expect("running").state.clone();
+    let waiter = state
+        .services
+        .rpc
+        .waiters
+        .wait(ferroboard::domain::DeviceId(device_id), oneway.clone());
+    offer(&app, device_id, &oneway).await;
+    let outcome = tokio::time::timeout(WAIT, waiter)
+        .await
+        .expect("delivery reported in time")
+        .expect("waiter completed");
+    assert_eq!(outcome, ferroboard::bus::RpcReply::Delivered);
+
+    let marker = bus_request("marker", true);
+    offer(&app, device_id, &marker).await;
+    let third = device.next_publish().await;
+    assert_eq!(
+        json_of(&third)["method"],
+        "marker",
+        "a copy reached the device"
+    );
+    assert_eq!(third.topic, "v1/devices/me/rpc/request/2", "ids 0, 1, 2");
     app.shutdown().await;
 }

@@ -34,6 +34,9 @@ pub enum Event {
     RpcPending { device: Uuid },
     /// The device's credentials changed or it was deleted: its session, wherever it is, is closed.
     CloseSessions { device: Uuid },
+    /// `node` subscribed again after a Redis outage and may have missed requests published
+    /// meanwhile: every node re-offers the RPC requests its callers still wait on.
+    BusRecovered { node: String },
 }
 
 /// Server→device messages.
@@ -152,12 +155,14 @@ impl RpcWaiters {
         }
     }
 
-    /// Requests for `device` not delivered yet (to offer to a session that just opened).
-    fn undelivered(&self, device: DeviceId) -> Vec<RpcRequest> {
+    /// Requests not delivered yet and not expired at `now` (epoch ms), of `device` or of every
+    /// device, to offer again.
+    fn undelivered(&self, device: Option<DeviceId>, now: i64) -> Vec<(DeviceId, RpcRequest)> {
         self.lock()
             .values()
-            .filter(|w| w.device == device && !w.delivered)
-            .map(|w| w.request.clone())
+            .filter(|w| device.is_none_or(|d| w.device == d))
+            .filter(|w| !w.delivered && w.request.expiration_time > now)
+            .map(|w| (w.device, w.request.clone()))
             .collect()
     }
 
@@ -203,12 +208,35 @@ impl Dispatcher {
             Event::CloseSessions { device } => self
                 .sessions
                 .close(DeviceId(device), CloseReason::Administrative),
+            Event::BusRecovered { node } => self.reoffer_all(&node),
         }
     }
 
     /// A device connected somewhere: RPCs waiting here for it are sent again.
     fn reoffer(&self, device: DeviceId) {
-        let requests = self.waiters.undelivered(device);
+        let requests = self
+            .waiters
+            .undelivered(Some(device), crate::domain::now_ms());
+        self.republish(requests);
+    }
+
+    /// `node` subscribed again after a Redis outage (this node included): requests published while
+    /// it was away never reached its sessions, so every waiting, undelivered, unexpired request is
+    /// sent again. Sessions that already hold one ignore the copy.
+    fn reoffer_all(&self, node: &str) {
+        let requests = self.waiters.undelivered(None, crate::domain::now_ms());
+        if !requests.is_empty() {
+            tracing::info!(
+                requests = requests.len(),
+                recovered = node,
+                "re-offering waiting RPC requests after the Redis outage"
+            );
+        }
+        self.republish(requests);
+    }
+
+    /// Publishes the requests again, in the background (dispatch must not wait on Redis).
+    fn republish(&self, requests: Vec<(DeviceId, RpcRequest)>) {
         if requests.is_empty() {
             return;
         }
@@ -216,7 +244,7 @@ impl Dispatcher {
             return;
         };
         tokio::spawn(async move {
-            for request in requests {
+            for (device, request) in requests {
                 let event = Event::ToDevice {
                     device: device.0,
                     downlink: Downlink::Rpc(request),
@@ -224,6 +252,23 @@ impl Dispatcher {
                 if let Err(e) = bus.publish(event).await {
                     tracing::warn!(error = %e, "waiting RPC not re-offered");
                 }
+            }
+        });
+    }
+
+    /// The subscription came back after an outage: tells every node, this one first (a publish
+    /// dispatches locally before it goes to Redis), so that each re-offers its waiting requests.
+    pub fn announce_recovery(&self) {
+        let event = Event::BusRecovered {
+            node: self.node.clone(),
+        };
+        let Some(bus) = self.bus.get().and_then(std::sync::Weak::upgrade) else {
+            self.dispatch(event);
+            return;
+        };
+        tokio::spawn(async move {
+            if let Err(e) = bus.publish(event).await {
+                tracing::warn!(error = %e, "bus recovery not announced to other nodes");
             }
         });
     }
@@ -237,6 +282,7 @@ impl Event {
             Self::RpcReply { .. } => "rpc_reply",
             Self::RpcPending { .. } => "rpc_pending",
             Self::CloseSessions { .. } => "close_sessions",
+            Self::BusRecovered { .. } => "bus_recovered",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The Redis bus: events published on one channel, every node subscribed, reconnect with back-off.
 //! Events are dispatched on the publishing node first, so each node keeps serving its own devices
-//! while Redis is away; pub/sub stores nothing, so what is published during an outage is lost and
-//! persistent RPCs are re-signalled when the subscription comes back.
+//! while Redis is away; pub/sub stores nothing, so what is published during an outage is lost:
+//! when the subscription comes back, persistent RPCs are re-signalled and every node re-offers the
+//! RPC requests its callers still wait on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -191,6 +192,7 @@ impl Subscriber {
                     if connected_before {
                         tracing::info!(redis = %addr, channel = CHANNEL, node = %self.dispatcher.node, "Redis bus recovered; cross-node delivery resumed");
                         self.resignal_pending_rpcs();
+                        self.dispatcher.announce_recovery();
                     } else {
                         tracing::info!(redis = %addr, channel = CHANNEL, node = %self.dispatcher.node, "Redis bus connected");
                     }
@@ -358,6 +360,9 @@ mod tests {
             },
             Event::RpcPending { device },
             Event::CloseSessions { device },
+            Event::BusRecovered {
+                node: "b".to_owned(),
+            },
         ]
     }
 

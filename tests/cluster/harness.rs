@@ -189,6 +189,24 @@ async fn redis_ping(port: u16) -> bool {
     )
 }
 
+/// The sum of a Prometheus metric's samples (all label sets) on `node`; 0 when it has none yet.
+pub async fn metric(node: &Node, name: &str) -> f64 {
+    let resp = reqwest::Client::new()
+        .get(format!("{}/metrics", node.http))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .expect("metrics request");
+    let text = resp.text().await.expect("metrics text");
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 async fn health(base: &str) -> Option<(u16, Value)> {
     let resp = reqwest::Client::new()
         .get(format!("{base}/api/health"))

@@ -59,8 +59,27 @@ impl DeviceSession {
         self.spawn_publish(sub.filter, Bytes::from(payload), sub.qos1);
     }
 
-    /// Sends the RPC now when the device subscribed to RPC, else holds it until it does.
+    /// Sends the RPC now when the device subscribed to RPC, else holds it until it does. Offers
+    /// repeat (a device's session opening, the bus recovering, a reload of stored RPCs): a copy of
+    /// an RPC the session holds is ignored, and a copy of a one-way RPC it delivered is reported
+    /// delivered again instead of being re-sent.
     pub(super) fn offer_rpc(self: &Rc<Self>, req: RpcRequest) {
+        let (held, delivered) = {
+            let rpc = self.rpc.borrow();
+            (
+                rpc.holds(req.rpc),
+                req.oneway && rpc.delivered_oneway.contains(&req.rpc),
+            )
+        };
+        if held {
+            tracing::debug!(device = %self.device.id, rpc = %req.rpc, "RPC offered again while held; copy ignored");
+            return;
+        }
+        if delivered {
+            tracing::debug!(device = %self.device.id, rpc = %req.rpc, "one-way RPC offered again after delivery; not re-sent");
+            self.on_runtime(move |s| async move { s.rpc.delivered(&req).await });
+            return;
+        }
         if req.expiration_time <= now_ms() {
             self.on_runtime(move |s| async move { s.rpc.expired(&req).await });
             return;
@@ -124,9 +143,13 @@ impl DeviceSession {
             {
                 let mut rpc = sess.rpc.borrow_mut();
                 rpc.sending.remove(&req.rpc);
-                if let Err(e) = &result {
-                    tracing::debug!(device = %sess.device.id, error = %e, "RPC request not delivered");
-                    rpc.pending.remove(&id);
+                match &result {
+                    Ok(()) if req.oneway => rpc.oneway_delivered(req.rpc),
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::debug!(device = %sess.device.id, error = %e, "RPC request not delivered");
+                        rpc.pending.remove(&id);
+                    }
                 }
             }
             let _ = done_tx.send(result.is_ok());
@@ -208,16 +231,8 @@ fn load_persistent(sess: &Rc<DeviceSession>) {
     ntex_rt::spawn(async move {
         let Ok(requests) = fetch.await else { return };
         let Some(sess) = weak.upgrade() else { return };
-        let known: Vec<uuid::Uuid> = {
-            let rpc = sess.rpc.borrow();
-            rpc.pending
-                .values()
-                .chain(rpc.queued.iter())
-                .map(|r| r.rpc)
-                .chain(rpc.sending.iter().copied())
-                .collect()
-        };
-        for req in requests.into_iter().filter(|r| !known.contains(&r.rpc)) {
+        // Those the session holds already are ignored by `offer_rpc`.
+        for req in requests {
             sess.offer_rpc(req);
         }
     });

@@ -74,6 +74,30 @@ pub struct RpcState {
     pub queued: VecDeque<RpcRequest>,
     /// RPC ids whose publish has not finished yet (written at QoS 0, PUBACK or failure at QoS 1).
     pub sending: HashSet<uuid::Uuid>,
+    /// The latest one-way RPCs delivered on this session, oldest first (at most
+    /// `DELIVERED_ONEWAY_KEPT`): a copy offered again is answered as delivered, not re-sent.
+    pub delivered_oneway: VecDeque<uuid::Uuid>,
+}
+
+/// How many delivered one-way RPC ids a session remembers.
+const DELIVERED_ONEWAY_KEPT: usize = 32;
+
+impl RpcState {
+    /// Whether the RPC is held here already: queued for an RPC subscription, being sent, or
+    /// waiting for the device's reply. A copy of it (a re-offer) is ignored.
+    pub fn holds(&self, rpc: uuid::Uuid) -> bool {
+        self.sending.contains(&rpc)
+            || self.queued.iter().any(|r| r.rpc == rpc)
+            || self.pending.values().any(|r| r.rpc == rpc)
+    }
+
+    /// Records a one-way RPC as delivered on this session.
+    pub fn oneway_delivered(&mut self, rpc: uuid::Uuid) {
+        if self.delivered_oneway.len() >= DELIVERED_ONEWAY_KEPT {
+            self.delivered_oneway.pop_front();
+        }
+        self.delivered_oneway.push_back(rpc);
+    }
 }
 
 /// State of one authenticated device connection (lives on its MQTT worker thread).
@@ -218,5 +242,51 @@ mod tests {
         assert_eq!(idle_timeout(0), None);
         assert_eq!(idle_timeout(60), Some(90));
         assert_eq!(idle_timeout(u16::MAX), Some(u16::MAX));
+    }
+
+    fn request(oneway: bool) -> RpcRequest {
+        RpcRequest {
+            rpc: uuid::Uuid::new_v4(),
+            request_id: 0,
+            method: "m".to_owned(),
+            params: "{}".to_owned(),
+            oneway,
+            persistent: false,
+            expiration_time: i64::MAX,
+        }
+    }
+
+    #[test]
+    fn an_rpc_is_held_while_queued_sending_or_pending() {
+        let mut state = RpcState::default();
+        let (queued, sending, pending, other) = (
+            request(false),
+            request(true),
+            request(false),
+            request(false),
+        );
+        state.queued.push_back(queued.clone());
+        state.sending.insert(sending.rpc);
+        state.pending.insert(3, pending.clone());
+        assert!(state.holds(queued.rpc));
+        assert!(state.holds(sending.rpc));
+        assert!(state.holds(pending.rpc));
+        assert!(!state.holds(other.rpc));
+        state.pending.clear();
+        assert!(!state.holds(pending.rpc), "answered: no longer held");
+    }
+
+    #[test]
+    fn delivered_one_way_ids_are_bounded() {
+        let mut state = RpcState::default();
+        let first = uuid::Uuid::new_v4();
+        state.oneway_delivered(first);
+        for _ in 1..DELIVERED_ONEWAY_KEPT {
+            state.oneway_delivered(uuid::Uuid::new_v4());
+        }
+        assert!(state.delivered_oneway.contains(&first));
+        state.oneway_delivered(uuid::Uuid::new_v4());
+        assert_eq!(state.delivered_oneway.len(), DELIVERED_ONEWAY_KEPT);
+        assert!(!state.delivered_oneway.contains(&first), "oldest forgotten");
     }
 }
