@@ -1,11 +1,13 @@
 //! Rule-engine messages (rule-engine.md §1–2): type, originator, JSON data and string metadata.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::ids::{CustomerId, EntityId, TenantId};
+use super::kv::Kv;
 
 /// Message types the platform emits; any other string is `Custom`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -140,7 +142,10 @@ pub struct Msg {
     pub customer: Option<CustomerId>,
     pub originator: EntityId,
     pub metadata: BTreeMap<String, String>,
-    pub data: Value,
+    data: Value,
+    /// The typed values `data` was built from (a device's telemetry or attributes, typed once by
+    /// the transport), so save nodes need not type `data` again. Dropped whenever `data` changes.
+    typed: Option<Arc<Vec<Kv>>>,
 }
 
 impl Msg {
@@ -154,7 +159,50 @@ impl Msg {
             originator,
             metadata: BTreeMap::new(),
             data,
+            typed: None,
         }
+    }
+
+    /// A message whose data is the flat object of `values`, remembering the typed values.
+    /// (Values holding both a `ts` and a `values` key would read back as the timestamped form,
+    /// so those are not remembered and are typed again from `data` like any other message.)
+    pub fn with_values(
+        msg_type: MsgType,
+        tenant: TenantId,
+        originator: EntityId,
+        values: Vec<Kv>,
+    ) -> Self {
+        let mut msg = Self::new(
+            msg_type,
+            tenant,
+            originator,
+            super::payload::kvs_to_object(&values),
+        );
+        let reads_as_timestamped = ["ts", "values"]
+            .iter()
+            .all(|k| values.iter().any(|kv| kv.key == *k));
+        if !reads_as_timestamped {
+            msg.typed = Some(Arc::new(values));
+        }
+        msg
+    }
+
+    pub fn data(&self) -> &Value {
+        &self.data
+    }
+
+    /// Replaces the data (and forgets the typed values it no longer matches).
+    pub fn set_data(&mut self, data: Value) {
+        self.data = data;
+        self.typed = None;
+    }
+
+    /// Takes the typed values `data` was built from, if they are known; the message keeps its
+    /// data. Cloned only when another copy of the message still shares them.
+    pub fn take_values(&mut self) -> Option<Vec<Kv>> {
+        self.typed
+            .take()
+            .map(|shared| Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone()))
     }
 
     /// `metadata.ts` when it parses, else the message creation time (TbMsg#getMetaDataTs).
@@ -169,6 +217,39 @@ impl Msg {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{DeviceId, KvValue};
+
+    fn values(keys: &[&str]) -> Vec<Kv> {
+        keys.iter()
+            .map(|k| Kv {
+                key: (*k).to_owned(),
+                value: KvValue::Long(1),
+            })
+            .collect()
+    }
+
+    fn device_msg(keys: &[&str]) -> Msg {
+        Msg::with_values(
+            MsgType::PostTelemetryRequest,
+            TenantId::new(),
+            EntityId::Device(DeviceId::new()),
+            values(keys),
+        )
+    }
+
+    #[test]
+    fn typed_values_follow_the_data() {
+        let mut msg = device_msg(&["a", "b"]);
+        assert_eq!(msg.data().to_string(), r#"{"a":1,"b":1}"#);
+        let copy = msg.clone();
+        assert_eq!(msg.take_values(), Some(values(&["a", "b"])));
+        assert_eq!(msg.take_values(), None, "taken once");
+        let mut copy = copy;
+        copy.set_data(serde_json::json!({"c": 2}));
+        assert_eq!(copy.take_values(), None, "changed data forgets the values");
+        assert_eq!(device_msg(&["ts", "values"]).take_values(), None);
+        assert!(device_msg(&["ts", "x"]).take_values().is_some());
+    }
 
     #[test]
     fn types_round_trip_and_label() {

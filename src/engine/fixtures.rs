@@ -398,7 +398,7 @@ impl EngineServices for Recorder {
     fn log(&self, _node: &str, msg: &Msg, text: Option<&str>) {
         let text = match text {
             Some(t) => t.to_owned(),
-            None => format!("Incoming message: {}", msg.data),
+            None => format!("Incoming message: {}", msg.data()),
         };
         self.with(|r| r.logs.push(text));
     }

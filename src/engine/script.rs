@@ -120,7 +120,7 @@ impl Script {
     /// Runs the script with `msg`, `metadata` and `msgType` in scope; errors and budget hits are text.
     pub fn run(&self, msg: &Msg) -> Result<Dynamic, String> {
         let mut scope = Scope::new();
-        scope.push_dynamic("msg", json_to_dynamic(&msg.data));
+        scope.push_dynamic("msg", json_to_dynamic(msg.data()));
         scope.push_dynamic("metadata", metadata_to_dynamic(&msg.metadata));
         scope.push_dynamic("msgType", text(msg.msg_type.as_str()));
         let _deadline = DeadlineGuard::set(self.sandbox.limits.timeout);

@@ -138,7 +138,7 @@ pub trait EngineServices: Sync {
                 node = %node,
                 msg_type = msg.msg_type.as_str(),
                 originator = %msg.originator.uuid(),
-                data = %msg.data,
+                data = %msg.data(),
                 metadata = ?msg.metadata,
                 "Incoming message"
             ),

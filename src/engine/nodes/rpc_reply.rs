@@ -61,7 +61,7 @@ impl RpcCallReply {
         let session = session
             .parse::<u64>()
             .map_err(|_| format!("Session id '{session}' is not valid!"))?;
-        let body = match &msg.data {
+        let body = match msg.data() {
             Value::Null => String::new(),
             Value::String(s) if s.is_empty() => String::new(),
             other => other.to_string(),

@@ -36,7 +36,7 @@ impl RpcCallRequest {
 
     /// The request the message describes, or the Failure text.
     fn request(&self, msg: &Msg) -> Result<RpcRequest, String> {
-        let Some(data) = msg.data.as_object() else {
+        let Some(data) = msg.data().as_object() else {
             return Err("Request body is not a JSON object!".to_owned());
         };
         let method = match data.get("method") {
@@ -95,7 +95,7 @@ impl RuleNode for RpcCallRequest {
 /// `Failure` with `{"error": text}` as data, as ThingsBoard's node answers.
 fn fail(mut msg: Msg, error: impl Into<String>) -> Outcome {
     let error = error.into();
-    msg.data = json!({ "error": error });
+    msg.set_data(json!({ "error": error }));
     Outcome::failure(msg, error)
 }
 
@@ -168,7 +168,7 @@ mod tests {
             assert!(out.is_failure(), "{data}");
             assert!(sent.is_empty());
             let Outcome::One(m, _) = out else { panic!() };
-            assert!(m.data["error"].is_string(), "{}", m.data);
+            assert!(m.data()["error"].is_string(), "{}", m.data());
         }
         let mut m = msg(json!({"method": "m", "params": {}}), &[]);
         m.originator = EntityId::Tenant(TenantId::new());

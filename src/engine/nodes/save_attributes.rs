@@ -31,7 +31,7 @@ impl SaveAttributes {
 impl RuleNode for SaveAttributes {
     async fn process<S: EngineServices>(
         &self,
-        msg: Msg,
+        mut msg: Msg,
         services: &S,
     ) -> Result<Outcome, EngineError> {
         if msg.msg_type != MsgType::PostAttributesRequest {
@@ -47,9 +47,13 @@ impl RuleNode for SaveAttributes {
             Some(Ok(scope)) => scope,
             Some(Err(e)) => return Ok(Outcome::failure(msg, e)),
         };
-        let kvs = match payload::attributes(&msg.data, services.typing()) {
-            Ok(kvs) => kvs,
-            Err(e) => return Ok(Outcome::failure(msg, e.to_string())),
+        // Values the transport already typed are taken as they are; anything else is typed from data.
+        let kvs = match msg.take_values() {
+            Some(kvs) => kvs,
+            None => match payload::attributes(msg.data(), services.typing()) {
+                Ok(kvs) => kvs,
+                Err(e) => return Ok(Outcome::failure(msg, e.to_string())),
+            },
         };
         services
             .save_attributes(msg.originator.uuid(), scope, kvs, now_ms())

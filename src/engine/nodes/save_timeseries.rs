@@ -29,16 +29,20 @@ impl SaveTimeseries {
 impl RuleNode for SaveTimeseries {
     async fn process<S: EngineServices>(
         &self,
-        msg: Msg,
+        mut msg: Msg,
         services: &S,
     ) -> Result<Outcome, EngineError> {
         if msg.msg_type != MsgType::PostTelemetryRequest {
             let error = format!("Unsupported msg type: {}", msg.msg_type.as_str());
             return Ok(Outcome::failure(msg, error));
         }
-        let groups = match payload::telemetry(&msg.data, services.typing()) {
-            Ok(groups) => groups,
-            Err(e) => return Ok(Outcome::failure(msg, e.to_string())),
+        // Values the transport already typed are taken as they are; anything else is typed from data.
+        let groups = match msg.take_values() {
+            Some(values) => vec![payload::TelemetryGroup { ts: None, values }],
+            None => match payload::telemetry(msg.data(), services.typing()) {
+                Ok(groups) => groups,
+                Err(e) => return Ok(Outcome::failure(msg, e.to_string())),
+            },
         };
         let default_ts = if self.use_server_ts {
             now_ms()
@@ -57,7 +61,7 @@ impl RuleNode for SaveTimeseries {
             })
             .collect();
         if points.is_empty() {
-            let error = format!("Msg body is empty: {}", msg.data);
+            let error = format!("Msg body is empty: {}", msg.data());
             return Ok(Outcome::failure(msg, error));
         }
         services

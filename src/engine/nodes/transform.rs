@@ -79,7 +79,7 @@ impl Changes {
 
     fn apply(self, msg: &mut Msg) {
         if let Some(data) = self.data {
-            msg.data = data;
+            msg.set_data(data);
         }
         if let Some(metadata) = self.metadata {
             msg.metadata = metadata;
@@ -167,7 +167,7 @@ mod tests {
     async fn replaces_given_parts_and_keeps_the_rest() {
         let text = "msg.tempF = msg.tempC * 1.8 + 32; return #{msg: msg};";
         let m = one(run(text, r#"{"tempC":20}"#).await);
-        assert_eq!(m.data.to_string(), r#"{"tempC":20,"tempF":68.0}"#);
+        assert_eq!(m.data().to_string(), r#"{"tempC":20,"tempF":68.0}"#);
         assert_eq!(m.metadata["deviceName"], "d1");
         assert_eq!(m.msg_type, MsgType::PostTelemetryRequest);
     }
@@ -188,7 +188,7 @@ mod tests {
             panic!("expected fan-out");
         };
         assert_eq!(msgs.len(), 2);
-        assert_eq!(msgs[1].data["n"], 2);
+        assert_eq!(msgs[1].data()["n"], 2);
         assert_ne!(msgs[0].id, msgs[1].id);
     }
 

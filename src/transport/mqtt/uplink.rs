@@ -11,7 +11,7 @@ use tracing::Instrument as _;
 use super::session::{DeviceSession, Granted};
 use super::topics::{Subscription, Uplink};
 use crate::domain::payload::{self, PayloadError};
-use crate::domain::{AttributeScope, EntityId, Msg, MsgType, now_ms};
+use crate::domain::{AttributeScope, EntityId, Kv, Msg, MsgType, now_ms};
 
 /// What became of one PUBLISH.
 #[derive(Debug, PartialEq)]
@@ -108,10 +108,7 @@ impl DeviceSession {
         Ok(groups
             .into_iter()
             .map(|g| {
-                let mut msg = self.msg(
-                    MsgType::PostTelemetryRequest,
-                    payload::kvs_to_object(&g.values),
-                );
+                let mut msg = self.values_msg(MsgType::PostTelemetryRequest, g.values);
                 msg.metadata
                     .insert("ts".into(), g.ts.unwrap_or(server_ts).to_string());
                 msg
@@ -125,18 +122,34 @@ impl DeviceSession {
         self.limits
             .admit_telemetry(kvs.len())
             .map_err(Rejected::Limit)?;
-        let mut msg = self.msg(MsgType::PostAttributesRequest, payload::kvs_to_object(&kvs));
+        let mut msg = self.values_msg(MsgType::PostAttributesRequest, kvs);
         msg.metadata.insert("notifyDevice".into(), "false".into());
         Ok(vec![msg])
     }
 
     pub(super) fn msg(&self, msg_type: MsgType, data: Value) -> Msg {
-        let mut msg = Msg::new(
+        let msg = Msg::new(
             msg_type,
             self.device.tenant_id,
             EntityId::Device(self.device.id),
             data,
         );
+        self.stamp_device(msg)
+    }
+
+    /// A message of the device's typed values (telemetry or attributes): data is their object.
+    fn values_msg(&self, msg_type: MsgType, values: Vec<Kv>) -> Msg {
+        let msg = Msg::with_values(
+            msg_type,
+            self.device.tenant_id,
+            EntityId::Device(self.device.id),
+            values,
+        );
+        self.stamp_device(msg)
+    }
+
+    /// Adds what every message from this device carries: customer, device name and type.
+    fn stamp_device(&self, mut msg: Msg) -> Msg {
         msg.customer = self.device.customer_id;
         msg.metadata
             .insert("deviceName".into(), self.device.name.clone());
