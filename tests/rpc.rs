@@ -1,8 +1,9 @@
 //! Server-side RPC over REST and persistent RPC against the real server: an MQTT 3.1.1 device answers
 //! two-way calls, one-way calls are delivered, offline devices time out (v1 409 / v2 504), calls are
 //! held until the device subscribes, persistent RPCs are stored, sent, delivered, answered, listed,
-//! deleted, survive a restart, and time out and fail without PUBACKs; a request offered again reaches
-//! the device once; client-side getCurrentTime is answered by the default rules.
+//! deleted, survive a restart, and time out and fail without PUBACKs (a disconnect alone spends no
+//! retry and does not re-send a delivered request); a request offered again reaches the device
+//! once; client-side getCurrentTime is answered by the default rules.
 
 mod common;
 #[allow(dead_code)]
@@ -251,6 +252,8 @@ backends!(
     bad_requests_are_rejected,
     persistent_rpc_lifecycle,
     persistent_rpc_times_out_and_fails_without_puback,
+    delivered_twoway_rpc_is_not_resent_after_disconnect,
+    queued_rpc_waits_for_the_next_session_without_a_retry,
     persistent_oneway_rpc_at_qos0_is_delivered_when_written,
     persistent_rpc_survives_restart,
     persistent_rpc_expires,
@@ -537,6 +540,114 @@ async fn persistent_rpc_times_out_and_fails_without_puback(backend: Backend) {
     let failed = rpc_with_status(&api, &rpc, "FAILED").await;
     assert_eq!(failed["response"], Value::Null);
     assert_eq!(stored_rpc(&app, &rpc).await.retries, 1);
+    app.shutdown().await;
+}
+
+/// Waits until the device is `active` (or not) as its device info tells. A session's end records
+/// the disconnect after it has settled its RPCs, so inactive means that work is done.
+async fn until_active(api: &Api, device: &str, active: bool) {
+    eventually(&format!("device active = {active}"), WAIT, || async {
+        let info = api.get(&format!("/api/device/info/{device}")).await.ok();
+        (info["active"] == active).then_some(())
+    })
+    .await;
+}
+
+async fn create_with_retries(api: &Api, device: &str, method: &str, retries: i64) -> String {
+    let body = json!({
+        "method": method, "params": {}, "persistent": true, "timeout": 60000, "retries": retries
+    });
+    let resp = api
+        .post(&format!("/api/rpc/twoway/{device}"), body)
+        .await
+        .ok();
+    resp["rpcId"].as_str().expect("rpcId").to_owned()
+}
+
+/// A two-way RPC the device acknowledged stays DELIVERED when the device goes away without
+/// answering (no retry spent, even with none allowed), and the device is not asked again: after
+/// it reconnects, the first request it gets is one created while it was away.
+async fn delivered_twoway_rpc_is_not_resent_after_disconnect(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let api = Api::tenant(&app).await;
+    let (id, token) = new_device(&api).await;
+    let mut device = Raw3::connect(&app, &token).await;
+    device.subscribe(REQUEST_FILTER, QoS::AtLeastOnce).await;
+    until_active(&api, &id, true).await;
+    let rpc = create_with_retries(&api, &id, "openValve", 0).await;
+    let request = device.next_publish().await;
+    assert_eq!(json_of(&request)["method"], "openValve");
+    device.puback(&request).await;
+    rpc_with_status(&api, &rpc, "DELIVERED").await;
+
+    drop(device);
+    until_active(&api, &id, false).await;
+    let stored = stored_rpc(&app, &rpc).await;
+    assert_eq!(stored.status.as_str(), "DELIVERED", "{stored:?}");
+    assert_eq!(stored.retries, 0);
+
+    let marker = create_with_retries(&api, &id, "marker", 0).await;
+    rpc_with_status(&api, &marker, "QUEUED").await;
+    let mut device = Raw3::connect(&app, &token).await;
+    device.subscribe(REQUEST_FILTER, QoS::AtLeastOnce).await;
+    let next = device.next_publish().await;
+    assert_eq!(
+        json_of(&next)["method"],
+        "marker",
+        "delivered RPC sent again"
+    );
+    assert_eq!(next.topic, "v1/devices/me/rpc/request/0");
+    device.puback(&next).await;
+    rpc_with_status(&api, &marker, "DELIVERED").await;
+    let stored = stored_rpc(&app, &rpc).await;
+    assert_eq!(stored.status.as_str(), "DELIVERED", "{stored:?}");
+    app.shutdown().await;
+}
+
+/// A persistent RPC that only waited in the session's queue (the device never subscribed to RPC)
+/// goes back to QUEUED when the device disconnects, with no retry spent even with none allowed,
+/// and reaches the device once it reconnects and subscribes.
+async fn queued_rpc_waits_for_the_next_session_without_a_retry(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let api = Api::tenant(&app).await;
+    let (id, token) = new_device(&api).await;
+    let device_id = uuid::Uuid::parse_str(&id).expect("device id");
+    let mut device = Raw3::connect(&app, &token).await;
+    device
+        .subscribe("v1/devices/me/attributes", QoS::AtMostOnce)
+        .await;
+    until_active(&api, &id, true).await;
+    let rpc = create_with_retries(&api, &id, "calibrate", 0).await;
+    rpc_with_status(&api, &rpc, "QUEUED").await;
+    // Offered straight through the bus (the rules' copy is ignored while held), then an attribute
+    // push on the same ordered command channel: once the device has the push, the RPC waits in
+    // the session's queue.
+    let request = ferroboard::services::rpc::request_of(&stored_rpc(&app, &rpc).await);
+    offer(&app, device_id, &request).await;
+    let state = app.app.as_ref().expect("running").state.clone();
+    let push = ferroboard::bus::Event::ToDevice {
+        device: device_id,
+        downlink: ferroboard::bus::Downlink::Attributes {
+            payload: json!({"sync": 1}).to_string(),
+        },
+    };
+    state.services.bus.publish(push).await.expect("local bus");
+    let pushed = device.next_publish().await;
+    assert_eq!(pushed.topic, "v1/devices/me/attributes");
+
+    drop(device);
+    until_active(&api, &id, false).await;
+    let stored = stored_rpc(&app, &rpc).await;
+    assert_eq!(stored.status.as_str(), "QUEUED", "{stored:?}");
+    assert_eq!(stored.retries, 0);
+
+    let mut device = Raw3::connect(&app, &token).await;
+    device.subscribe(REQUEST_FILTER, QoS::AtLeastOnce).await;
+    let request = device.next_publish().await;
+    assert_eq!(json_of(&request)["method"], "calibrate");
+    device.puback(&request).await;
+    rpc_with_status(&api, &rpc, "DELIVERED").await;
+    assert_eq!(stored_rpc(&app, &rpc).await.retries, 0);
     app.shutdown().await;
 }
 

@@ -17,6 +17,19 @@ const UNDELIVERED: [RpcStatus; 3] = [Queued, Sent, Timeout];
 /// Also waiting for the device's answer (two-way).
 const OPEN_TWOWAY: [RpcStatus; 4] = [Queued, Sent, Timeout, Delivered];
 
+/// Why a server-side RPC did not reach the device on a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Undelivered {
+    /// Published at QoS 1 and not acknowledged in time (or refused by the connection): a failed
+    /// attempt, the only cause that counts a retry.
+    AckTimeout,
+    /// Never published: it waited for the session's RPC subscription when the session ended, or
+    /// was dropped from a full queue.
+    NotSent,
+    /// The connection closed (or the server shut down) before the PUBACK.
+    ConnectionLost,
+}
+
 pub struct RpcService {
     pub bus: Arc<dyn Bus>,
     pub waiters: Arc<RpcWaiters>,
@@ -65,11 +78,14 @@ impl RpcService {
         self.reply(request, RpcReply::Ok { body }).await;
     }
 
-    /// The request could not be delivered on this session (no PUBACK in time, session closed).
-    /// A persistent RPC becomes TIMEOUT with one more retry counted and is announced again so a live
-    /// session sends it anew, or becomes FAILED once its retries are used up.
-    pub async fn undelivered(&self, request: &RpcRequest) {
-        tracing::debug!(rpc = %request.rpc, "RPC not delivered on this session");
+    /// The request did not reach the device on this session; what becomes of a persistent RPC
+    /// depends on why (a non-persistent caller just waits for its expiration):
+    /// * [`Undelivered::AckTimeout`]: TIMEOUT with one more retry counted, announced again so a
+    ///   live session sends it anew; FAILED once `min(request retries, max_retries)` are used up.
+    /// * [`Undelivered::NotSent`], [`Undelivered::ConnectionLost`]: back to QUEUED with the retries
+    ///   unchanged, announced so a live session takes it. A two-way RPC already DELIVERED stays so.
+    pub async fn undelivered(&self, request: &RpcRequest, cause: Undelivered) {
+        tracing::debug!(rpc = %request.rpc, ?cause, "RPC not delivered on this session");
         if !request.persistent {
             return;
         }
@@ -81,23 +97,33 @@ impl RpcService {
                 return;
             }
         };
-        let open = open_states(request);
-        let cap = i64::from(self.max_retries);
-        let allowed = rpc.request["retries"]
-            .as_i64()
-            .map_or(cap, |r| r.clamp(0, cap));
-        if i64::from(rpc.retries) >= allowed {
-            self.transition(request, open, Failed, None, None).await;
-            return;
-        }
-        let retries = Some(rpc.retries.saturating_add(1));
-        if self.transition(request, open, Timeout, None, retries).await {
+        let offered = match cause {
+            Undelivered::NotSent | Undelivered::ConnectionLost => {
+                self.transition(request, &UNDELIVERED, Queued, None, None)
+                    .await
+            }
+            Undelivered::AckTimeout => {
+                let cap = i64::from(self.max_retries);
+                let allowed = rpc.request["retries"]
+                    .as_i64()
+                    .map_or(cap, |r| r.clamp(0, cap));
+                if i64::from(rpc.retries) >= allowed {
+                    self.transition(request, &UNDELIVERED, Failed, None, None)
+                        .await;
+                    return;
+                }
+                let retries = Some(rpc.retries.saturating_add(1));
+                self.transition(request, &UNDELIVERED, Timeout, None, retries)
+                    .await
+            }
+        };
+        if offered {
             // A live session (if any) picks it up again.
             let event = Event::RpcPending {
                 device: rpc.device_id.0,
             };
             if let Err(e) = self.bus.publish(event).await {
-                tracing::warn!(rpc = %request.rpc, error = %e, "timed-out RPC not announced for a retry");
+                tracing::warn!(rpc = %request.rpc, error = %e, "undelivered RPC not announced again");
             }
         }
     }

@@ -8,8 +8,10 @@ use ntex_bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::session::{DeviceSession, Granted};
+use super::sink::PublishError;
 use crate::bus::{Downlink, RpcRequest, SessionCmd};
 use crate::domain::now_ms;
+use crate::services::rpc::Undelivered;
 
 /// Most RPC requests held for a session that has not subscribed to RPC yet.
 const MAX_QUEUED_RPC: usize = 100;
@@ -59,38 +61,43 @@ impl DeviceSession {
         self.spawn_publish(sub.filter, Bytes::from(payload), sub.qos1);
     }
 
-    /// Sends the RPC now when the device subscribed to RPC, else holds it until it does. Offers
-    /// repeat (a device's session opening, the bus recovering, a reload of stored RPCs): a copy of
-    /// an RPC the session holds is ignored, and a copy of a one-way RPC it delivered is reported
-    /// delivered again instead of being re-sent.
+    /// Sends the RPC now when the device subscribed to RPC (and the connection is open), else
+    /// holds it until it does. Offers repeat (a device's session opening, the bus recovering, a
+    /// reload of stored RPCs): a copy of an RPC the session holds or recently answered is ignored,
+    /// and a copy of a one-way RPC it delivered is reported delivered again instead of being re-sent.
     pub(super) fn offer_rpc(self: &Rc<Self>, req: RpcRequest) {
-        let (held, delivered) = {
+        let (held, done) = {
             let rpc = self.rpc.borrow();
-            (
-                rpc.holds(req.rpc),
-                req.oneway && rpc.delivered_oneway.contains(&req.rpc),
-            )
+            (rpc.holds(req.rpc), rpc.recently_done(req.rpc))
         };
         if held {
             tracing::debug!(device = %self.device.id, rpc = %req.rpc, "RPC offered again while held; copy ignored");
             return;
         }
-        if delivered {
+        if done && req.oneway {
             tracing::debug!(device = %self.device.id, rpc = %req.rpc, "one-way RPC offered again after delivery; not re-sent");
             self.on_runtime(move |s| async move { s.rpc.delivered(&req).await });
+            return;
+        }
+        if done {
+            tracing::debug!(device = %self.device.id, rpc = %req.rpc, "two-way RPC offered again after its reply; copy ignored");
             return;
         }
         if req.expiration_time <= now_ms() {
             self.on_runtime(move |s| async move { s.rpc.expired(&req).await });
             return;
         }
-        let Some(sub) = self.rpc_sub.borrow().clone() else {
+        // A closed connection sends nothing: the request waits, and the session's end reports it.
+        let sub = self.rpc_sub.borrow().clone().filter(|_| self.is_open());
+        let Some(sub) = sub else {
             let mut rpc = self.rpc.borrow_mut();
             if rpc.queued.len() >= MAX_QUEUED_RPC
                 && let Some(dropped) = rpc.queued.pop_front()
             {
                 tracing::warn!(device = %self.device.id, "more than {MAX_QUEUED_RPC} RPCs wait for an RPC subscription; dropping the oldest");
-                self.on_runtime(move |s| async move { s.rpc.undelivered(&dropped).await });
+                self.on_runtime(move |s| async move {
+                    s.rpc.undelivered(&dropped, Undelivered::NotSent).await;
+                });
             }
             rpc.queued.push_back(req);
             return;
@@ -98,8 +105,14 @@ impl DeviceSession {
         self.send_rpc(&sub, req);
     }
 
+    /// Whether the connection can still carry publishes.
+    fn is_open(&self) -> bool {
+        !self.closed.get() && self.sink.is_open()
+    }
+
     /// Publishes the request with the subscription's QoS. Its outcome is recorded by one task on the
-    /// main runtime, in order: SENT first (persistent at QoS 1), then DELIVERED or the failed attempt.
+    /// main runtime, in order: SENT first (persistent at QoS 1), then DELIVERED or why it was not
+    /// (no PUBACK in time, or the connection closed).
     fn send_rpc(self: &Rc<Self>, sub: &Granted, req: RpcRequest) {
         let id = {
             let mut rpc = self.rpc.borrow_mut();
@@ -122,17 +135,16 @@ impl DeviceSession {
         let topic = sub.filter.replace('+', &id.to_string());
         let timeout = self.ack_timeout(&req);
         let (sess, qos1) = (self.clone(), sub.qos1);
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<bool>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), Undelivered>>();
         let outcome = req.clone();
         self.on_runtime(move |s| async move {
             if qos1 && outcome.persistent {
                 s.rpc.sent(&outcome).await;
             }
-            // A dropped sender means the publish never finished: the session is gone.
-            if done_rx.await.unwrap_or(false) {
-                s.rpc.delivered(&outcome).await;
-            } else {
-                s.rpc.undelivered(&outcome).await;
+            // A dropped sender means the publish never finished: the session's runtime is gone.
+            match done_rx.await.unwrap_or(Err(Undelivered::ConnectionLost)) {
+                Ok(()) => s.rpc.delivered(&outcome).await,
+                Err(cause) => s.rpc.undelivered(&outcome, cause).await,
             }
         });
         ntex_rt::spawn(async move {
@@ -144,7 +156,7 @@ impl DeviceSession {
                 let mut rpc = sess.rpc.borrow_mut();
                 rpc.sending.remove(&req.rpc);
                 match &result {
-                    Ok(()) if req.oneway => rpc.oneway_delivered(req.rpc),
+                    Ok(()) if req.oneway => rpc.done(req.rpc),
                     Ok(()) => {}
                     Err(e) => {
                         tracing::debug!(device = %sess.device.id, error = %e, "RPC request not delivered");
@@ -152,7 +164,18 @@ impl DeviceSession {
                     }
                 }
             }
-            let _ = done_tx.send(result.is_ok());
+            let outcome = result.map_err(|e| match e {
+                PublishError::AckTimeout(_) => Undelivered::AckTimeout,
+                PublishError::Disconnected => {
+                    // Nothing more goes out on this session; a re-offer waits for its end.
+                    sess.closed.set(true);
+                    Undelivered::ConnectionLost
+                }
+                // Counted as a failed attempt, so a request the connection cannot carry ends
+                // FAILED instead of being offered to it again and again.
+                PublishError::Refused(_) => Undelivered::AckTimeout,
+            });
+            let _ = done_tx.send(outcome);
         });
     }
 
@@ -216,9 +239,10 @@ impl DeviceSession {
     }
 }
 
-/// Fetches the device's stored persistent RPCs and offers them to the session.
+/// Fetches the device's stored persistent RPCs and offers them to the session (not to one whose
+/// connection closed: its requests go back to QUEUED and are announced when it ends).
 fn load_persistent(sess: &Rc<DeviceSession>) {
-    if sess.rpc_sub.borrow().is_none() {
+    if sess.rpc_sub.borrow().is_none() || !sess.is_open() {
         return;
     }
     let services = sess.state.services.clone();
@@ -231,7 +255,7 @@ fn load_persistent(sess: &Rc<DeviceSession>) {
     ntex_rt::spawn(async move {
         let Ok(requests) = fetch.await else { return };
         let Some(sess) = weak.upgrade() else { return };
-        // Those the session holds already are ignored by `offer_rpc`.
+        // Those the session holds or recently finished are ignored by `offer_rpc`.
         for req in requests {
             sess.offer_rpc(req);
         }

@@ -74,13 +74,14 @@ pub struct RpcState {
     pub queued: VecDeque<RpcRequest>,
     /// RPC ids whose publish has not finished yet (written at QoS 0, PUBACK or failure at QoS 1).
     pub sending: HashSet<uuid::Uuid>,
-    /// The latest one-way RPCs delivered on this session, oldest first (at most
-    /// `DELIVERED_ONEWAY_KEPT`): a copy offered again is answered as delivered, not re-sent.
-    pub delivered_oneway: VecDeque<uuid::Uuid>,
+    /// The latest RPCs finished on this session, oldest first (at most `RECENTLY_DONE_KEPT`):
+    /// one-way RPCs delivered and two-way RPCs answered. A copy offered again (its final state
+    /// may not be stored yet) is not re-sent.
+    pub recently_done: VecDeque<uuid::Uuid>,
 }
 
-/// How many delivered one-way RPC ids a session remembers.
-const DELIVERED_ONEWAY_KEPT: usize = 32;
+/// How many finished RPC ids a session remembers.
+const RECENTLY_DONE_KEPT: usize = 32;
 
 impl RpcState {
     /// Whether the RPC is held here already: queued for an RPC subscription, being sent, or
@@ -91,12 +92,17 @@ impl RpcState {
             || self.pending.values().any(|r| r.rpc == rpc)
     }
 
-    /// Records a one-way RPC as delivered on this session.
-    pub fn oneway_delivered(&mut self, rpc: uuid::Uuid) {
-        if self.delivered_oneway.len() >= DELIVERED_ONEWAY_KEPT {
-            self.delivered_oneway.pop_front();
+    /// Records an RPC as finished on this session: a one-way RPC delivered, a two-way RPC answered.
+    pub fn done(&mut self, rpc: uuid::Uuid) {
+        if self.recently_done.len() >= RECENTLY_DONE_KEPT {
+            self.recently_done.pop_front();
         }
-        self.delivered_oneway.push_back(rpc);
+        self.recently_done.push_back(rpc);
+    }
+
+    /// Whether the RPC is among the latest finished on this session.
+    pub fn recently_done(&self, rpc: uuid::Uuid) -> bool {
+        self.recently_done.contains(&rpc)
     }
 }
 
@@ -118,21 +124,20 @@ pub struct DeviceSession {
 }
 
 impl Drop for DeviceSession {
+    /// Requests still queued were never published: they go back to QUEUED for the next session.
+    /// Those waiting for a reply were delivered (a publish in flight holds the session, and a
+    /// failed one leaves `pending`) and stay DELIVERED: the device is not asked twice.
     fn drop(&mut self) {
         self.state.sessions.unregister(self.device.id, self.session);
-        let pending: Vec<RpcRequest> = self
-            .rpc
-            .borrow_mut()
-            .pending
-            .drain()
-            .map(|(_, r)| r)
-            .collect();
         let queued: Vec<RpcRequest> = self.rpc.borrow_mut().queued.drain(..).collect();
         let services = self.state.services.clone();
         let device = self.device.clone();
         self.state.rt.spawn(async move {
-            for req in pending.into_iter().chain(queued) {
-                services.rpc.undelivered(&req).await;
+            for req in queued {
+                services
+                    .rpc
+                    .undelivered(&req, crate::services::rpc::Undelivered::NotSent)
+                    .await;
             }
             services.device_state.disconnected(&device).await;
         });
@@ -277,16 +282,16 @@ mod tests {
     }
 
     #[test]
-    fn delivered_one_way_ids_are_bounded() {
+    fn finished_ids_are_bounded() {
         let mut state = RpcState::default();
         let first = uuid::Uuid::new_v4();
-        state.oneway_delivered(first);
-        for _ in 1..DELIVERED_ONEWAY_KEPT {
-            state.oneway_delivered(uuid::Uuid::new_v4());
+        state.done(first);
+        for _ in 1..RECENTLY_DONE_KEPT {
+            state.done(uuid::Uuid::new_v4());
         }
-        assert!(state.delivered_oneway.contains(&first));
-        state.oneway_delivered(uuid::Uuid::new_v4());
-        assert_eq!(state.delivered_oneway.len(), DELIVERED_ONEWAY_KEPT);
-        assert!(!state.delivered_oneway.contains(&first), "oldest forgotten");
+        assert!(state.recently_done(first));
+        state.done(uuid::Uuid::new_v4());
+        assert_eq!(state.recently_done.len(), RECENTLY_DONE_KEPT);
+        assert!(!state.recently_done(first), "oldest forgotten");
     }
 }

@@ -1,8 +1,10 @@
-//! One outbound interface over the MQTT 3.1.1 and 5 sinks: publish with a QoS, close with a reason.
+//! One outbound interface over the MQTT 3.1.1 and 5 sinks: publish with a QoS (telling a missing
+//! PUBACK from a closed connection), close with a reason.
 
 use std::time::Duration;
 
 use ntex_bytes::{ByteString, Bytes};
+use ntex_mqtt::error::SendPacketError;
 use ntex_mqtt::{v3, v5};
 
 use crate::bus::CloseReason;
@@ -10,6 +12,29 @@ use crate::bus::CloseReason;
 pub enum Sink {
     V3(v3::MqttSink),
     V5(v5::MqttSink),
+}
+
+/// Why a publish did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// QoS 1: no PUBACK within the timeout (the device may or may not have the message).
+    #[error("no PUBACK within {0:?}")]
+    AckTimeout(Duration),
+    /// The connection is closed or closed before the PUBACK.
+    #[error("connection closed")]
+    Disconnected,
+    /// The packet could not be sent on this connection (e.g. it cannot be encoded).
+    #[error("publish refused: {0}")]
+    Refused(String),
+}
+
+impl From<SendPacketError> for PublishError {
+    fn from(e: SendPacketError) -> Self {
+        match e {
+            SendPacketError::Disconnected => Self::Disconnected,
+            other => Self::Refused(other.to_string()),
+        }
+    }
 }
 
 impl Sink {
@@ -20,23 +45,23 @@ impl Sink {
         payload: Bytes,
         qos1: bool,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), PublishError> {
         let topic = ByteString::from(topic);
         let result = match (self, qos1) {
             (Self::V3(s), false) => s
                 .publish(topic)
                 .send_at_most_once(payload)
-                .map_err(|e| e.to_string()),
+                .map_err(PublishError::from),
             (Self::V5(s), false) => s
                 .publish(topic)
                 .send_at_most_once(payload)
-                .map_err(|e| e.to_string()),
+                .map_err(PublishError::from),
             (Self::V3(s), true) => {
                 with_timeout(timeout, async {
                     s.publish(topic)
                         .send_at_least_once(payload)
                         .await
-                        .map_err(|e| e.to_string())
+                        .map_err(PublishError::from)
                 })
                 .await
             }
@@ -46,7 +71,7 @@ impl Sink {
                         .send_at_least_once(payload)
                         .await
                         .map(|_| ())
-                        .map_err(|e| e.to_string())
+                        .map_err(PublishError::from)
                 })
                 .await
             }
@@ -55,6 +80,14 @@ impl Sink {
             metrics::counter!("ferroboard_messages_out_total").increment(1);
         }
         result
+    }
+
+    /// Whether the connection is still open.
+    pub fn is_open(&self) -> bool {
+        match self {
+            Self::V3(s) => s.is_open(),
+            Self::V5(s) => s.is_open(),
+        }
     }
 
     pub fn close(&self, reason: CloseReason) {
@@ -75,10 +108,10 @@ impl Sink {
 
 async fn with_timeout(
     timeout: Duration,
-    fut: impl Future<Output = Result<(), String>>,
-) -> Result<(), String> {
+    fut: impl Future<Output = Result<(), PublishError>>,
+) -> Result<(), PublishError> {
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no PUBACK within {timeout:?}")),
+        Err(_) => Err(PublishError::AckTimeout(timeout)),
     }
 }

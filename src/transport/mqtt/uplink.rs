@@ -239,7 +239,16 @@ impl DeviceSession {
         let Ok(id) = id.parse::<i32>() else {
             return Outcome::InvalidPayload(format!("RPC response id '{id}' is not an integer"));
         };
-        let Some(req) = self.rpc.borrow_mut().pending.remove(&id) else {
+        let answered = {
+            let mut rpc = self.rpc.borrow_mut();
+            let req = rpc.pending.remove(&id);
+            if let Some(req) = &req {
+                // Until SUCCESSFUL is stored, a reload may offer it again: not re-sent.
+                rpc.done(req.rpc);
+            }
+            req
+        };
+        let Some(req) = answered else {
             tracing::debug!(id, "reply to an unknown or expired RPC; dropped");
             return Outcome::Accepted;
         };
