@@ -8,7 +8,9 @@
 #           timed until every device received the push; RSS of both nodes during it.
 #   rpc     two-way RPC round trips REST -> device -> REST (bench/rpc_latency.py): REST and
 #           device on node A (local), then REST on A with the device on B (cross-node).
-# Prints the RESULT / summary lines and stops everything it started. Knobs (environment):
+# Prints the RESULT / summary lines, stops everything it started and exits non-zero when a
+# scenario failed (a fan-out where not every device subscribed and received the value counts as
+# failed). Knobs (environment):
 #   DEVICES=10000 CONCURRENCY=64 RPC_CALLS=300 SCENARIOS="fanout rpc" REDIS_PORT=16399
 #   MQTT_PORTS="18841 18842" HTTP_PORTS="18081 18082" PGHOST=127.0.0.1 PGUSER=postgres
 #   SKIP_BUILD=1 (use the binaries already built)   CARGO_TARGET_DIR (honoured)
@@ -53,7 +55,15 @@ wait_until() { # SECONDS WHAT COMMAND...
     done
 }
 
-healthy() { curl -fsS "http://127.0.0.1:$1/api/health" 2>/dev/null | grep -q '"status":"UP"'; }
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+healthy() { # PORT PID: the process we started is alive and its health says UP
+    if ! kill -0 "$2" 2>/dev/null; then
+        echo "the node (pid $2) exited during start-up; see $WORK" >&2
+        exit 1
+    fi
+    curl -fsS "http://127.0.0.1:$1/api/health" 2>/dev/null | grep -q '"status":"UP"'
+}
 redis_up() { redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; }
 
 cleanup() {
@@ -69,6 +79,9 @@ trap 'exit 130' INT TERM
 start_node() { # INDEX
     local i=$1 name
     name=node-$((i + 1))
+    for port in "${MQTT_PORTS[$i]}" "${HTTP_PORTS[$i]}"; do
+        port_free "$port" || { echo "port $port is in use (a node left over from an earlier run?)" >&2; exit 1; }
+    done
     FERROBOARD_MQTT_ADDR=127.0.0.1:${MQTT_PORTS[$i]} \
         FERROBOARD_HTTP_ADDR=127.0.0.1:${HTTP_PORTS[$i]} \
         FERROBOARD_DATABASE_URL="$URL" \
@@ -78,7 +91,7 @@ start_node() { # INDEX
         FERROBOARD_SYSADMIN_PASSWORD="$ADMIN_PASSWORD" \
         "$FERROBOARD" serve >>"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
-    wait_until 60 "$name health UP" healthy "${HTTP_PORTS[$i]}"
+    wait_until 60 "$name health UP" healthy "${HTTP_PORTS[$i]}" "${PIDS[-1]}"
     log "$name pid ${PIDS[-1]}: MQTT ${MQTT_PORTS[$i]}, HTTP ${HTTP_PORTS[$i]}"
 }
 
@@ -91,6 +104,7 @@ if (($(ulimit -n) < need)); then
     ulimit -n "$need" 2>/dev/null || echo "warning: cannot raise ulimit -n to $need; connections may fail" >&2
 fi
 
+port_free "$REDIS_PORT" || { echo "port $REDIS_PORT is in use; set REDIS_PORT" >&2; exit 1; }
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$WORK" --logfile "$WORK/redis.log" &
 REDIS_PID=$!
@@ -101,6 +115,7 @@ start_node 0
 "$LOADGEN" --create-devices "$URL" --create-only --devices "$DEVICES" --token-prefix "$PREFIX"
 start_node 1
 
+failed=()
 for scenario in $SCENARIOS; do
     case $scenario in
         fanout)
@@ -109,16 +124,16 @@ for scenario in $SCENARIOS; do
                 --fanout-http "http://127.0.0.1:${HTTP_PORTS[0]},http://127.0.0.1:${HTTP_PORTS[1]}" \
                 --password "$ADMIN_PASSWORD" --devices "$DEVICES" --token-prefix "$PREFIX" \
                 --fanout-concurrency "$CONCURRENCY" --server-pid "$(IFS=,; echo "${PIDS[*]}")" \
-                --label "cluster-fanout" || true
+                --label "cluster-fanout" || failed+=("fanout (exit $?)")
             ;;
         rpc)
             log "rpc: $RPC_CALLS two-way calls, device on the REST node"
             "$PYTHON" bench/rpc_latency.py --http "http://127.0.0.1:${HTTP_PORTS[0]}" \
-                --mqtt-port "${MQTT_PORTS[0]}" --password "$ADMIN_PASSWORD" --calls "$RPC_CALLS" || true
+                --mqtt-port "${MQTT_PORTS[0]}" --password "$ADMIN_PASSWORD" --calls "$RPC_CALLS" || failed+=("rpc local (exit $?)")
             log "rpc: $RPC_CALLS two-way calls, REST on node A, device on node B"
             "$PYTHON" bench/rpc_latency.py --http "http://127.0.0.1:${HTTP_PORTS[0]}" \
                 --mqtt-port "${MQTT_PORTS[0]}" --device-mqtt-port "${MQTT_PORTS[1]}" \
-                --password "$ADMIN_PASSWORD" --calls "$RPC_CALLS" || true
+                --password "$ADMIN_PASSWORD" --calls "$RPC_CALLS" || failed+=("rpc cross-node (exit $?)")
             ;;
         *)
             echo "unknown scenario $scenario" >&2
@@ -126,3 +141,7 @@ for scenario in $SCENARIOS; do
             ;;
     esac
 done
+if ((${#failed[@]})); then
+    echo "failed scenarios: ${failed[*]}" >&2
+    exit 1
+fi

@@ -35,6 +35,9 @@ pub struct Arrivals {
 struct Slots {
     /// Time the value arrived, per device.
     at: Vec<Option<Instant>>,
+    /// Whether the device's SUBSCRIBE was acknowledged before the update started; only these
+    /// devices are expected to receive it (and counted in `received`).
+    subscribed: Vec<bool>,
 }
 
 impl Arrivals {
@@ -44,6 +47,7 @@ impl Arrivals {
             nonce,
             slots: Mutex::new(Slots {
                 at: vec![None; devices],
+                subscribed: vec![false; devices],
             }),
             subscribed: AtomicU64::new(0),
             subscribe_failed: AtomicU64::new(0),
@@ -53,23 +57,34 @@ impl Arrivals {
         }
     }
 
-    /// Called by a listener for every publish on the attributes topic.
+    /// The device's SUBSCRIBE was acknowledged.
+    pub fn mark_subscribed(&self, dev: usize) {
+        if let Ok(mut s) = self.slots.lock()
+            && let Some(flag) = s.subscribed.get_mut(dev)
+        {
+            *flag = true;
+        }
+        self.subscribed.fetch_add(1, Ordering::Release);
+    }
+
+    /// Called by a listener for every publish on the attributes topic. Only the first arrival of
+    /// this run's value at a subscribed device counts as received.
     pub fn record(&self, dev: usize, at: Instant, payload: &[u8]) {
         let ours = serde_json::from_slice::<Value>(payload)
             .ok()
             .and_then(|v| v.get(&self.key).and_then(Value::as_u64))
             == Some(self.nonce);
         let first = ours
-            && self
-                .slots
-                .lock()
-                .is_ok_and(|mut s| match s.at.get_mut(dev) {
-                    Some(slot @ None) => {
+            && self.slots.lock().is_ok_and(|mut s| {
+                let expected = s.subscribed.get(dev).copied().unwrap_or(false);
+                match s.at.get_mut(dev) {
+                    Some(slot @ None) if expected => {
                         *slot = Some(at);
                         true
                     }
                     _ => false,
-                });
+                }
+            });
         if first {
             self.received.fetch_add(1, Ordering::Release);
         } else {
@@ -143,11 +158,17 @@ pub fn prepare(a: &PlanArgs<'_>) -> anyhow::Result<Plan> {
         let mut by_name = std::collections::HashMap::new();
         let mut page = 0;
         loop {
+            let url = reqwest::Url::parse_with_params(
+                &format!("{base}/api/tenant/devices"),
+                [
+                    ("pageSize", "1000"),
+                    ("page", &page.to_string()),
+                    ("textSearch", a.prefix),
+                ],
+            )
+            .with_context(|| format!("bad --fanout-http URL {base}"))?;
             let body: Value = http
-                .get(format!(
-                    "{base}/api/tenant/devices?pageSize=1000&page={page}&textSearch={}",
-                    a.prefix
-                ))
+                .get(url)
                 .header("X-Authorization", format!("Bearer {token}"))
                 .send()
                 .await?
@@ -225,8 +246,8 @@ pub fn drive(plan: &Plan, arrivals: &Arrivals, pids: &[u32]) -> anyhow::Result<O
     let t0 = Instant::now();
     let (sent_at, posted, post_errors, first_post_error, rest_done) =
         rt.block_on(post_all(plan, &http, arrivals, t0, expected));
-    // Wait for the stragglers, polling.
-    let deadline = t0 + plan.wait;
+    // Wait for the stragglers, polling, up to --fanout-wait after the last save was answered.
+    let deadline = rest_done + plan.wait;
     let mut next_line = Instant::now() + Duration::from_secs(1);
     while arrivals.received.load(Ordering::Acquire) < expected && Instant::now() < deadline {
         if Instant::now() >= next_line {
@@ -378,13 +399,23 @@ fn latency_json(l: Option<Latency>) -> Value {
 }
 
 /// Prints the summary block and the `RESULT` line.
-pub fn print(o: &Outcome, label: Option<&str>, devices: usize, ports: &[u16], urls: &[String]) {
+pub fn print(
+    o: &Outcome,
+    label: Option<&str>,
+    devices: usize,
+    failed: u64,
+    ports: &[u16],
+    urls: &[String],
+) {
     println!();
     println!(
         "== loadgen {}: shared-attribute fan-out to {devices} devices over MQTT ports {ports:?}, REST {urls:?} ==",
         label.unwrap_or("run")
     );
-    println!("subscribed      {} devices", o.expected);
+    println!(
+        "subscribed      {} of {devices} devices ({failed} failed to connect or subscribe)",
+        o.expected
+    );
     println!(
         "REST            {} saved, {} failed in {:.3} s ({:.0} req/s)",
         o.posted,
@@ -426,6 +457,7 @@ pub fn print(o: &Outcome, label: Option<&str>, devices: usize, ports: &[u16], ur
         "label": label,
         "devices": devices,
         "subscribed": o.expected,
+        "connect_or_subscribe_failures": failed,
         "posted": o.posted,
         "post_errors": o.post_errors,
         "rest_secs": o.rest_secs,

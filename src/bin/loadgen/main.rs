@@ -325,8 +325,12 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
     // Connect phase: every attempt ends (CONNACK, error or timeout) well before this deadline.
     let ramp = Duration::from_secs_f64(devices as f64 / args.connect_rate);
-    let connect_deadline =
-        t0 + ramp + Duration::from_secs_f64(args.connect_timeout) + Duration::from_secs(5);
+    // A fan-out listener also waits up to one more timeout for its SUBACK.
+    let attempts = if plan.is_some() { 2.0 } else { 1.0 };
+    let connect_deadline = t0
+        + ramp
+        + Duration::from_secs_f64(args.connect_timeout * attempts)
+        + Duration::from_secs(5);
     while (shared.connect_done.load(Ordering::Acquire) as usize) < devices
         && Instant::now() < connect_deadline
     {
@@ -364,14 +368,19 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         if let Ok(Some(e)) = arrivals.first_subscribe_error.lock().map(|e| e.clone()) {
             eprintln!("loadgen: first subscribe failure: {e}");
         }
+        let failed = shared.connect_failed.load(Ordering::Relaxed)
+            + arrivals.subscribe_failed.load(Ordering::Relaxed);
         fanout::print(
             &outcome,
             args.label.as_deref(),
             devices,
+            failed,
             &args.port,
             &args.fanout_http,
         );
-        return Ok(if outcome.all_received_secs.is_some() {
+        // Every device must have subscribed and received the value for the figure to stand.
+        let complete = outcome.all_received_secs.is_some() && outcome.expected == devices as u64;
+        return Ok(if complete {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(2)

@@ -497,12 +497,12 @@ async fn connect_one(ctx: Rc<Ctx>, dev: usize) {
                 .await
                 .unwrap_or_else(|()| Err("no SUBACK in time".to_owned()));
                 match subscribed {
-                    Ok(()) => arrivals.subscribed.fetch_add(1, Ordering::Release),
+                    Ok(()) => arrivals.mark_subscribed(dev),
                     Err(e) => {
                         keep_first(&arrivals.first_subscribe_error, || {
                             format!("device {dev}: {e}")
                         });
-                        arrivals.subscribe_failed.fetch_add(1, Ordering::Release)
+                        arrivals.subscribe_failed.fetch_add(1, Ordering::Release);
                     }
                 };
             }
