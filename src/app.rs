@@ -104,10 +104,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     let jwt_secret = crate::services::accounts::jwt_secret(store.as_ref(), &config)
         .await
         .context("cannot load the JWT signing key")?;
-    let limits = ScriptLimits {
-        max_operations: config.engine.script_max_operations,
-        timeout: Duration::from_millis(config.engine.script_timeout_ms),
-    };
+    let limits = ScriptLimits::from_config(&config.engine);
     let metrics = crate::observability::metrics_handle();
     let engine = Engine::load(&config.rules_dir, limits).map_err(|e| {
         anyhow::anyhow!(

@@ -49,6 +49,10 @@ enum RulesCommand {
     Test {
         /// The rules directory (default: ./rules).
         dir: Option<PathBuf>,
+        /// TOML configuration file (also FERROBOARD_CONFIG) whose script budgets
+        /// (`[engine]`, FERROBOARD_* variables) the cases run with, as the server would.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -62,10 +66,10 @@ fn main() -> ExitCode {
             command: RulesCommand::Check { dir },
         } => rules_check(dir.unwrap_or_else(|| PathBuf::from("rules"))),
         Command::Rules {
-            command: RulesCommand::Test { dir },
+            command: RulesCommand::Test { dir, config },
         } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from("rules"));
-            with_runtime(|| async move { rules_test(dir).await })
+            with_runtime(|| async move { rules_test(dir, config).await })
         }
     };
     match result {
@@ -134,8 +138,10 @@ fn rules_check(dir: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn rules_test(dir: PathBuf) -> anyhow::Result<()> {
-    let report = ferroboard::engine::run_fixtures(&dir)
+async fn rules_test(dir: PathBuf, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config.as_deref())?;
+    let limits = ferroboard::engine::ScriptLimits::from_config(&config.engine);
+    let report = ferroboard::engine::run_fixtures(&dir, limits)
         .await
         .map_err(|e| anyhow::anyhow!("{}:\n{e}", dir.display()))?;
     for case in &report.cases {

@@ -390,3 +390,68 @@ fn rules_test_without_fixtures_fails() {
     ]);
     assert!(check_dir(nested.path()).is_ok());
 }
+
+#[test]
+fn rules_test_runs_scripts_with_the_configured_budget() {
+    let chain = r#"
+name = "busy"
+root = true
+entry = "switch"
+
+[[nodes]]
+id = "switch"
+type = "message_type_switch"
+
+[[nodes]]
+id = "busy"
+type = "script_transform"
+script = "scripts/busy.rhai"
+
+[[nodes]]
+id = "save"
+type = "save_timeseries"
+
+[[relations]]
+from = "switch"
+type = "Post telemetry"
+to = "busy"
+
+[[relations]]
+from = "busy"
+type = "Success"
+to = "save"
+"#;
+    let script = "let n = 0; for i in 0..2000 { n += i; } msg.sum = n; #{ msg: msg }";
+    let fixture = r#"
+[[case]]
+name = "sums and saves"
+type = "POST_TELEMETRY_REQUEST"
+data = { temperature = 21 }
+expect.timeseries = { temperature = 21, sum = 1999000 }
+"#;
+    let dir = dir_with(&[
+        ("root.chain.toml", chain),
+        ("scripts/busy.rhai", script),
+        ("tests/cases.toml", fixture),
+    ]);
+    let (ok, stdout, stderr) = rules_test(dir.path());
+    assert!(ok, "the default budget suffices\n{stdout}\n{stderr}");
+
+    // The same fixture under a server configured with a tiny budget: the script fails, nothing is saved.
+    let config = dir.path().join("ferroboard.toml");
+    std::fs::write(&config, "[engine]\nscript_max_operations = 100\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferroboard"))
+        .args(["rules", "test"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .env_remove("FERROBOARD_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("FAIL cases.toml: sums and saves"),
+        "{stdout}"
+    );
+}

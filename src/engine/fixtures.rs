@@ -165,8 +165,8 @@ impl Report {
 
 /// Loads `dir`, reads every fixture file of `dir/tests` and runs its cases. Load errors, fixture
 /// errors (naming the file, and the line or case) and a directory without any case are `Err`.
-pub async fn run_fixtures(dir: &Path) -> Result<Report, RulesErrors> {
-    let engine = Engine::load(dir, ScriptLimits::default())?;
+pub async fn run_fixtures(dir: &Path, limits: ScriptLimits) -> Result<Report, RulesErrors> {
+    let engine = Engine::load(dir, limits)?;
     let files = read_fixtures(&dir.join(FIXTURE_DIR))?;
     if files.iter().all(|(_, cases)| cases.is_empty()) {
         return Err(RulesErrors(vec![format!(

@@ -48,6 +48,16 @@ pub struct ScriptLimits {
     pub timeout: std::time::Duration,
 }
 
+impl ScriptLimits {
+    /// The budgets configured for the server (`[engine]` in the configuration).
+    pub fn from_config(engine: &crate::config::EngineConfig) -> Self {
+        Self {
+            max_operations: engine.script_max_operations,
+            timeout: std::time::Duration::from_millis(engine.script_timeout_ms),
+        }
+    }
+}
+
 impl Default for ScriptLimits {
     fn default() -> Self {
         Self {
