@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -35,11 +36,18 @@ struct Entry {
     tx: mpsc::Sender<SessionCmd>,
 }
 
+/// How long a revocation is remembered for CONNECTs still being admitted (far longer than a
+/// credentials lookup can take: the CONNECT timeout is 10 s).
+const REVOCATION_MEMORY: Duration = Duration::from_secs(30);
+
 /// Live sessions by device. Shared by both runtimes.
 #[derive(Default)]
 pub struct Registry {
     sessions: Mutex<HashMap<DeviceId, Entry>>,
     next_id: AtomicU64,
+    /// Devices whose credentials changed (or which were deleted) recently, and when: a CONNECT
+    /// authenticated before that instant must not become a session.
+    revoked: Mutex<HashMap<DeviceId, Instant>>,
 }
 
 impl Registry {
@@ -70,9 +78,30 @@ impl Registry {
     /// Closes the device's session on this node (a newer one opened on another node, or an
     /// administrative change to the device).
     pub fn close(&self, device: DeviceId, reason: CloseReason) {
+        if reason == CloseReason::Administrative {
+            self.revoke(device);
+        }
         if let Some(entry) = self.lock().get(&device) {
             let _ = entry.tx.try_send(SessionCmd::Close(reason));
         }
+    }
+
+    /// Remembers that the device's credentials were revoked now (forgetting old revocations).
+    fn revoke(&self, device: DeviceId) {
+        let now = Instant::now();
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        revoked.retain(|_, at| now.duration_since(*at) < REVOCATION_MEMORY);
+        revoked.insert(device, now);
+    }
+
+    /// Whether the device's credentials were revoked at or after `since` (the start of a CONNECT's
+    /// credentials lookup): such a CONNECT may have been accepted on credentials no longer valid.
+    pub fn revoked_since(&self, device: DeviceId, since: Instant) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&device)
+            .is_some_and(|at| *at >= since)
     }
 
     /// Hands a downlink to the device's session if it lives on this node; false otherwise.
@@ -135,6 +164,31 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connects_authenticated_before_a_revocation_are_refused() {
+        let reg = Registry::default();
+        let device = DeviceId::new();
+        let before = Instant::now();
+        assert!(!reg.revoked_since(device, before));
+        // A takeover is not a revocation.
+        reg.close(device, CloseReason::TakenOver);
+        assert!(!reg.revoked_since(device, before));
+        reg.close(device, CloseReason::Administrative);
+        assert!(
+            reg.revoked_since(device, before),
+            "lookup started before the change"
+        );
+        let after = Instant::now();
+        assert!(
+            !reg.revoked_since(device, after),
+            "lookup started after the change"
+        );
+        assert!(
+            !reg.revoked_since(DeviceId::new(), before),
+            "other devices unaffected"
+        );
+    }
 
     #[test]
     fn newest_session_wins() {

@@ -170,6 +170,8 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
     {
         return Admission::Unavailable;
     }
+    // A credentials change committed while the lookup ran is caught below (revoked_since).
+    let authenticated_at = std::time::Instant::now();
     let result = lookup(state, &connect).await;
     let device = match result {
         AuthResult::Accepted(device) => device,
@@ -180,8 +182,16 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
             return Admission::Unavailable;
         }
     };
+    if state.sessions.revoked_since(device.id, authenticated_at) {
+        return Admission::NotAuthorized;
+    }
     let (tx, rx) = mpsc::channel(state.config.mqtt.outbound_queue.max(1));
     let session = state.sessions.register(device.id, tx);
+    // A revocation between the check above and the registration found no session to close.
+    if state.sessions.revoked_since(device.id, authenticated_at) {
+        state.sessions.unregister(device.id, session);
+        return Admission::NotAuthorized;
+    }
     tracing::debug!(device = %device.id, name = %device.name, "device connected");
     let services = state.services.clone();
     let event = Event::SessionOpened {
