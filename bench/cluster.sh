@@ -18,6 +18,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 DEVICES=${DEVICES:-10000}
 CONCURRENCY=${CONCURRENCY:-64}
@@ -42,20 +44,6 @@ PIDS=()
 REDIS_PID=""
 
 log() { echo "[$(date +%T)] $*" >&2; }
-
-wait_until() { # SECONDS WHAT COMMAND...
-    local deadline=$((SECONDS + $1)) what=$2
-    shift 2
-    until "$@"; do
-        if ((SECONDS >= deadline)); then
-            echo "timed out waiting for $what" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-}
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 healthy() { # PORT PID: the process we started is alive and its health says UP
     if ! kill -0 "$2" 2>/dev/null; then

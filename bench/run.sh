@@ -14,6 +14,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 DEVICES=${DEVICES:-1000}
 DURATION=${DURATION:-10}
@@ -43,22 +45,7 @@ FERROBOARD=$TARGET_DIR/release/ferroboard
 
 log() { printf '\n### %s\n' "$*" >&2; }
 
-# wait_until SECONDS DESCRIPTION COMMAND...: polls COMMAND every 200 ms until it succeeds or the
-# deadline passes (then fails).
-wait_until() {
-    local limit=$1 what=$2
-    shift 2
-    local deadline=$((SECONDS + limit))
-    until "$@"; do
-        if ((SECONDS >= deadline)); then
-            echo "timed out after ${limit}s waiting for: $what" >&2
-            return 1
-        fi
-        sleep 0.2
-    done
-}
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 server_alive() { [[ -n "$FB_PID" ]] && kill -0 "$FB_PID" 2>/dev/null; }
 server_dead() { ! server_alive; }
 

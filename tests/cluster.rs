@@ -180,14 +180,10 @@ async fn rpc_requested_during_redis_outage_is_delivered_after_recovery() {
     let call = rest_a.post(&path, body);
     let recovery = async {
         // The request was dispatched on A and its publish to Redis failed.
-        let deadline = Instant::now() + WAIT;
-        while metric(cluster.a(), FAILURES).await <= failures_before {
-            assert!(
-                Instant::now() < deadline,
-                "the RPC's publish did not fail on A"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        common::eventually("the RPC's publish failed on A", WAIT, || async {
+            (metric(cluster.a(), FAILURES).await > failures_before).then_some(())
+        })
+        .await;
         assert!(
             dev.publish_on("v1/devices/me/rpc/request/", Duration::ZERO)
                 .await

@@ -165,38 +165,36 @@ fn queue() -> Result<&'static mpsc::Sender<Job>, String> {
         .map_err(Clone::clone)
 }
 
-/// An argon2id PHC string for `password`.
-pub async fn hash(password: String) -> Result<String, String> {
+/// Queues the job `make` builds around its reply channel and waits for the worker's answer.
+async fn submit<T>(make: impl FnOnce(oneshot::Sender<T>) -> Job) -> Result<T, String> {
     let (reply, answer) = oneshot::channel();
     queue()?
-        .send(Job::Hash { password, reply })
+        .send(make(reply))
         .await
         .map_err(|_| "the password hashing thread has stopped".to_owned())?;
     answer
         .await
-        .map_err(|_| "the password hashing thread dropped the request".to_owned())?
+        .map_err(|_| "the password hashing thread dropped the request".to_owned())
+}
+
+/// An argon2id PHC string for `password`.
+pub async fn hash(password: String) -> Result<String, String> {
+    submit(|reply| Job::Hash { password, reply }).await?
 }
 
 /// Whether `password` matches the stored PHC `hash`. A malformed hash, or a hasher that cannot
 /// run, never matches (and the latter is logged).
 pub async fn verify(hash: String, password: String) -> bool {
-    let (reply, answer) = oneshot::channel();
-    let sent = match queue() {
-        Ok(tx) => tx
-            .send(Job::Verify {
-                hash,
-                password,
-                reply,
-            })
-            .await
-            .map_err(|_| "the password hashing thread has stopped".to_owned()),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = sent {
+    submit(|reply| Job::Verify {
+        hash,
+        password,
+        reply,
+    })
+    .await
+    .unwrap_or_else(|e| {
         tracing::error!(error = %e, "password not checked");
-        return false;
-    }
-    answer.await.unwrap_or(false)
+        false
+    })
 }
 
 #[cfg(test)]
