@@ -14,7 +14,7 @@
 #   DEVICES=10000 CONCURRENCY=64 RPC_CALLS=300 SCENARIOS="fanout rpc" REDIS_PORT=16399
 #   MQTT_PORTS="18841 18842" HTTP_PORTS="18081 18082" PGHOST=127.0.0.1 PGUSER=postgres
 #   SKIP_BUILD=1 (use the binaries already built)   CARGO_TARGET_DIR (honoured)
-#   PYTHON (with requests and paho-mqtt; default: the acceptance virtualenv's)
+#   PYTHON (with requests and paho-mqtt; default: the acceptance virtualenv's, from tests/acceptance/venv)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -30,7 +30,12 @@ read -r -a MQTT_PORTS <<<"${MQTT_PORTS:-18841 18842}"
 read -r -a HTTP_PORTS <<<"${HTTP_PORTS:-18081 18082}"
 PGHOST=${PGHOST:-127.0.0.1}
 PGUSER=${PGUSER:-postgres}
-PYTHON=${PYTHON:-$HOME/.cache/ferroboard-acceptance/venv/bin/python}
+# The acceptance suite's virtualenv (created on first use) has requests and both paho packages.
+if [[ -z "${PYTHON:-}" ]]; then
+    VENV=$(tests/acceptance/venv)
+    PYTHON=$VENV/bin/python
+    export ACCEPTANCE_UPSTREAM_PAHO=$VENV/upstream-paho
+fi
 ADMIN_PASSWORD=bench-admin-password
 PREFIX=fanout-
 TARGET_DIR=${CARGO_TARGET_DIR:-target}

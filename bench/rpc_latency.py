@@ -1,7 +1,7 @@
 """Two-way RPC round trip REST -> device -> REST, sequential calls, p50/p99.
 
-Usage (the acceptance virtualenv has requests and paho-mqtt):
-  ~/.cache/ferroboard-acceptance/venv/bin/python bench/rpc_latency.py \
+Usage (the acceptance virtualenv has requests and paho-mqtt; `tests/acceptance/venv` prints its folder):
+  VENV=$(tests/acceptance/venv); ACCEPTANCE_UPSTREAM_PAHO=$VENV/upstream-paho $VENV/bin/python bench/rpc_latency.py \
       --http http://127.0.0.1:18080 --mqtt-port 18830 --password ADMIN_PASSWORD [--calls 200]
 Creates one device through REST, connects it with paho-mqtt (MQTT 3.1.1, in-process thread that
 answers every RPC at once), then times `--calls` sequential POST /api/plugins/rpc/twoway calls.
@@ -17,7 +17,8 @@ import uuid
 
 import requests
 
-sys.path.insert(0, __import__("os").path.expanduser("~/.cache/ferroboard-acceptance/venv/upstream-paho"))
+if __import__("os").environ.get("ACCEPTANCE_UPSTREAM_PAHO"):
+    sys.path.insert(0, __import__("os").environ["ACCEPTANCE_UPSTREAM_PAHO"])
 import paho.mqtt.client as mqtt  # noqa: E402
 
 

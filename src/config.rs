@@ -1,11 +1,11 @@
-//! Typed configuration: embedded defaults, an optional TOML file, then `FERROBOARD_*` variables (spec/contract.md).
+//! Typed configuration: embedded defaults, an optional TOML file, then `FERROBOARD_*` variables (docs/configuration.md).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub http_addr: String,
@@ -31,7 +31,7 @@ pub struct Config {
 }
 
 /// Per-device transport rate limits (grammar `capacity:seconds[,...]`); unset = unlimited.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub messages: Option<String>,
@@ -39,7 +39,7 @@ pub struct LimitsConfig {
     pub telemetry_data_points: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RpcConfig {
     /// Smallest and default server-side RPC timeout (ms).
@@ -62,7 +62,7 @@ impl Default for RpcConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
     /// Largest accepted packet (bytes); advertised to MQTT 5 clients.
@@ -80,7 +80,7 @@ pub struct MqttConfig {
     pub client_rpc_timeout_ms: u64,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     pub batch_window_ms: u64,
@@ -91,7 +91,7 @@ pub struct StorageConfig {
     pub pool_size: u32,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
     /// Messages being processed at once, at most; beyond it sessions wait.
@@ -100,7 +100,7 @@ pub struct EngineConfig {
     pub script_timeout_ms: u64,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JsonConfig {
     pub type_cast_enabled: bool,
@@ -193,63 +193,73 @@ fn default_node_id() -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {0}: {1}")]
-    Read(PathBuf, std::io::Error),
-    #[error("invalid config file {0}: {1}")]
-    Parse(PathBuf, toml::de::Error),
+    #[error("cannot read config file {0}: does not exist")]
+    Missing(PathBuf),
+    /// A file or variable that does not fit the configuration (figment names the key and the source).
+    #[error("invalid configuration: {0}")]
+    Parse(Box<figment::Error>),
     #[error("{0}")]
     Invalid(String),
 }
 
+/// Prefix of every configuration variable.
+const ENV_PREFIX: &str = "FERROBOARD_";
+
+/// `FERROBOARD_*` variables that are not configuration keys (the file's path; the test harness's).
+const ENV_NOT_KEYS: &[&str] = &["CONFIG", "BIN", "TEST_PG_URL"];
+
 impl Config {
     /// Defaults, then the file (`--config` or `FERROBOARD_CONFIG`), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let from_env = std::env::var_os("FERROBOARD_CONFIG").map(PathBuf::from);
-        let mut config = match file.map(Path::to_path_buf).or(from_env) {
-            Some(path) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| ConfigError::Read(path.clone(), e))?;
-                toml::from_str(&text).map_err(|e| ConfigError::Parse(path, e))?
-            }
-            None => Config::default(),
-        };
-        config.apply_env(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
-        config.validate()?;
-        Ok(config)
+        let from_env = std::env::var_os("FERROBOARD_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        let file = file.map(Path::to_path_buf).or(from_env);
+        Self::from_file_and_env(file.as_deref())
     }
 
-    /// Overrides from `FERROBOARD_*` variables, read through `get`.
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
-        let set = |target: &mut String, name: &str| {
-            if let Some(v) = get(name) {
-                *target = v;
+    /// Layers the defaults, an optional TOML file and the process's `FERROBOARD_*` variables.
+    ///
+    /// A variable names a top-level key (`FERROBOARD_HTTP_ADDR` → `http_addr`) or a key of a
+    /// section (`FERROBOARD_MQTT_MAX_PACKET_SIZE` → `[mqtt] max_packet_size`); a variable set to
+    /// the empty string counts as unset.
+    pub fn from_file_and_env(file: Option<&Path>) -> Result<Self, ConfigError> {
+        use figment::Figment;
+        use figment::providers::{Env, Format, Serialized, Toml};
+
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Missing(path.to_path_buf()));
             }
-        };
-        set(&mut self.http_addr, "FERROBOARD_HTTP_ADDR");
-        set(&mut self.mqtt_addr, "FERROBOARD_MQTT_ADDR");
-        set(&mut self.database_url, "FERROBOARD_DATABASE_URL");
-        set(&mut self.node_id, "FERROBOARD_NODE_ID");
-        set(&mut self.sysadmin_email, "FERROBOARD_SYSADMIN_EMAIL");
-        set(&mut self.admin_email, "FERROBOARD_ADMIN_EMAIL");
-        let opt = |target: &mut Option<String>, name: &str| {
-            if let Some(v) = get(name) {
-                *target = Some(v);
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // Variables go through figment's environment reader (names mapped to key paths); their
+        // values are typed by the key: text keys take the text as it is (a token of digits stays
+        // a string), the others are parsed (numbers, booleans).
+        let keys = Keys::of_defaults();
+        let mapping = keys.clone();
+        let env = Env::raw().filter_map(move |name| {
+            let name = name.as_str().strip_prefix(ENV_PREFIX)?;
+            mapping.path_of(name).map(Into::into)
+        });
+        for (path, text) in env.iter() {
+            if text.is_empty() {
+                continue;
             }
-        };
-        opt(&mut self.mqtts_addr, "FERROBOARD_MQTTS_ADDR");
-        opt(&mut self.redis_url, "FERROBOARD_REDIS_URL");
-        opt(&mut self.jwt_secret, "FERROBOARD_JWT_SECRET");
-        opt(&mut self.sysadmin_password, "FERROBOARD_SYSADMIN_PASSWORD");
-        opt(&mut self.admin_password, "FERROBOARD_ADMIN_PASSWORD");
-        if let Some(v) = get("FERROBOARD_TLS_CERT") {
-            self.tls_cert = Some(v.into());
+            let value = if keys.is_text(path.as_str()) {
+                figment::value::Value::from(text)
+            } else {
+                text.parse()
+                    .unwrap_or_else(|_| figment::value::Value::from(text))
+            };
+            figment = figment.merge(Serialized::default(path.as_str(), value));
         }
-        if let Some(v) = get("FERROBOARD_TLS_KEY") {
-            self.tls_key = Some(v.into());
-        }
-        if let Some(v) = get("FERROBOARD_RULES_DIR") {
-            self.rules_dir = v.into();
-        }
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -300,23 +310,191 @@ impl Config {
     }
 }
 
+fn is_text(default: &serde_json::Value) -> bool {
+    matches!(
+        default,
+        serde_json::Value::String(_) | serde_json::Value::Null
+    )
+}
+
+/// The key paths of the configuration, read off the serialized defaults: the mapping from
+/// variable names to keys, and the list the example file is checked against.
+#[derive(Clone)]
+pub struct Keys {
+    /// `(section, key, text)`; section is empty for top-level keys; `text` for string-valued
+    /// keys (and unset ones, which are all text: addresses, paths, URLs, secrets, limits).
+    paths: Vec<(String, String, bool)>,
+}
+
+impl Keys {
+    pub fn of_defaults() -> Self {
+        let value = serde_json::to_value(Config::default()).unwrap_or_default();
+        let mut paths = Vec::new();
+        if let serde_json::Value::Object(top) = value {
+            for (key, v) in top {
+                match v {
+                    serde_json::Value::Object(section) => paths.extend(
+                        section
+                            .iter()
+                            .map(|(k, v)| (key.clone(), k.clone(), is_text(v))),
+                    ),
+                    v => paths.push((String::new(), key, is_text(&v))),
+                }
+            }
+        }
+        Self { paths }
+    }
+
+    /// Every key as `key` or `section.key`.
+    pub fn dotted(&self) -> impl Iterator<Item = String> + '_ {
+        self.paths.iter().map(|(s, k, _)| {
+            if s.is_empty() {
+                k.clone()
+            } else {
+                format!("{s}.{k}")
+            }
+        })
+    }
+
+    /// Whether the key at `dotted` takes text.
+    fn is_text(&self, dotted: &str) -> bool {
+        let (section, key) = dotted.split_once('.').unwrap_or(("", dotted));
+        self.paths
+            .iter()
+            .any(|(s, k, text)| *text && s == section && k == key)
+    }
+
+    /// The key path a variable name (without prefix, any case) stands for, if any.
+    fn path_of(&self, name: &str) -> Option<String> {
+        let name = name.to_ascii_lowercase();
+        if ENV_NOT_KEYS.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+            return None;
+        }
+        self.paths.iter().find_map(|(section, key, _)| {
+            let matches = if section.is_empty() {
+                name == *key
+            } else {
+                name.strip_prefix(section.as_str())
+                    .and_then(|rest| rest.strip_prefix('_'))
+                    == Some(key.as_str())
+            };
+            matches.then(|| {
+                if section.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{section}.{key}")
+                }
+            })
+        })
+    }
+}
+
 #[cfg(test)]
+// figment's test jail returns its own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn env_overrides_file_values() {
-        let mut c: Config =
-            toml::from_str("http_addr = \"1.2.3.4:1\"\n[mqtt]\nmax_inflight = 7\n").unwrap();
-        assert_eq!(c.http_addr, "1.2.3.4:1");
-        assert_eq!(c.mqtt.max_inflight, 7);
-        c.apply_env(|n| (n == "FERROBOARD_HTTP_ADDR").then(|| "127.0.0.1:9".to_owned()));
-        assert_eq!(c.http_addr, "127.0.0.1:9");
-        assert_eq!(c.mqtt_addr, "0.0.0.0:1883");
+    /// Runs `f` with exactly these `FERROBOARD_*` variables set (figment's jail serialises the
+    /// tests that touch the process environment and restores it afterwards).
+    fn with_env(
+        vars: &[(&str, &str)],
+        f: impl FnOnce(&Path) -> Result<(), String>,
+    ) -> Result<(), figment::Error> {
+        figment::Jail::try_with(|jail| {
+            for (name, _) in std::env::vars() {
+                if name.starts_with(ENV_PREFIX) {
+                    jail.set_env(&name, "");
+                }
+            }
+            for (name, value) in vars {
+                jail.set_env(name, value);
+            }
+            f(jail.directory()).map_err(Into::into)
+        })
     }
 
     #[test]
-    fn unknown_keys_are_refused() {
-        assert!(toml::from_str::<Config>("htp_addr = \"x\"").is_err());
+    fn environment_overrides_the_file_for_top_level_and_section_keys() {
+        with_env(
+            &[
+                ("FERROBOARD_HTTP_ADDR", "127.0.0.1:9"),
+                ("FERROBOARD_MQTT_MAX_PACKET_SIZE", "4096"),
+                ("FERROBOARD_STORAGE_SQLITE_SYNCHRONOUS", "NORMAL"),
+                ("FERROBOARD_JWT_SECRET", "1234"),
+                ("FERROBOARD_ADMIN_PASSWORD", ""),
+                ("FERROBOARD_BIN", "/not/a/key"),
+            ],
+            |dir| {
+                let file = dir.join("f.toml");
+                std::fs::write(
+                    &file,
+                    "http_addr = \"1.2.3.4:1\"\nmqtt_addr = \"1.2.3.4:2\"\n[mqtt]\nmax_inflight = 7\n",
+                )
+                .map_err(|e| e.to_string())?;
+                let c = Config::from_file_and_env(Some(&file)).map_err(|e| e.to_string())?;
+                assert_eq!(c.http_addr, "127.0.0.1:9");
+                assert_eq!(c.mqtt_addr, "1.2.3.4:2");
+                assert_eq!(c.mqtt.max_inflight, 7);
+                assert_eq!(c.mqtt.max_packet_size, 4096);
+                assert_eq!(c.storage.sqlite_synchronous, "NORMAL");
+                assert_eq!(c.jwt_secret.as_deref(), Some("1234"));
+                assert_eq!(c.admin_password, None, "an empty variable counts as unset");
+                Ok(())
+            },
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_are_refused_with_their_name() {
+        with_env(&[("FERROBOARD_MQTT_MAX_INFLIGHT", "lots")], |_| {
+            let e = Config::from_file_and_env(None).unwrap_err().to_string();
+            assert!(e.contains("max_inflight"), "{e}");
+            Ok(())
+        })
+        .unwrap();
+        with_env(&[], |dir| {
+            let file = dir.join("f.toml");
+            std::fs::write(&file, "htp_addr = \"x\"\n").map_err(|e| e.to_string())?;
+            let e = Config::from_file_and_env(Some(&file))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("htp_addr"), "{e}");
+            let missing = Config::from_file_and_env(Some(&dir.join("nope.toml")));
+            assert!(matches!(missing, Err(ConfigError::Missing(_))));
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn the_example_file_parses_and_names_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ferroboard.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let example: toml::Table = toml::from_str(&text).unwrap();
+        let _: Config = toml::from_str(&text).unwrap();
+        // Keys without a default (None) are listed commented out: `# key = ...`.
+        let listed = |dotted: &str| {
+            let (section, key) = dotted.split_once('.').unwrap_or(("", dotted));
+            let table = if section.is_empty() {
+                Some(&example)
+            } else {
+                example.get(section).and_then(|t| t.as_table())
+            };
+            table.is_some_and(|t| t.contains_key(key))
+                || text.lines().any(|l| {
+                    l.trim_start_matches(['#', ' '])
+                        .starts_with(&format!("{key} ="))
+                })
+        };
+        let missing: Vec<String> = Keys::of_defaults()
+            .dotted()
+            .filter(|k| !listed(k))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "ferroboard.example.toml lacks {missing:?}"
+        );
     }
 }

@@ -10,7 +10,12 @@ use ferroboard::config::Config;
 #[command(
     name = "ferroboard",
     version,
-    about = "ThingsBoard-compatible IoT device platform in one binary"
+    about = "ThingsBoard-compatible IoT device platform in one binary",
+    after_help = "Configuration: embedded defaults, then an optional TOML file (--config FILE or \
+                  FERROBOARD_CONFIG), then FERROBOARD_* variables (FERROBOARD_<KEY> for a top-level \
+                  key, FERROBOARD_<SECTION>_<KEY> for a key of a section, e.g. \
+                  FERROBOARD_MQTT_MAX_PACKET_SIZE). ferroboard.example.toml lists every key with its \
+                  default; docs/configuration.md explains them."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -21,13 +26,14 @@ struct Cli {
 enum Command {
     /// Run the server (the default command): MQTT, REST, rule engine and storage.
     Serve {
-        /// TOML configuration file (also FERROBOARD_CONFIG); FERROBOARD_* variables override it.
-        #[arg(long)]
+        /// TOML configuration file; FERROBOARD_* variables override its keys.
+        #[arg(long, env = "FERROBOARD_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Apply pending database migrations to FERROBOARD_DATABASE_URL and exit.
+    /// Apply pending database migrations to the configured database and exit.
     Migrate {
-        #[arg(long)]
+        /// TOML configuration file; FERROBOARD_* variables override its keys.
+        #[arg(long, env = "FERROBOARD_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Work with a rules directory offline.
@@ -49,9 +55,9 @@ enum RulesCommand {
     Test {
         /// The rules directory (default: ./rules).
         dir: Option<PathBuf>,
-        /// TOML configuration file (also FERROBOARD_CONFIG) whose script budgets
-        /// (`[engine]`, FERROBOARD_* variables) the cases run with, as the server would.
-        #[arg(long)]
+        /// TOML configuration file whose script budgets (`[engine]`, FERROBOARD_* variables)
+        /// the cases run with, as the server would.
+        #[arg(long, env = "FERROBOARD_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
     },
 }

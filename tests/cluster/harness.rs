@@ -22,6 +22,9 @@ fn free_port() -> u16 {
 /// Every child process of one test; killed on drop, also when the test panics (then the tails of
 /// the node logs are printed; `CLUSTER_LOGS=1` prints them always).
 pub struct Cluster {
+    /// Dropped after the nodes are killed (in `drop`).
+    database: common::Database,
+    rules: PathBuf,
     dir: tempfile::TempDir,
     redis_port: u16,
     redis: Option<Child>,
@@ -40,8 +43,11 @@ impl Cluster {
     /// Redis, then node `a` (it migrates and bootstraps the database), then node `b`.
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let database_url = common::fresh_database(Backend::Postgres, dir.path()).await;
+        let database = common::fresh_database(Backend::Postgres, dir.path()).await;
+        let rules = common::rules_copy(dir.path());
         let mut cluster = Self {
+            database,
+            rules,
             redis_port: free_port(),
             dir,
             redis: None,
@@ -49,7 +55,7 @@ impl Cluster {
         };
         cluster.start_redis().await;
         for name in ["a", "b"] {
-            let node = cluster.spawn_node(name, &database_url);
+            let node = cluster.spawn_node(name);
             cluster.nodes.push(node);
             let index = cluster.nodes.len() - 1;
             cluster.wait_healthy(index).await;
@@ -89,23 +95,22 @@ impl Cluster {
         }
     }
 
-    fn spawn_node(&self, name: &'static str, database_url: &str) -> Node {
+    fn spawn_node(&self, name: &'static str) -> Node {
         let (http_port, mqtt_port) = (free_port(), free_port());
         let log = self.dir.path().join(format!("node-{name}.log"));
         let out = std::fs::File::create(&log).expect("node log");
-        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
         let child = Command::new(env!("CARGO_BIN_EXE_ferroboard"))
             .arg("serve")
             .env_remove("FERROBOARD_CONFIG")
             .env("FERROBOARD_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
             .env("FERROBOARD_MQTT_ADDR", format!("127.0.0.1:{mqtt_port}"))
-            .env("FERROBOARD_DATABASE_URL", database_url)
+            .env("FERROBOARD_DATABASE_URL", &self.database.url)
             .env("FERROBOARD_NODE_ID", name)
             .env(
                 "FERROBOARD_REDIS_URL",
                 format!("redis://127.0.0.1:{}/", self.redis_port),
             )
-            .env("FERROBOARD_RULES_DIR", rules)
+            .env("FERROBOARD_RULES_DIR", &self.rules)
             .env("FERROBOARD_ADMIN_PASSWORD", TENANT_PASSWORD)
             .env("FERROBOARD_SYSADMIN_PASSWORD", common::SYSADMIN_PASSWORD)
             .env("RUST_LOG", "info")

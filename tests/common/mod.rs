@@ -17,15 +17,30 @@ pub enum Backend {
     Postgres,
 }
 
-/// A fresh database URL for one test; PostgreSQL gets a new database on the local server.
+/// The PostgreSQL server the tests create their databases on.
+pub fn pg_admin_url() -> String {
+    std::env::var("FERROBOARD_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// One test's database: a SQLite file in the test's directory, or a new PostgreSQL database that
+/// is dropped again when this value is dropped (also when the test failed).
+pub struct Database {
+    pub url: String,
+    pg_name: Option<String>,
+}
+
+/// A fresh database for one test; PostgreSQL gets a new database on the local server.
 /// A missing PostgreSQL fails the test loudly: it never passes silently.
-pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> String {
+pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> Database {
     match backend {
-        Backend::Sqlite => format!("sqlite://{}", dir.join("ferroboard.db").display()),
+        Backend::Sqlite => Database {
+            url: format!("sqlite://{}", dir.join("ferroboard.db").display()),
+            pg_name: None,
+        },
         Backend::Postgres => {
             use sqlx::Connection as _;
-            let admin = std::env::var("FERROBOARD_TEST_PG_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+            let admin = pg_admin_url();
             let mut conn = sqlx::PgConnection::connect(&admin)
                 .await
                 .unwrap_or_else(|e| panic!("PostgreSQL is required for this test ({admin}): {e}"));
@@ -35,9 +50,66 @@ pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> String {
                 .await
                 .expect("CREATE DATABASE");
             let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-            format!("{base}/{name}")
+            Database {
+                url: format!("{base}/{name}"),
+                pg_name: Some(name),
+            }
         }
     }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime, which cannot block on itself: a thread of its own
+        // with a small runtime drops the database (FORCE ends connections a failed test left).
+        let admin = pg_admin_url();
+        let dropped = std::thread::spawn(move || {
+            use sqlx::Connection as _;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| format!("DROP DATABASE {name}: {e}"))
+                .map(drop)
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("test database left behind: {e}");
+        }
+    }
+}
+
+/// A copy of the project's rules directory inside `dir`: test servers never watch or change the
+/// checkout's own `rules/`.
+pub fn rules_copy(dir: &std::path::Path) -> std::path::PathBuf {
+    fn copy(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).expect("create rules copy");
+        for entry in std::fs::read_dir(from).expect("read rules dir") {
+            let entry = entry.expect("rules dir entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("file type").is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).expect("copy rules file");
+            }
+        }
+    }
+    let target = dir.join("rules");
+    copy(&rules_dir(), &target);
+    target
 }
 
 pub struct TestApp {
@@ -46,9 +118,11 @@ pub struct TestApp {
     pub mqtt_port: u16,
     pub backend: Backend,
     pub dir: tempfile::TempDir,
+    /// Dropped after the server (fields drop in order).
+    pub database: Database,
 }
 
-/// The project's default rules directory.
+/// The project's default rules directory (read it; servers get a `rules_copy`).
 pub fn rules_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")
 }
@@ -62,12 +136,14 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
     let mut config = Config {
         http_addr: "127.0.0.1:0".into(),
         mqtt_addr: "127.0.0.1:0".into(),
-        database_url: fresh_database(backend, dir.path()).await,
-        rules_dir: rules_dir(),
+        database_url: String::new(),
+        rules_dir: rules_copy(dir.path()),
         sysadmin_password: Some(SYSADMIN_PASSWORD.into()),
         admin_password: Some(TENANT_PASSWORD.into()),
         ..Config::default()
     };
+    let database = fresh_database(backend, dir.path()).await;
+    config.database_url = database.url.clone();
     config.mqtt.workers = 1;
     config.storage.pool_size = 4;
     tweak(&mut config);
@@ -78,6 +154,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
         app: Some(app),
         backend,
         dir,
+        database,
     }
 }
 

@@ -21,21 +21,27 @@ use fixtures::{pt, ts_op};
 
 struct Db {
     store: DynStore,
+    /// Dropped after the store (fields drop in order).
+    _database: common::Database,
     _dir: tempfile::TempDir,
 }
 
 async fn open(backend: Backend) -> Db {
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = common::fresh_database(backend, dir.path()).await;
+    let database = common::fresh_database(backend, dir.path()).await;
     let options = StorageConfig {
         pool_size: 4,
         ..StorageConfig::default()
     };
-    let store = ferroboard::storage::open(&url, &options)
+    let store = ferroboard::storage::open(&database.url, &options)
         .await
         .expect("open store");
     store.migrate().await.expect("migrate");
-    Db { store, _dir: dir }
+    Db {
+        store,
+        _database: database,
+        _dir: dir,
+    }
 }
 
 /// Generates `sqlite::<case>` and `postgres::<case>` from `async fn <case>(&dyn Store)`.
