@@ -1,9 +1,11 @@
-//! Storage: one trait per aggregate, a PostgreSQL and a SQLite implementation, and the group-commit writer.
+//! Storage: one trait per aggregate, implemented once (`sql`) for PostgreSQL and SQLite, and the
+//! group-commit writer.
 //! All SQL of the platform lives below this module.
 
 pub mod batch;
 mod common;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;

@@ -21,11 +21,6 @@ pub(crate) const CREDENTIALS_TAKEN: &str = "Specified credentials are already re
 pub(crate) const PROFILE_NAME_TAKEN: &str = "Device profile with such name already exists!";
 pub(crate) const DEFAULT_PROFILE_TAKEN: &str = "Default device profile already exists!";
 
-/// ThingsBoard's text for a taken email.
-pub(crate) fn email_taken(email: &str) -> String {
-    format!("User with email '{email}'  already present in database!")
-}
-
 /// A migrator over embedded `(version, description, sql)` migrations.
 pub(crate) fn migrator(migrations: &[(i64, &str, &'static str)]) -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr as _;

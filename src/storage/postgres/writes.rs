@@ -127,9 +127,6 @@ async fn write_attrs(conn: &mut sqlx::PgConnection, rows: &[AttrRow<'_>]) -> Res
 
 impl PgStore {
     pub(super) async fn commit_batch(&self, ops: &[WriteOp]) -> Result<()> {
-        if ops.is_empty() {
-            return Ok(());
-        }
         self.resolve_keys(ops).await?;
         let batch = coalesce(ops, &self.keys)?;
         let mut tx = self.pool.begin().await?;
@@ -166,30 +163,5 @@ impl PgStore {
             .filter_map(|(key, c)| ids.get(c.as_ref()).map(|id| (key.clone(), *id)))
             .collect::<Vec<_>>();
         self.keys.insert_all(resolved)
-    }
-
-    /// The dictionary id of `key`, or None when no point was ever stored under it.
-    pub(super) async fn key_id(&self, key: &str) -> Result<Option<i32>> {
-        if let Some(id) = self.keys.get(key) {
-            return Ok(Some(id));
-        }
-        let id: Option<i32> =
-            sqlx::query_scalar("SELECT key_id FROM ts_kv_dictionary WHERE key = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-        if let Some(id) = id {
-            self.keys.insert_all([(key.to_owned(), id)])?;
-        }
-        Ok(id)
-    }
-
-    /// The ids of those `keys` that have ever been stored.
-    pub(super) async fn key_ids(&self, keys: &[String]) -> Result<Vec<i32>> {
-        let mut ids = Vec::with_capacity(keys.len());
-        for key in keys {
-            ids.extend(self.key_id(key).await?);
-        }
-        Ok(ids)
     }
 }

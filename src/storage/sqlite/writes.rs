@@ -109,9 +109,6 @@ fn bind_attr(q: Query, a: &AttrRow<'_>) -> Query {
 
 impl SqliteStore {
     pub(super) async fn commit_batch(&self, ops: &[WriteOp]) -> Result<()> {
-        if ops.is_empty() {
-            return Ok(());
-        }
         let mut conn = self.writer.acquire().await?;
         self.resolve_keys(&mut conn, ops).await?;
         let batch = coalesce(ops, &self.keys)?;
@@ -148,21 +145,5 @@ impl SqliteStore {
                 .fetch_all(&mut *conn)
                 .await?;
         self.keys.insert_all(pairs)
-    }
-
-    /// The dictionary id of `key`, or None when no point was ever stored under it.
-    pub(super) async fn key_id(&self, key: &str) -> Result<Option<i32>> {
-        if let Some(id) = self.keys.get(key) {
-            return Ok(Some(id));
-        }
-        let id: Option<i32> =
-            sqlx::query_scalar("SELECT key_id FROM ts_kv_dictionary WHERE key = ?1")
-                .bind(key)
-                .fetch_optional(&self.reader)
-                .await?;
-        if let Some(id) = id {
-            self.keys.insert_all([(key.to_owned(), id)])?;
-        }
-        Ok(id)
     }
 }

@@ -1,0 +1,122 @@
+//! The one implementation of every aggregate's store, stamped out once per backend by `stores!`.
+//!
+//! sqlx's generic API needs a bound for every bound and read type, for the pool and for the
+//! connection executor, none of which a single trait can imply; so the bodies are ordinary sqlx code
+//! for one backend, written once in macros and expanded in `postgres` and `sqlite`. What differs
+//! between the databases is data: the `Dialect` statements, the key-list parameter
+//! (`text_list`/`id_list`) and the pools (`reader`/`writer`) each backend provides, and the
+//! bulk-insert path in each backend's `writes.rs`. Parameters are `$N` on both databases.
+
+pub(crate) mod accounts;
+pub(crate) mod devices;
+pub(crate) mod rpc;
+pub(crate) mod telemetry;
+
+pub(crate) use accounts::account_stores;
+pub(crate) use devices::device_stores;
+pub(crate) use rpc::rpc_store;
+pub(crate) use telemetry::telemetry_stores;
+
+/// SQL text that differs between PostgreSQL and SQLite; every other statement is shared.
+pub(crate) struct Dialect {
+    /// `f(haystack, needle)`: the 1-based position of a substring, 0 when absent.
+    pub find: &'static str,
+    /// Attributes of some keys: `$1` entity, `$2` scope, `$3` key list.
+    pub attrs_some: &'static str,
+    /// Deletes attributes: `$1` entity, `$2` scope, `$3` key list; returns the deleted keys.
+    pub delete_attrs: &'static str,
+    /// Latest values of some keys: `$1` entity, `$2` key list.
+    pub latest_some: &'static str,
+    /// Deletes points: `$1` entity, `$2` key-id list, `[$3, $4)` or all when `$3` is NULL.
+    pub delete_points: &'static str,
+    /// Deletes latest values inside the range, as `delete_points`.
+    pub delete_latest: &'static str,
+    /// Buckets of `[$3, $4)` of length `$5` for `$1` entity, `$2` key id (not SUM).
+    pub aggregate: &'static str,
+    /// As `aggregate`, with the exact `sum_l` of SUM.
+    pub aggregate_sum: &'static str,
+    /// Marks overdue open RPCs (and delivered two-way ones) EXPIRED: `$1` now.
+    pub expire_rpcs: &'static str,
+}
+
+/// The migrations of one backend's folder `migrations/<dir>/`, embedded.
+macro_rules! migrations {
+    ($dir:literal: $(($version:literal, $name:literal, $file:literal)),+ $(,)?) => {
+        &[$((
+            $version,
+            $name,
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/", $dir, "/", $file)),
+        )),+]
+    };
+}
+pub(crate) use migrations;
+
+/// Implements `Store` and every aggregate trait for `$store` on database `$db`. The store provides
+/// `reader()` and `writer()` (pools), `keys` (the key cache), `SQL` (its `Dialect`), `MIGRATIONS`,
+/// `text_list`/`id_list` (a list parameter), `commit_batch` and `close_pools`; `$json_text` turns
+/// stored JSON text into the compact form.
+macro_rules! stores {
+    ($store:ident, $db:ty, $backend:literal, $json_text:path) => {
+        mod rows {
+            //! Row decoders (JSON columns are read as text).
+            $crate::storage::common::row_decoders!(<$db as sqlx::Database>::Row, $json_text);
+        }
+
+        $crate::storage::sql::account_stores!($store);
+        $crate::storage::sql::device_stores!($store, $db);
+        $crate::storage::sql::rpc_store!($store);
+        $crate::storage::sql::telemetry_stores!($store);
+
+        #[async_trait::async_trait]
+        impl $crate::storage::Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn migrate(&self) -> $crate::storage::Result<()> {
+                $crate::storage::common::migrator(Self::MIGRATIONS)
+                    .run(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn ping(&self) -> $crate::storage::Result<()> {
+                sqlx::query("SELECT 1").execute(self.reader()).await?;
+                Ok(())
+            }
+
+            async fn commit(
+                &self,
+                ops: &[$crate::storage::WriteOp],
+            ) -> $crate::storage::Result<()> {
+                if ops.is_empty() {
+                    return Ok(());
+                }
+                self.commit_batch(ops).await
+            }
+
+            async fn close(&self) {
+                self.close_pools().await;
+            }
+        }
+
+        impl $store {
+            /// The dictionary id of `key`, or None when no point was ever stored under it.
+            async fn key_id(&self, key: &str) -> $crate::storage::Result<Option<i32>> {
+                if let Some(id) = self.keys.get(key) {
+                    return Ok(Some(id));
+                }
+                let id: Option<i32> =
+                    sqlx::query_scalar("SELECT key_id FROM ts_kv_dictionary WHERE key = $1")
+                        .bind(key)
+                        .fetch_optional(self.reader())
+                        .await?;
+                if let Some(id) = id {
+                    self.keys.insert_all([(key.to_owned(), id)])?;
+                }
+                Ok(id)
+            }
+        }
+    };
+}
+pub(crate) use stores;
