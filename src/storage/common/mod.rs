@@ -105,6 +105,15 @@ pub(crate) struct PointRow<'a> {
     pub value: &'a KvValue,
 }
 
+/// The two time-series tables a batch writes points to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PointTable {
+    /// `ts_kv`: every point.
+    History,
+    /// `ts_kv_latest`: the newest point per key, kept when newer than the stored one.
+    Latest,
+}
+
 /// One attribute row to write.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AttrRow<'a> {

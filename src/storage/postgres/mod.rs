@@ -38,6 +38,9 @@ macro_rules! aggregate {
 impl PgStore {
     const SQL: Dialect = Dialect {
         find: "strpos",
+        insert_keys: "INSERT INTO ts_kv_dictionary (key) SELECT unnest($1::text[]) ORDER BY 1 \
+             ON CONFLICT (key) DO NOTHING",
+        select_keys: "SELECT key, key_id FROM ts_kv_dictionary WHERE key = ANY($1)",
         attrs_some: "SELECT attribute_key, bool_v, long_v, dbl_v, str_v, json_v::text AS json_v, last_update_ts \
              FROM attributes WHERE entity_id = $1 AND scope = $2 AND attribute_key = ANY($3) ORDER BY attribute_key",
         delete_attrs: "DELETE FROM attributes WHERE entity_id = $1 AND scope = $2 AND attribute_key = ANY($3) \
@@ -90,6 +93,11 @@ impl PgStore {
 
     fn id_list(ids: &[i32]) -> Result<&[i32]> {
         Ok(ids)
+    }
+
+    /// PostgreSQL refuses NUL in text; like ThingsBoard, it is dropped rather than failing the batch.
+    fn clean_text(text: &str) -> std::borrow::Cow<'_, str> {
+        writes::pg_text(text)
     }
 
     async fn close_pools(&self) {

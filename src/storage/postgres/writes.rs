@@ -1,14 +1,14 @@
-//! The PostgreSQL hot path: one transaction per batch, one `INSERT .. SELECT FROM UNNEST(arrays)`
-//! per table whatever the batch size, rows pre-deduplicated and sorted so `ON CONFLICT` never
-//! meets the same row twice and concurrent nodes lock rows in the same order.
+//! The PostgreSQL bulk writes of the group commit: one `INSERT .. SELECT FROM UNNEST(arrays)` per
+//! table whatever the batch size (rows arrive deduplicated and sorted, so `ON CONFLICT` never meets
+//! the same row twice and concurrent nodes lock rows in the same order).
 
 use std::borrow::Cow;
 
 use uuid::Uuid;
 
 use super::PgStore;
-use crate::storage::common::{AttrRow, Cols, PointRow, coalesce};
-use crate::storage::{Result, WriteOp};
+use crate::storage::Result;
+use crate::storage::common::{AttrRow, Cols, PointRow, PointTable};
 
 const POINTS: &str = "INSERT INTO ts_kv (entity_id, key_id, ts, bool_v, long_v, dbl_v, str_v, json_v) \
      SELECT e, k, t, b, l, d, s, j::jsonb FROM UNNEST($1::uuid[], $2::int4[], $3::int8[], $4::bool[], \
@@ -126,42 +126,24 @@ async fn write_attrs(conn: &mut sqlx::PgConnection, rows: &[AttrRow<'_>]) -> Res
 }
 
 impl PgStore {
-    pub(super) async fn commit_batch(&self, ops: &[WriteOp]) -> Result<()> {
-        self.resolve_keys(ops).await?;
-        let batch = coalesce(ops, &self.keys)?;
-        let mut tx = self.pool.begin().await?;
-        write_points(&mut tx, POINTS, &batch.points).await?;
-        write_points(&mut tx, LATEST, &batch.latest).await?;
-        write_attrs(&mut tx, &batch.attrs).await?;
-        tx.commit().await?;
-        Ok(())
+    pub(super) async fn write_points(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        table: PointTable,
+        rows: &[PointRow<'_>],
+    ) -> Result<()> {
+        let sql = match table {
+            PointTable::History => POINTS,
+            PointTable::Latest => LATEST,
+        };
+        write_points(conn, sql, rows).await
     }
 
-    /// Adds the batch's new keys to the dictionary in its own short transaction (a failed batch
-    /// must not leave cached ids that were rolled back), then caches their ids.
-    async fn resolve_keys(&self, ops: &[WriteOp]) -> Result<()> {
-        let missing = self.keys.missing(ops);
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let cleaned: Vec<Cow<'_, str>> = missing.iter().map(|k| pg_text(k)).collect();
-        // Two statements: the SELECT must see keys another node inserted after the INSERT began.
-        sqlx::query("INSERT INTO ts_kv_dictionary (key) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT (key) DO NOTHING")
-            .bind(&cleaned)
-            .execute(&self.pool)
-            .await?;
-        let pairs: Vec<(String, i32)> =
-            sqlx::query_as("SELECT key, key_id FROM ts_kv_dictionary WHERE key = ANY($1)")
-                .bind(&cleaned)
-                .fetch_all(&self.pool)
-                .await?;
-        let ids: std::collections::HashMap<String, i32> = pairs.into_iter().collect();
-        // Cache under the name the batch uses, even when NUL had to be dropped from it.
-        let resolved = missing
-            .iter()
-            .zip(&cleaned)
-            .filter_map(|(key, c)| ids.get(c.as_ref()).map(|id| (key.clone(), *id)))
-            .collect::<Vec<_>>();
-        self.keys.insert_all(resolved)
+    pub(super) async fn write_attrs(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        rows: &[AttrRow<'_>],
+    ) -> Result<()> {
+        write_attrs(conn, rows).await
     }
 }

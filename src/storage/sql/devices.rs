@@ -105,7 +105,7 @@ macro_rules! device_stores {
                 PageQuery, TenantId,
             };
             use crate::storage::common::{
-                CREDENTIALS_TAKEN, DEVICE_NAME_TAKEN, conflict, device_order, limit_offset,
+                CREDENTIALS_TAKEN, DEVICE_NAME_TAKEN, conflict, device_order,
                 profile_order,
             };
             use crate::storage::sql::devices::*;
@@ -192,28 +192,15 @@ macro_rules! device_stores {
                 ) -> Result<Page<DeviceProfile>> {
                     let search = query.text_search.as_deref().filter(|s| !s.is_empty());
                     let filter = profile_filter(Self::SQL.find);
-                    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                        "SELECT count(*) FROM device_profiles p{filter}"
-                    )))
-                    .bind(tenant.0)
-                    .bind(search)
-                    .fetch_one(self.reader())
-                    .await?;
-                    let (limit, offset) = limit_offset(query.page_size, query.page);
                     let order = profile_order(query.sort_property.as_deref(), query.sort_order);
-                    let sql = format!("{}{filter}{order} LIMIT $3 OFFSET $4", PROFILE_SELECT);
-                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(tenant.0)
-                        .bind(search)
-                        .bind(limit)
-                        .bind(offset)
-                        .fetch_all(self.reader())
-                        .await?;
-                    let data = rows.iter().map(profile_of).collect::<Result<_>>()?;
-                    Ok(Page {
-                        data,
-                        total_elements: total,
-                    })
+                    self.page(
+                        format!("SELECT count(*) FROM device_profiles p{filter}"),
+                        format!("{PROFILE_SELECT}{filter}{order} LIMIT $3 OFFSET $4"),
+                        query,
+                        |q| q.bind(tenant.0).bind(search),
+                        profile_of,
+                    )
+                    .await
                 }
             }
 
@@ -327,31 +314,15 @@ macro_rules! device_stores {
                 ) -> Result<Page<Device>> {
                     let search = query.text_search.as_deref().filter(|s| !s.is_empty());
                     let filter = device_filter(Self::SQL.find);
-                    let count_sql = format!(
-                        "SELECT count(*) FROM devices d JOIN device_profiles p ON p.id = d.profile_id{filter}"
-                    );
-                    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
-                        .bind(tenant.0)
-                        .bind(profile_name)
-                        .bind(search)
-                        .fetch_one(self.reader())
-                        .await?;
-                    let (limit, offset) = limit_offset(query.page_size, query.page);
                     let order = device_order(query.sort_property.as_deref(), query.sort_order);
-                    let sql = format!("{}{filter}{order} LIMIT $4 OFFSET $5", DEVICE_SELECT);
-                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(tenant.0)
-                        .bind(profile_name)
-                        .bind(search)
-                        .bind(limit)
-                        .bind(offset)
-                        .fetch_all(self.reader())
-                        .await?;
-                    let data = rows.iter().map(device_of).collect::<Result<_>>()?;
-                    Ok(Page {
-                        data,
-                        total_elements: total,
-                    })
+                    self.page(
+                        format!("SELECT count(*) FROM devices d JOIN device_profiles p ON p.id = d.profile_id{filter}"),
+                        format!("{DEVICE_SELECT}{filter}{order} LIMIT $4 OFFSET $5"),
+                        query,
+                        |q| q.bind(tenant.0).bind(profile_name).bind(search),
+                        device_of,
+                    )
+                    .await
                 }
             }
 

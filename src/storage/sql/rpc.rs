@@ -30,7 +30,7 @@ macro_rules! rpc_store {
 
             use super::rows::*;
             use crate::domain::{DeviceId, Page, PageQuery, Rpc, RpcStatus, TenantId};
-            use crate::storage::common::{limit_offset, rpc_order};
+            use crate::storage::common::rpc_order;
             use crate::storage::sql::rpc::*;
             use crate::storage::{Result, RpcStore, RpcTransition};
 
@@ -102,29 +102,15 @@ macro_rules! rpc_store {
                     query: &PageQuery,
                 ) -> Result<Page<Rpc>> {
                     let status = status.map(RpcStatus::as_str);
-                    let count_sql = format!("SELECT count(*) FROM rpc r{RPC_FILTER}");
-                    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
-                        .bind(tenant.0)
-                        .bind(device.0)
-                        .bind(status)
-                        .fetch_one(self.reader())
-                        .await?;
-                    let (limit, offset) = limit_offset(query.page_size, query.page);
                     let order = rpc_order(query.sort_property.as_deref(), query.sort_order);
-                    let sql = format!("{RPC_SELECT}{RPC_FILTER}{order} LIMIT $4 OFFSET $5");
-                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(tenant.0)
-                        .bind(device.0)
-                        .bind(status)
-                        .bind(limit)
-                        .bind(offset)
-                        .fetch_all(self.reader())
-                        .await?;
-                    let data = rows.iter().map(rpc_of).collect::<Result<_>>()?;
-                    Ok(Page {
-                        data,
-                        total_elements: total,
-                    })
+                    self.page(
+                        format!("SELECT count(*) FROM rpc r{RPC_FILTER}"),
+                        format!("{RPC_SELECT}{RPC_FILTER}{order} LIMIT $4 OFFSET $5"),
+                        query,
+                        |q| q.bind(tenant.0).bind(device.0).bind(status),
+                        rpc_of,
+                    )
+                    .await
                 }
 
                 async fn pending_rpcs(&self, device: DeviceId) -> Result<Vec<Rpc>> {

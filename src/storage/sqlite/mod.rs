@@ -50,6 +50,10 @@ macro_rules! aggregate {
 impl SqliteStore {
     const SQL: Dialect = Dialect {
         find: "instr",
+        // `WHERE true` tells SQLite's parser that ON CONFLICT is the upsert clause.
+        insert_keys: "INSERT INTO ts_kv_dictionary (key) SELECT value FROM json_each($1) WHERE true \
+             ON CONFLICT (key) DO NOTHING",
+        select_keys: "SELECT key, key_id FROM ts_kv_dictionary WHERE key IN (SELECT value FROM json_each($1))",
         attrs_some: "SELECT attribute_key, bool_v, long_v, dbl_v, str_v, json_v, last_update_ts \
              FROM attributes WHERE entity_id = $1 AND scope = $2 \
              AND attribute_key IN (SELECT value FROM json_each($3)) ORDER BY attribute_key",
@@ -126,6 +130,10 @@ impl SqliteStore {
 
     fn id_list(ids: &[i32]) -> Result<String> {
         serde_json::to_string(ids).map_err(|e| StorageError::Database(e.to_string()))
+    }
+
+    fn clean_text(text: &str) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(text)
     }
 
     async fn close_pools(&self) {
