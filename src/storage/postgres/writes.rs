@@ -77,54 +77,6 @@ impl<'a> Values<'a> {
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-async fn write_points(
-    conn: &mut sqlx::PgConnection,
-    sql: &'static str,
-    rows: &[PointRow<'_>],
-) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let (mut e, mut k, mut t) = (
-        Vec::with_capacity(rows.len()),
-        Vec::with_capacity(rows.len()),
-        Vec::with_capacity(rows.len()),
-    );
-    let mut values = Values::default();
-    for p in rows {
-        e.push(p.entity);
-        k.push(p.key_id);
-        t.push(p.ts);
-        values.push(Cols::of(p.value));
-    }
-    values
-        .bind(sqlx::query(sql).bind(e).bind(k).bind(t))
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-async fn write_attrs(conn: &mut sqlx::PgConnection, rows: &[AttrRow<'_>]) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut e: Vec<Uuid> = Vec::with_capacity(rows.len());
-    let mut scope = Vec::with_capacity(rows.len());
-    let mut key = Vec::with_capacity(rows.len());
-    let mut ts = Vec::with_capacity(rows.len());
-    let mut values = Values::default();
-    for a in rows {
-        e.push(a.entity);
-        scope.push(a.scope);
-        key.push(pg_text(a.key));
-        ts.push(a.ts);
-        values.push(Cols::of(a.value));
-    }
-    let q = sqlx::query(ATTRS).bind(e).bind(scope).bind(key);
-    values.bind(q).bind(ts).execute(conn).await?;
-    Ok(())
-}
-
 impl PgStore {
     pub(super) async fn write_points(
         &self,
@@ -132,11 +84,30 @@ impl PgStore {
         table: PointTable,
         rows: &[PointRow<'_>],
     ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let sql = match table {
             PointTable::History => POINTS,
             PointTable::Latest => LATEST,
         };
-        write_points(conn, sql, rows).await
+        let (mut e, mut k, mut t) = (
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+        );
+        let mut values = Values::default();
+        for p in rows {
+            e.push(p.entity);
+            k.push(p.key_id);
+            t.push(p.ts);
+            values.push(Cols::of(p.value));
+        }
+        values
+            .bind(sqlx::query(sql).bind(e).bind(k).bind(t))
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 
     pub(super) async fn write_attrs(
@@ -144,6 +115,23 @@ impl PgStore {
         conn: &mut sqlx::PgConnection,
         rows: &[AttrRow<'_>],
     ) -> Result<()> {
-        write_attrs(conn, rows).await
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut e: Vec<Uuid> = Vec::with_capacity(rows.len());
+        let mut scope = Vec::with_capacity(rows.len());
+        let mut key = Vec::with_capacity(rows.len());
+        let mut ts = Vec::with_capacity(rows.len());
+        let mut values = Values::default();
+        for a in rows {
+            e.push(a.entity);
+            scope.push(a.scope);
+            key.push(pg_text(a.key));
+            ts.push(a.ts);
+            values.push(Cols::of(a.value));
+        }
+        let q = sqlx::query(ATTRS).bind(e).bind(scope).bind(key);
+        values.bind(q).bind(ts).execute(conn).await?;
+        Ok(())
     }
 }

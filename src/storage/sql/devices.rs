@@ -10,24 +10,11 @@ macro_rules! device_columns {
          p.name AS profile_name, CAST(d.additional_info AS TEXT) AS additional_info, d.version"
     };
 }
+/// The credentials columns, aliased apart from the device's.
 macro_rules! credentials_columns {
-    ($t:literal) => {
-        concat!(
-            $t,
-            "id AS cred_id, ",
-            $t,
-            "device_id AS cred_device_id, ",
-            $t,
-            "created_time AS cred_created_time, ",
-            $t,
-            "credentials_type, ",
-            $t,
-            "credentials_id, ",
-            $t,
-            "credentials_value, ",
-            $t,
-            "version AS cred_version"
-        )
+    () => {
+        "c.id AS cred_id, c.device_id AS cred_device_id, c.created_time AS cred_created_time, \
+         c.credentials_type, c.credentials_id, c.credentials_value, c.version AS cred_version"
     };
 }
 pub(crate) const DEVICE_SELECT: &str = concat!(
@@ -39,20 +26,19 @@ pub(crate) const BY_CREDENTIALS_ID: &str = concat!(
     "SELECT ",
     device_columns!(),
     ", ",
-    credentials_columns!("c."),
+    credentials_columns!(),
     " FROM device_credentials c JOIN devices d ON d.id = c.device_id \
      JOIN device_profiles p ON p.id = d.profile_id WHERE c.credentials_id = $1"
 );
 pub(crate) const CREDENTIALS_BY_DEVICE: &str = concat!(
     "SELECT ",
-    credentials_columns!("c."),
+    credentials_columns!(),
     " FROM device_credentials c WHERE c.device_id = $1"
 );
-pub(crate) const UPDATE_CREDENTIALS: &str = concat!(
-    "UPDATE device_credentials SET credentials_type = $2, credentials_id = $3, credentials_value = $4, \
-     version = version + 1 WHERE device_id = $1 RETURNING ",
-    credentials_columns!("")
-);
+pub(crate) const UPDATE_CREDENTIALS: &str = "UPDATE device_credentials SET credentials_type = $2, \
+     credentials_id = $3, credentials_value = $4, version = version + 1 WHERE device_id = $1 \
+     RETURNING id AS cred_id, device_id AS cred_device_id, created_time AS cred_created_time, \
+     credentials_type, credentials_id, credentials_value, version AS cred_version";
 pub(crate) const INSERT_CREDENTIALS: &str = "INSERT INTO device_credentials (id, device_id, created_time, \
      credentials_type, credentials_id, credentials_value, version) VALUES ($1, $2, $3, $4, $5, $6, $7)";
 pub(crate) const INSERT_DEVICE: &str = "INSERT INTO devices (id, tenant_id, customer_id, created_time, name, \
