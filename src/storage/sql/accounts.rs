@@ -78,7 +78,7 @@ macro_rules! account_stores {
                 }
 
                 async fn find_user_by_email(&self, email: &str) -> Result<Option<User>> {
-                    let sql = format!("{} WHERE lower(email) = lower($1)", USER_SELECT);
+                    let sql = format!("{USER_SELECT} WHERE lower(email) = lower($1)");
                     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(email)
                         .fetch_optional(self.reader())
@@ -87,7 +87,7 @@ macro_rules! account_stores {
                 }
 
                 async fn get_user(&self, id: UserId) -> Result<Option<User>> {
-                    let sql = format!("{} WHERE id = $1", USER_SELECT);
+                    let sql = format!("{USER_SELECT} WHERE id = $1");
                     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(id.0)
                         .fetch_optional(self.reader())

@@ -105,7 +105,7 @@ macro_rules! device_stores {
                     tenant: TenantId,
                     id: DeviceId,
                 ) -> Result<Option<Device>> {
-                    let sql = format!("{} WHERE d.tenant_id = $1 AND d.id = $2", DEVICE_SELECT);
+                    let sql = format!("{DEVICE_SELECT} WHERE d.tenant_id = $1 AND d.id = $2");
                     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(tenant.0)
                         .bind(id.0)
@@ -120,7 +120,7 @@ macro_rules! device_stores {
                     tenant: TenantId,
                     arg: Option<ProfileArg<'_>>,
                 ) -> Result<Option<DeviceProfile>> {
-                    let sql = format!("{} WHERE p.tenant_id = $1 AND {condition}", PROFILE_SELECT);
+                    let sql = format!("{PROFILE_SELECT} WHERE p.tenant_id = $1 AND {condition}");
                     let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant.0);
                     let query = match arg {
                         None => query,
@@ -264,7 +264,7 @@ macro_rules! device_stores {
                     tenant: TenantId,
                     name: &str,
                 ) -> Result<Option<Device>> {
-                    let sql = format!("{} WHERE d.tenant_id = $1 AND d.name = $2", DEVICE_SELECT);
+                    let sql = format!("{DEVICE_SELECT} WHERE d.tenant_id = $1 AND d.name = $2");
                     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(tenant.0)
                         .bind(name)

@@ -1,11 +1,11 @@
 //! The one implementation of every aggregate's store, stamped out once per backend by `stores!`.
 //!
-//! sqlx's generic API needs a bound for every bound and read type, for the pool and for the
-//! connection executor, none of which a single trait can imply; so the bodies are ordinary sqlx code
-//! for one backend, written once in macros and expanded in `postgres` and `sqlite`. What differs
-//! between the databases is data: the `Dialect` statements, the key-list parameter
-//! (`text_list`/`id_list`) and the pools (`reader`/`writer`) each backend provides, and the
-//! bulk-insert path in each backend's `writes.rs`. Parameters are `$N` on both databases.
+//! The bodies are ordinary sqlx code, written once in macros and expanded in `postgres` and
+//! `sqlite`: code generic over `sqlx::Database` would need a where-clause for every bound and read
+//! type and for the pool and connection executors (no single trait implies them), on every function.
+//! What differs between the databases is data each backend provides: its `Dialect` statements, the
+//! shape of a list parameter (`text_list`/`id_list`), its pools (`reader`/`writer`) and its bulk
+//! upserts (`writes.rs`). Statements use `$N` parameters on both databases.
 
 pub(crate) mod accounts;
 pub(crate) mod devices;
