@@ -1,7 +1,7 @@
 //! ferroboard: a ThingsBoard-compatible IoT device platform in one binary.
 //!
 //! Data flows one way: `transport` → `engine` → `services` → `storage` / `bus`; `api` serves REST.
-//! `app` composes the parts from a `config::Config`.
+//! `state` holds what every part shares; `app` composes the parts from a `config::Config`.
 
 pub mod api;
 pub mod app;
@@ -11,5 +11,6 @@ pub mod domain;
 pub mod engine;
 pub mod observability;
 pub mod services;
+pub mod state;
 pub mod storage;
 pub mod transport;

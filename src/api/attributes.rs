@@ -13,8 +13,8 @@ use super::State as AppStateRef;
 use super::auth::TenantAdmin;
 use super::error::{ApiError, Params, RawBody};
 use super::telemetry::{PREFIX, parse_body, requested_keys, resolve_entity};
+use crate::domain::{AttributeKv, Device};
 use crate::domain::{AttributeScope, DeviceId, Kv, TenantId, now_ms, payload};
-use crate::storage::{AttributeKv, Device};
 
 pub fn routes() -> Router<AppStateRef> {
     let p = |suffix: &str| format!("{PREFIX}/{suffix}");

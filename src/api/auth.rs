@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::app::AppState;
 use crate::domain::ids::NULL_UUID;
+use crate::domain::{Authority, User};
 use crate::domain::{CustomerId, TenantId, UserId};
-use crate::storage::{Authority, User};
+use crate::state::AppState;
 
 pub const ISSUER: &str = "thingsboard.io";
 pub const ACCESS_TTL_SECS: i64 = 9000;

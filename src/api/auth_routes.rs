@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 use super::State as AppStateRef;
 use super::auth::{self, AuthUser, JwtPair};
 use super::error::{ApiError, RawBody};
+use crate::domain::User;
 use crate::domain::ids::NULL_UUID;
 use crate::domain::{CustomerId, TenantId};
 use crate::services::accounts::verify_password;
-use crate::storage::User;
 
 const BAD_CREDENTIALS: &str = "Invalid username or password";
 

@@ -11,9 +11,9 @@ use super::auth::TenantAdmin;
 use super::devices::{id_field, load_device, validate_token};
 use super::error::{ApiError, JsonBody};
 use crate::bus::Event;
+use crate::domain::DeviceCredentials;
 use crate::domain::DeviceId;
 use crate::domain::credentials::{BasicError, MqttBasic};
-use crate::storage::DeviceCredentials;
 
 pub fn routes() -> Router<AppStateRef> {
     Router::new()

@@ -14,8 +14,8 @@ use super::error::{ApiError, ITEM_NOT_FOUND_MSG, JsonBody, Params, parse_uuid};
 use super::paging::{page_json, page_query};
 use crate::domain::ids::NULL_UUID;
 use crate::domain::{CustomerId, DeviceId, DeviceProfileId, TenantId, now_ms};
+use crate::domain::{Device, DeviceCredentials, DeviceProfile, StorageError};
 use crate::services::accounts::random_alphanumeric;
-use crate::storage::{Device, DeviceCredentials, DeviceProfile, StorageError};
 
 pub fn routes() -> Router<AppStateRef> {
     Router::new()

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::domain::StorageError;
 use crate::domain::now_ms;
-use crate::storage::StorageError;
 
 /// ThingsBoard's `ThingsboardErrorCode` values used here.
 pub mod code {

@@ -23,7 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use error::{ApiError, ITEM_NOT_FOUND_MSG};
 
 /// Largest accepted REST request body.

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::error::{ApiError, Params};
-use crate::storage::{Page, PageQuery, SortOrder};
+use crate::domain::{Page, PageQuery, SortOrder};
 
 /// Sort properties the storage layer understands.
 const SORT_PROPERTIES: [&str; 4] = ["createdTime", "name", "label", "type"];

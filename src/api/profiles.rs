@@ -9,8 +9,8 @@ use super::State as AppStateRef;
 use super::auth::TenantAdmin;
 use super::error::{ApiError, Params, parse_uuid};
 use super::paging::{page_json, page_query};
+use crate::domain::DeviceProfile;
 use crate::domain::{DeviceProfileId, TenantId};
-use crate::storage::DeviceProfile;
 
 pub fn routes() -> Router<AppStateRef> {
     Router::new()

@@ -17,8 +17,8 @@ use super::auth::TenantAdmin;
 use super::devices::load_device;
 use super::error::{ApiError, JsonBody, code, error_json, parse_uuid};
 use crate::bus::{RpcReply, RpcRequest};
+use crate::domain::{Device, Rpc, RpcStatus};
 use crate::domain::{EntityId, Msg, MsgType, now_ms};
-use crate::storage::{Device, Rpc, RpcStatus};
 
 pub fn routes() -> Router<AppStateRef> {
     Router::new()

@@ -12,7 +12,7 @@ use super::devices::load_device;
 use super::error::{ApiError, Params, parse_uuid};
 use super::paging::{page_json, page_query};
 use crate::domain::{DeviceId, TenantId};
-use crate::storage::{Rpc, RpcStatus};
+use crate::domain::{Rpc, RpcStatus};
 
 /// Sort properties of the RPC list (ThingsBoard's, plus `status`).
 const SORT_PROPERTIES: [&str; 5] = [

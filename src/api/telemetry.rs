@@ -12,8 +12,8 @@ use super::State as AppStateRef;
 use super::auth::TenantAdmin;
 use super::error::{ApiError, Params, RawBody, parse_uuid};
 use crate::domain::payload;
+use crate::domain::{Aggregation, Device, HistoryQuery, SortOrder};
 use crate::domain::{DeviceId, TenantId, TsKv, now_ms};
-use crate::storage::{Aggregation, Device, HistoryQuery, SortOrder};
 
 pub const PREFIX: &str = "/api/plugins/telemetry";
 /// ThingsBoard's `database.ts_max_intervals`.

@@ -1,15 +1,28 @@
-//! Pure domain types: ids, typed key/values, attribute scopes, rule-engine messages, MQTT basic
-//! credentials. No I/O.
+//! Pure domain types: ids, entities (accounts, devices, RPCs), typed key/values, attribute scopes,
+//! paging and history queries, rule-engine messages, MQTT basic credentials, the storage error.
+//! No I/O.
 
+pub mod account;
 pub mod credentials;
+pub mod device;
+pub mod error;
 pub mod ids;
 pub mod kv;
 pub mod msg;
+pub mod page;
 pub mod payload;
+pub mod rpc;
+pub mod telemetry;
 
+pub use account::{Authority, Tenant, User};
+pub use device::{Device, DeviceCredentials, DeviceProfile};
+pub use error::StorageError;
 pub use ids::{CustomerId, DeviceId, DeviceProfileId, EntityId, TenantId, UserId};
 pub use kv::{AttributeScope, Kv, KvValue, TsKv};
 pub use msg::{Msg, MsgType};
+pub use page::{Page, PageQuery, SortOrder};
+pub use rpc::{Rpc, RpcStatus};
+pub use telemetry::{Aggregation, AttributeKv, HistoryQuery};
 
 /// Milliseconds since the Unix epoch, the time unit of every timestamp in the platform.
 pub fn now_ms() -> i64 {

@@ -387,7 +387,7 @@ impl EngineServices for NullServices {
         &self,
         _: uuid::Uuid,
         _: Vec<crate::domain::TsKv>,
-    ) -> Result<(), crate::storage::StorageError> {
+    ) -> Result<(), crate::domain::StorageError> {
         Ok(())
     }
 
@@ -397,7 +397,7 @@ impl EngineServices for NullServices {
         _: AttributeScope,
         _: Vec<crate::domain::Kv>,
         _: i64,
-    ) -> Result<(), crate::storage::StorageError> {
+    ) -> Result<(), crate::domain::StorageError> {
         Ok(())
     }
 }

@@ -14,11 +14,11 @@ use uuid::Uuid;
 use super::nodes::EngineServices;
 use super::{Engine, RulesErrors, ScriptLimits};
 use crate::bus::RpcRequest;
+use crate::domain::StorageError;
 use crate::domain::kv::Typing;
 use crate::domain::{
     AttributeScope, DeviceId, EntityId, Kv, KvValue, Msg, MsgType, TenantId, TsKv,
 };
-use crate::storage::StorageError;
 
 /// The folder of a rules directory that holds the fixture files.
 pub const FIXTURE_DIR: &str = "tests";

@@ -38,7 +38,7 @@ pub struct RulesErrors(pub Vec<String>);
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
-    Storage(#[from] crate::storage::StorageError),
+    Storage(#[from] crate::domain::StorageError),
 }
 
 /// Script sandbox limits.

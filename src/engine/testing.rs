@@ -9,9 +9,9 @@ use uuid::Uuid;
 use super::ScriptLimits;
 use super::nodes::EngineServices;
 use super::script::{Sandbox, Script};
+use crate::domain::StorageError;
 use crate::domain::kv::Typing;
 use crate::domain::{AttributeScope, DeviceId, EntityId, Kv, Msg, MsgType, TenantId, TsKv};
-use crate::storage::StorageError;
 
 /// One write the fake received.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,6 +1,7 @@
 //! Business operations shared by the transport, the rule engine and the REST API.
 
 pub mod accounts;
+pub mod device_auth;
 pub mod device_state;
 pub mod passwords;
 pub mod rpc;

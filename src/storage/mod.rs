@@ -1,9 +1,11 @@
-//! Storage: one trait per aggregate, a PostgreSQL and a SQLite implementation, and the group-commit writer.
+//! Storage: one trait per aggregate, implemented once (`sql`) for PostgreSQL and SQLite, and the
+//! group-commit writer.
 //! All SQL of the platform lives below this module.
 
 pub mod batch;
 mod common;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -11,26 +13,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::domain::{
-    AttributeScope, CustomerId, DeviceId, DeviceProfileId, KvValue, TenantId, TsKv, UserId,
+use crate::domain::{AttributeScope, DeviceId, DeviceProfileId, TenantId, TsKv, UserId};
+// The entities the stores read and write are domain types; re-exported for the stores' callers.
+pub use crate::domain::{
+    Aggregation, AttributeKv, Authority, Device, DeviceCredentials, DeviceProfile, HistoryQuery,
+    Page, PageQuery, Rpc, RpcStatus, SortOrder, StorageError, Tenant, User,
 };
 
 pub use batch::{BatchConfig, Writer};
-
-/// Storage failures, mapped by the layers above to MQTT reason codes and REST errors.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum StorageError {
-    /// A uniqueness rule was violated; the text is the user-facing message.
-    #[error("{0}")]
-    Conflict(String),
-    #[error("not found")]
-    NotFound,
-    #[error("database error: {0}")]
-    Database(String),
-    /// The batch writer is shutting down or its queue is closed.
-    #[error("storage is shutting down")]
-    Closed,
-}
 
 impl From<sqlx::Error> for StorageError {
     fn from(e: sqlx::Error) -> Self {
@@ -45,148 +35,6 @@ impl From<sqlx::migrate::MigrateError> for StorageError {
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Tenant {
-    pub id: TenantId,
-    pub title: String,
-    pub created_time: i64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Authority {
-    SysAdmin,
-    TenantAdmin,
-    CustomerUser,
-}
-
-impl Authority {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SysAdmin => "SYS_ADMIN",
-            Self::TenantAdmin => "TENANT_ADMIN",
-            Self::CustomerUser => "CUSTOMER_USER",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "SYS_ADMIN" => Some(Self::SysAdmin),
-            "TENANT_ADMIN" => Some(Self::TenantAdmin),
-            "CUSTOMER_USER" => Some(Self::CustomerUser),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct User {
-    pub id: UserId,
-    pub created_time: i64,
-    /// None for the system administrator.
-    pub tenant_id: Option<TenantId>,
-    pub customer_id: Option<CustomerId>,
-    pub email: String,
-    pub authority: Authority,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    /// argon2 PHC string.
-    pub password_hash: String,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct DeviceProfile {
-    pub id: DeviceProfileId,
-    pub tenant_id: TenantId,
-    pub created_time: i64,
-    pub name: String,
-    pub description: Option<String>,
-    pub is_default: bool,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Device {
-    pub id: DeviceId,
-    pub tenant_id: TenantId,
-    pub customer_id: Option<CustomerId>,
-    pub created_time: i64,
-    pub name: String,
-    pub label: Option<String>,
-    pub profile_id: DeviceProfileId,
-    /// The profile's name (ThingsBoard's device `type`); filled by every read.
-    pub profile_name: String,
-    pub additional_info: Value,
-    pub version: i64,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct DeviceCredentials {
-    pub id: uuid::Uuid,
-    pub device_id: DeviceId,
-    pub created_time: i64,
-    /// `ACCESS_TOKEN`, `MQTT_BASIC` or `X509_CERTIFICATE`.
-    pub credentials_type: String,
-    /// The unique lookup key (the token for ACCESS_TOKEN).
-    pub credentials_id: String,
-    pub credentials_value: Option<String>,
-    pub version: i64,
-}
-
-/// One stored attribute.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AttributeKv {
-    pub key: String,
-    pub value: KvValue,
-    pub last_update_ts: i64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SortOrder {
-    Asc,
-    Desc,
-}
-
-/// A page request (rest-api.md §0.3).
-#[derive(Clone, Debug)]
-pub struct PageQuery {
-    pub page_size: u32,
-    pub page: u32,
-    /// Case-insensitive substring of name or label.
-    pub text_search: Option<String>,
-    /// `createdTime`, `name`, `label`, `type`; None sorts by creation.
-    pub sort_property: Option<String>,
-    pub sort_order: SortOrder,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Page<T> {
-    pub data: Vec<T>,
-    pub total_elements: i64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Aggregation {
-    None,
-    Avg,
-    Min,
-    Max,
-    Sum,
-    Count,
-}
-
-/// A history query for one key (rest-api.md §7.3). The range is `[start_ts, end_ts)`.
-#[derive(Clone, Debug)]
-pub struct HistoryQuery {
-    pub key: String,
-    pub start_ts: i64,
-    pub end_ts: i64,
-    /// Bucket length in ms; only used when `agg != None` (0 means no aggregation).
-    pub interval: i64,
-    pub agg: Aggregation,
-    /// Points per key; only for `agg == None`.
-    pub limit: u32,
-    pub order: SortOrder,
-}
 
 /// A write that goes through the group-commit writer.
 #[derive(Clone, Debug, PartialEq)]
@@ -319,65 +167,6 @@ pub trait TimeseriesStore: Send + Sync {
         range: Option<(i64, i64)>,
         delete_latest: bool,
     ) -> Result<()>;
-}
-
-/// Lifecycle of a persistent RPC (rest-api.md §8, mqtt-device-api.md §5.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RpcStatus {
-    Queued,
-    Sent,
-    Delivered,
-    Successful,
-    Timeout,
-    Expired,
-    Failed,
-    Deleted,
-}
-
-impl RpcStatus {
-    pub const ALL: [RpcStatus; 8] = [
-        Self::Queued,
-        Self::Sent,
-        Self::Delivered,
-        Self::Successful,
-        Self::Timeout,
-        Self::Expired,
-        Self::Failed,
-        Self::Deleted,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "QUEUED",
-            Self::Sent => "SENT",
-            Self::Delivered => "DELIVERED",
-            Self::Successful => "SUCCESSFUL",
-            Self::Timeout => "TIMEOUT",
-            Self::Expired => "EXPIRED",
-            Self::Failed => "FAILED",
-            Self::Deleted => "DELETED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-}
-
-/// A stored persistent RPC. `request` is `{"method","params"(JSON text),"oneway","retries"}`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Rpc {
-    pub id: uuid::Uuid,
-    pub tenant_id: TenantId,
-    pub device_id: DeviceId,
-    pub created_time: i64,
-    pub expiration_time: i64,
-    pub request: Value,
-    pub response: Option<Value>,
-    pub status: RpcStatus,
-    /// Delivery attempts that failed so far.
-    pub retries: i32,
-    pub additional_info: Option<Value>,
 }
 
 /// A conditional status change: applied only while the RPC is in one of `from`.

@@ -314,6 +314,6 @@ pub(crate) async fn v3_closed(c: &mut V3) -> String {
     .await
 }
 
-pub(crate) fn state(app: &TestApp) -> &ferroboard::app::AppState {
+pub(crate) fn state(app: &TestApp) -> &ferroboard::state::AppState {
     &app.app.as_ref().expect("running").state
 }

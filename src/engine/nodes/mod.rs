@@ -23,10 +23,10 @@ use uuid::Uuid;
 use super::EngineError;
 use super::script::{Sandbox, Script};
 use crate::bus::RpcRequest;
+use crate::domain::StorageError;
 use crate::domain::kv::Typing;
 use crate::domain::{AttributeScope, DeviceId, Kv, Msg, TsKv};
 use crate::services::Services;
-use crate::storage::StorageError;
 
 /// The relation a node emits a message on; matched case-insensitively against connection types.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,9 +6,9 @@ use uuid::Uuid;
 
 use super::EngineServices;
 use crate::bus::RpcRequest;
+use crate::domain::StorageError;
 use crate::domain::kv::Typing;
 use crate::domain::{AttributeScope, DeviceId, Kv, TsKv};
-use crate::storage::StorageError;
 
 #[derive(Default)]
 pub struct RpcFake {

@@ -21,11 +21,6 @@ pub(crate) const CREDENTIALS_TAKEN: &str = "Specified credentials are already re
 pub(crate) const PROFILE_NAME_TAKEN: &str = "Device profile with such name already exists!";
 pub(crate) const DEFAULT_PROFILE_TAKEN: &str = "Default device profile already exists!";
 
-/// ThingsBoard's text for a taken email.
-pub(crate) fn email_taken(email: &str) -> String {
-    format!("User with email '{email}'  already present in database!")
-}
-
 /// A migrator over embedded `(version, description, sql)` migrations.
 pub(crate) fn migrator(migrations: &[(i64, &str, &'static str)]) -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr as _;
@@ -108,6 +103,15 @@ pub(crate) struct PointRow<'a> {
     pub key_id: i32,
     pub ts: i64,
     pub value: &'a KvValue,
+}
+
+/// The two time-series tables a batch writes points to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PointTable {
+    /// `ts_kv`: every point.
+    History,
+    /// `ts_kv_latest`: the newest point per key, kept when newer than the stored one.
+    Latest,
 }
 
 /// One attribute row to write.

@@ -1,54 +1,68 @@
 //! The row decoders shared by both backends, generated per row type by a macro (both backends
-//! alias their columns to the same names).
+//! alias their columns to the same names and read JSON columns as text, so only the row type
+//! differs).
 
-/// Generates the row decoders for one backend's row type; `$json_text` maps stored JSON text to
-/// the compact form. Both backends alias their columns to the
-/// same names (JSON columns are read as text), so only the row type differs.
+/// Generates the row decoders for row type `$row`; `$json_text` maps stored JSON text to the
+/// compact form.
 macro_rules! row_decoders {
     ($row:ty, $json_text:path) => {
-        fn col<T>(row: &$row, name: &str) -> $crate::storage::Result<T>
+        use crate::domain::{
+            CustomerId, Device, DeviceCredentials, DeviceId, DeviceProfile, DeviceProfileId,
+            KvValue, Rpc, RpcStatus, Tenant, TenantId, User, UserId,
+        };
+        use crate::storage::common::Bucket;
+        use crate::storage::{Result, StorageError};
+
+        fn col<T>(row: &$row, name: &str) -> Result<T>
         where
             T: for<'r> sqlx::Decode<'r, <$row as sqlx::Row>::Database>
                 + sqlx::Type<<$row as sqlx::Row>::Database>,
         {
-            sqlx::Row::try_get(row, name).map_err($crate::storage::StorageError::from)
+            sqlx::Row::try_get(row, name).map_err(StorageError::from)
         }
 
-        pub(super) fn tenant_of(row: &$row) -> $crate::storage::Result<$crate::storage::Tenant> {
-            Ok($crate::storage::Tenant {
-                id: $crate::domain::TenantId(col(row, "id")?),
+        /// A JSON column read as text.
+        fn json(row: &$row, name: &str) -> Result<Option<serde_json::Value>> {
+            col::<Option<String>>(row, name)?
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .map_err(|e| StorageError::Database(format!("{name}: {e}")))
+        }
+
+        fn parsed<T>(text: String, parse: fn(&str) -> Option<T>, what: &str) -> Result<T> {
+            parse(&text).ok_or_else(|| StorageError::Database(format!("unknown {what} '{text}'")))
+        }
+
+        pub(super) fn tenant_of(row: &$row) -> Result<Tenant> {
+            Ok(Tenant {
+                id: TenantId(col(row, "id")?),
                 title: col(row, "title")?,
                 created_time: col(row, "created_time")?,
             })
         }
 
-        pub(super) fn user_of(row: &$row) -> $crate::storage::Result<$crate::storage::User> {
-            let authority: String = col(row, "authority")?;
-            Ok($crate::storage::User {
-                id: $crate::domain::UserId(col(row, "id")?),
+        pub(super) fn user_of(row: &$row) -> Result<User> {
+            Ok(User {
+                id: UserId(col(row, "id")?),
                 created_time: col(row, "created_time")?,
-                tenant_id: col::<Option<uuid::Uuid>>(row, "tenant_id")?
-                    .map($crate::domain::TenantId),
-                customer_id: col::<Option<uuid::Uuid>>(row, "customer_id")?
-                    .map($crate::domain::CustomerId),
+                tenant_id: col::<Option<uuid::Uuid>>(row, "tenant_id")?.map(TenantId),
+                customer_id: col::<Option<uuid::Uuid>>(row, "customer_id")?.map(CustomerId),
                 email: col(row, "email")?,
-                authority: $crate::storage::Authority::parse(&authority).ok_or_else(|| {
-                    $crate::storage::StorageError::Database(format!(
-                        "unknown authority '{authority}'"
-                    ))
-                })?,
+                authority: parsed(
+                    col(row, "authority")?,
+                    crate::domain::Authority::parse,
+                    "authority",
+                )?,
                 first_name: col(row, "first_name")?,
                 last_name: col(row, "last_name")?,
                 password_hash: col(row, "password_hash")?,
             })
         }
 
-        pub(super) fn profile_of(
-            row: &$row,
-        ) -> $crate::storage::Result<$crate::storage::DeviceProfile> {
-            Ok($crate::storage::DeviceProfile {
-                id: $crate::domain::DeviceProfileId(col(row, "id")?),
-                tenant_id: $crate::domain::TenantId(col(row, "tenant_id")?),
+        pub(super) fn profile_of(row: &$row) -> Result<DeviceProfile> {
+            Ok(DeviceProfile {
+                id: DeviceProfileId(col(row, "id")?),
+                tenant_id: TenantId(col(row, "tenant_id")?),
                 created_time: col(row, "created_time")?,
                 name: col(row, "name")?,
                 description: col(row, "description")?,
@@ -56,31 +70,25 @@ macro_rules! row_decoders {
             })
         }
 
-        pub(super) fn device_of(row: &$row) -> $crate::storage::Result<$crate::storage::Device> {
-            let info: String = col(row, "additional_info")?;
-            Ok($crate::storage::Device {
-                id: $crate::domain::DeviceId(col(row, "id")?),
-                tenant_id: $crate::domain::TenantId(col(row, "tenant_id")?),
-                customer_id: col::<Option<uuid::Uuid>>(row, "customer_id")?
-                    .map($crate::domain::CustomerId),
+        pub(super) fn device_of(row: &$row) -> Result<Device> {
+            Ok(Device {
+                id: DeviceId(col(row, "id")?),
+                tenant_id: TenantId(col(row, "tenant_id")?),
+                customer_id: col::<Option<uuid::Uuid>>(row, "customer_id")?.map(CustomerId),
                 created_time: col(row, "created_time")?,
                 name: col(row, "name")?,
                 label: col(row, "label")?,
-                profile_id: $crate::domain::DeviceProfileId(col(row, "profile_id")?),
+                profile_id: DeviceProfileId(col(row, "profile_id")?),
                 profile_name: col(row, "profile_name")?,
-                additional_info: serde_json::from_str(&info).map_err(|e| {
-                    $crate::storage::StorageError::Database(format!("additional_info: {e}"))
-                })?,
+                additional_info: json(row, "additional_info")?.unwrap_or_default(),
                 version: col(row, "version")?,
             })
         }
 
-        pub(super) fn credentials_of(
-            row: &$row,
-        ) -> $crate::storage::Result<$crate::storage::DeviceCredentials> {
-            Ok($crate::storage::DeviceCredentials {
+        pub(super) fn credentials_of(row: &$row) -> Result<DeviceCredentials> {
+            Ok(DeviceCredentials {
                 id: col(row, "cred_id")?,
-                device_id: $crate::domain::DeviceId(col(row, "cred_device_id")?),
+                device_id: DeviceId(col(row, "cred_device_id")?),
                 created_time: col(row, "cred_created_time")?,
                 credentials_type: col(row, "credentials_type")?,
                 credentials_id: col(row, "credentials_id")?,
@@ -89,40 +97,24 @@ macro_rules! row_decoders {
             })
         }
 
-        pub(super) fn rpc_of(row: &$row) -> $crate::storage::Result<$crate::storage::Rpc> {
-            let json = |name: &str, text: String| {
-                serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
-                    $crate::storage::StorageError::Database(format!("rpc {name}: {e}"))
-                })
-            };
-            let status: String = col(row, "status")?;
-            Ok($crate::storage::Rpc {
+        pub(super) fn rpc_of(row: &$row) -> Result<Rpc> {
+            Ok(Rpc {
                 id: col(row, "id")?,
-                tenant_id: $crate::domain::TenantId(col(row, "tenant_id")?),
-                device_id: $crate::domain::DeviceId(col(row, "device_id")?),
+                tenant_id: TenantId(col(row, "tenant_id")?),
+                device_id: DeviceId(col(row, "device_id")?),
                 created_time: col(row, "created_time")?,
                 expiration_time: col(row, "expiration_time")?,
-                request: json("request", col(row, "request")?)?,
-                response: col::<Option<String>>(row, "response")?
-                    .map(|t| json("response", t))
-                    .transpose()?,
-                status: $crate::storage::RpcStatus::parse(&status).ok_or_else(|| {
-                    $crate::storage::StorageError::Database(format!(
-                        "unknown rpc status '{status}'"
-                    ))
-                })?,
+                request: json(row, "request")?.unwrap_or_default(),
+                response: json(row, "response")?,
+                status: parsed(col(row, "status")?, RpcStatus::parse, "rpc status")?,
                 retries: col(row, "retries")?,
-                additional_info: col::<Option<String>>(row, "additional_info")?
-                    .map(|t| json("additional_info", t))
-                    .transpose()?,
+                additional_info: json(row, "additional_info")?,
             })
         }
 
         /// The typed value of a row with `bool_v .. json_v`; None when every column is null.
-        pub(super) fn value_of(
-            row: &$row,
-        ) -> $crate::storage::Result<Option<$crate::domain::KvValue>> {
-            Ok($crate::storage::common::value_of(
+        pub(super) fn value_of(row: &$row) -> Result<Option<KvValue>> {
+            Ok(crate::storage::common::value_of(
                 col(row, "bool_v")?,
                 col(row, "long_v")?,
                 col(row, "dbl_v")?,
@@ -131,10 +123,8 @@ macro_rules! row_decoders {
             ))
         }
 
-        pub(super) fn bucket_of(
-            row: &$row,
-        ) -> $crate::storage::Result<$crate::storage::common::Bucket> {
-            Ok($crate::storage::common::Bucket {
+        pub(super) fn bucket_of(row: &$row) -> Result<Bucket> {
+            Ok(Bucket {
                 idx: col(row, "idx")?,
                 count: col(row, "cnt")?,
                 long_count: col(row, "cnt_l")?,

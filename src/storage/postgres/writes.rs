@@ -1,14 +1,14 @@
-//! The PostgreSQL hot path: one transaction per batch, one `INSERT .. SELECT FROM UNNEST(arrays)`
-//! per table whatever the batch size, rows pre-deduplicated and sorted so `ON CONFLICT` never
-//! meets the same row twice and concurrent nodes lock rows in the same order.
+//! The PostgreSQL bulk writes of the group commit: one `INSERT .. SELECT FROM UNNEST(arrays)` per
+//! table whatever the batch size (rows arrive deduplicated and sorted, so `ON CONFLICT` never meets
+//! the same row twice and concurrent nodes lock rows in the same order).
 
 use std::borrow::Cow;
 
 use uuid::Uuid;
 
 use super::PgStore;
-use crate::storage::common::{AttrRow, Cols, PointRow, coalesce};
-use crate::storage::{Result, WriteOp};
+use crate::storage::Result;
+use crate::storage::common::{AttrRow, Cols, PointRow, PointTable};
 
 const POINTS: &str = "INSERT INTO ts_kv (entity_id, key_id, ts, bool_v, long_v, dbl_v, str_v, json_v) \
      SELECT e, k, t, b, l, d, s, j::jsonb FROM UNNEST($1::uuid[], $2::int4[], $3::int8[], $4::bool[], \
@@ -77,119 +77,61 @@ impl<'a> Values<'a> {
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-async fn write_points(
-    conn: &mut sqlx::PgConnection,
-    sql: &'static str,
-    rows: &[PointRow<'_>],
-) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let (mut e, mut k, mut t) = (
-        Vec::with_capacity(rows.len()),
-        Vec::with_capacity(rows.len()),
-        Vec::with_capacity(rows.len()),
-    );
-    let mut values = Values::default();
-    for p in rows {
-        e.push(p.entity);
-        k.push(p.key_id);
-        t.push(p.ts);
-        values.push(Cols::of(p.value));
-    }
-    values
-        .bind(sqlx::query(sql).bind(e).bind(k).bind(t))
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-async fn write_attrs(conn: &mut sqlx::PgConnection, rows: &[AttrRow<'_>]) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut e: Vec<Uuid> = Vec::with_capacity(rows.len());
-    let mut scope = Vec::with_capacity(rows.len());
-    let mut key = Vec::with_capacity(rows.len());
-    let mut ts = Vec::with_capacity(rows.len());
-    let mut values = Values::default();
-    for a in rows {
-        e.push(a.entity);
-        scope.push(a.scope);
-        key.push(pg_text(a.key));
-        ts.push(a.ts);
-        values.push(Cols::of(a.value));
-    }
-    let q = sqlx::query(ATTRS).bind(e).bind(scope).bind(key);
-    values.bind(q).bind(ts).execute(conn).await?;
-    Ok(())
-}
-
 impl PgStore {
-    pub(super) async fn commit_batch(&self, ops: &[WriteOp]) -> Result<()> {
-        if ops.is_empty() {
+    pub(super) async fn write_points(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        table: PointTable,
+        rows: &[PointRow<'_>],
+    ) -> Result<()> {
+        if rows.is_empty() {
             return Ok(());
         }
-        self.resolve_keys(ops).await?;
-        let batch = coalesce(ops, &self.keys)?;
-        let mut tx = self.pool.begin().await?;
-        write_points(&mut tx, POINTS, &batch.points).await?;
-        write_points(&mut tx, LATEST, &batch.latest).await?;
-        write_attrs(&mut tx, &batch.attrs).await?;
-        tx.commit().await?;
+        let sql = match table {
+            PointTable::History => POINTS,
+            PointTable::Latest => LATEST,
+        };
+        let (mut e, mut k, mut t) = (
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+        );
+        let mut values = Values::default();
+        for p in rows {
+            e.push(p.entity);
+            k.push(p.key_id);
+            t.push(p.ts);
+            values.push(Cols::of(p.value));
+        }
+        values
+            .bind(sqlx::query(sql).bind(e).bind(k).bind(t))
+            .execute(conn)
+            .await?;
         Ok(())
     }
 
-    /// Adds the batch's new keys to the dictionary in its own short transaction (a failed batch
-    /// must not leave cached ids that were rolled back), then caches their ids.
-    async fn resolve_keys(&self, ops: &[WriteOp]) -> Result<()> {
-        let missing = self.keys.missing(ops);
-        if missing.is_empty() {
+    pub(super) async fn write_attrs(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        rows: &[AttrRow<'_>],
+    ) -> Result<()> {
+        if rows.is_empty() {
             return Ok(());
         }
-        let cleaned: Vec<Cow<'_, str>> = missing.iter().map(|k| pg_text(k)).collect();
-        // Two statements: the SELECT must see keys another node inserted after the INSERT began.
-        sqlx::query("INSERT INTO ts_kv_dictionary (key) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT (key) DO NOTHING")
-            .bind(&cleaned)
-            .execute(&self.pool)
-            .await?;
-        let pairs: Vec<(String, i32)> =
-            sqlx::query_as("SELECT key, key_id FROM ts_kv_dictionary WHERE key = ANY($1)")
-                .bind(&cleaned)
-                .fetch_all(&self.pool)
-                .await?;
-        let ids: std::collections::HashMap<String, i32> = pairs.into_iter().collect();
-        // Cache under the name the batch uses, even when NUL had to be dropped from it.
-        let resolved = missing
-            .iter()
-            .zip(&cleaned)
-            .filter_map(|(key, c)| ids.get(c.as_ref()).map(|id| (key.clone(), *id)))
-            .collect::<Vec<_>>();
-        self.keys.insert_all(resolved)
-    }
-
-    /// The dictionary id of `key`, or None when no point was ever stored under it.
-    pub(super) async fn key_id(&self, key: &str) -> Result<Option<i32>> {
-        if let Some(id) = self.keys.get(key) {
-            return Ok(Some(id));
+        let mut e: Vec<Uuid> = Vec::with_capacity(rows.len());
+        let mut scope = Vec::with_capacity(rows.len());
+        let mut key = Vec::with_capacity(rows.len());
+        let mut ts = Vec::with_capacity(rows.len());
+        let mut values = Values::default();
+        for a in rows {
+            e.push(a.entity);
+            scope.push(a.scope);
+            key.push(pg_text(a.key));
+            ts.push(a.ts);
+            values.push(Cols::of(a.value));
         }
-        let id: Option<i32> =
-            sqlx::query_scalar("SELECT key_id FROM ts_kv_dictionary WHERE key = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-        if let Some(id) = id {
-            self.keys.insert_all([(key.to_owned(), id)])?;
-        }
-        Ok(id)
-    }
-
-    /// The ids of those `keys` that have ever been stored.
-    pub(super) async fn key_ids(&self, keys: &[String]) -> Result<Vec<i32>> {
-        let mut ids = Vec::with_capacity(keys.len());
-        for key in keys {
-            ids.extend(self.key_id(key).await?);
-        }
-        Ok(ids)
+        let q = sqlx::query(ATTRS).bind(e).bind(scope).bind(key);
+        values.bind(q).bind(ts).execute(conn).await?;
+        Ok(())
     }
 }

@@ -1,14 +1,14 @@
-//! The SQLite hot path: one transaction per batch on the writer connection, multi-row upserts in
-//! a few fixed chunk sizes so every statement text is prepared once and then reused.
+//! The SQLite bulk writes of the group commit: multi-row upserts in a few fixed chunk sizes, so
+//! every statement text is prepared once and then reused.
 
 use std::sync::Arc;
 
+use sqlx::AssertSqlSafe;
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection};
-use sqlx::{AssertSqlSafe, Connection as _};
 
 use super::SqliteStore;
-use crate::storage::common::{AttrRow, Cols, PointRow, coalesce};
-use crate::storage::{Result, WriteOp};
+use crate::storage::Result;
+use crate::storage::common::{AttrRow, Cols, PointRow, PointTable};
 
 type Query = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
 
@@ -108,61 +108,24 @@ fn bind_attr(q: Query, a: &AttrRow<'_>) -> Query {
 }
 
 impl SqliteStore {
-    pub(super) async fn commit_batch(&self, ops: &[WriteOp]) -> Result<()> {
-        if ops.is_empty() {
-            return Ok(());
-        }
-        let mut conn = self.writer.acquire().await?;
-        self.resolve_keys(&mut conn, ops).await?;
-        let batch = coalesce(ops, &self.keys)?;
-        let mut tx = conn.begin().await?;
-        self.sql
-            .points
-            .run(&mut tx, &batch.points, bind_point)
-            .await?;
-        self.sql
-            .latest
-            .run(&mut tx, &batch.latest, bind_point)
-            .await?;
-        self.sql.attrs.run(&mut tx, &batch.attrs, bind_attr).await?;
-        tx.commit().await?;
-        Ok(())
+    pub(super) async fn write_points(
+        &self,
+        conn: &mut SqliteConnection,
+        table: PointTable,
+        rows: &[PointRow<'_>],
+    ) -> Result<()> {
+        let chunked = match table {
+            PointTable::History => &self.sql.points,
+            PointTable::Latest => &self.sql.latest,
+        };
+        chunked.run(conn, rows, bind_point).await
     }
 
-    /// Adds the batch's new keys to the dictionary (outside the batch transaction, so a failed
-    /// batch never leaves cached ids that were rolled back) and caches their ids.
-    async fn resolve_keys(&self, conn: &mut SqliteConnection, ops: &[WriteOp]) -> Result<()> {
-        let missing = self.keys.missing(ops);
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let list = serde_json::to_string(&missing)
-            .map_err(|e| crate::storage::StorageError::Database(e.to_string()))?;
-        sqlx::query("INSERT INTO ts_kv_dictionary (key) SELECT value FROM json_each(?1) WHERE true ON CONFLICT (key) DO NOTHING")
-            .bind(list.clone())
-            .execute(&mut *conn)
-            .await?;
-        let pairs: Vec<(String, i32)> =
-            sqlx::query_as("SELECT key, key_id FROM ts_kv_dictionary WHERE key IN (SELECT value FROM json_each(?1))")
-                .bind(list)
-                .fetch_all(&mut *conn)
-                .await?;
-        self.keys.insert_all(pairs)
-    }
-
-    /// The dictionary id of `key`, or None when no point was ever stored under it.
-    pub(super) async fn key_id(&self, key: &str) -> Result<Option<i32>> {
-        if let Some(id) = self.keys.get(key) {
-            return Ok(Some(id));
-        }
-        let id: Option<i32> =
-            sqlx::query_scalar("SELECT key_id FROM ts_kv_dictionary WHERE key = ?1")
-                .bind(key)
-                .fetch_optional(&self.reader)
-                .await?;
-        if let Some(id) = id {
-            self.keys.insert_all([(key.to_owned(), id)])?;
-        }
-        Ok(id)
+    pub(super) async fn write_attrs(
+        &self,
+        conn: &mut SqliteConnection,
+        rows: &[AttrRow<'_>],
+    ) -> Result<()> {
+        self.sql.attrs.run(conn, rows, bind_attr).await
     }
 }

@@ -1,7 +1,6 @@
 //! MQTT 3.1.1 and 5 device transport on ntex-mqtt: sessions, auth, topics, payload adaptors.
 //! Runs on its own thread with ntex workers; crosses to the main runtime through `AppState::rt`.
 
-mod auth;
 mod downlink;
 mod inflight;
 mod limits;
@@ -20,7 +19,7 @@ use ntex_util::time::Seconds;
 
 pub use limits::parse as parse_rate_limit;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// The running MQTT server: its handle and the runtime thread it lives on.
 pub struct MqttServerHandle {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::auth::{self, AuthResult, Credentials};
 use super::sink::Sink;
-use crate::app::AppState;
 use crate::bus::{Event, RpcRequest, SessionCmd};
-use crate::storage::Device;
+use crate::domain::Device;
+use crate::services::device_auth::{AuthResult, Credentials};
+use crate::state::AppState;
 
 /// Errors that end a session; MQTT 5 clients get the matching DISCONNECT reason.
 #[derive(Debug, thiserror::Error)]
@@ -223,7 +223,7 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
 }
 
 async fn lookup(state: &Arc<AppState>, connect: &Connect<'_>) -> AuthResult {
-    let store = state.services.store.clone();
+    let services = state.services.clone();
     let (client_id, username, password) = (
         connect.client_id.to_owned(),
         connect.username.map(str::to_owned),
@@ -235,11 +235,11 @@ async fn lookup(state: &Arc<AppState>, connect: &Connect<'_>) -> AuthResult {
             username: username.as_deref(),
             password: password.as_deref(),
         };
-        auth::authenticate(&store, &creds).await
+        services.authenticate_device(&creds).await
     });
     match lookup.await {
         Ok(r) => r,
-        Err(e) => AuthResult::Unavailable(crate::storage::StorageError::Database(e.to_string())),
+        Err(e) => AuthResult::Unavailable(crate::domain::StorageError::Database(e.to_string())),
     }
 }
 

@@ -215,7 +215,7 @@ impl DeviceSession {
                     out.insert(name.to_owned(), Value::Object(section));
                 }
             }
-            Ok::<_, crate::storage::StorageError>(Value::Object(out))
+            Ok::<_, crate::domain::StorageError>(Value::Object(out))
         });
         let body = match fetch.await {
             Ok(Ok(body)) => body,

@@ -14,7 +14,7 @@ use super::session::DeviceSession;
 use super::session::{self, Admission, SessionError};
 use super::sink::Sink;
 use super::uplink::Outcome;
-use crate::app::AppState;
+use crate::state::AppState;
 
 pub type Session = v5::Session<Rc<DeviceSession>>;
 

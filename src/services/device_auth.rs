@@ -1,8 +1,10 @@
-//! CONNECT authentication: access tokens and MQTT basic credentials (mqtt-device-api.md §1.3),
-//! answered with ferroboard's CONNACK codes (§1.5).
+//! Device authentication: the credential lookup of an MQTT CONNECT — access tokens and MQTT basic
+//! credentials (mqtt-device-api.md §1.3) — with outcomes the transport maps to its CONNACK codes (§1.5).
 
+use super::Services;
 use crate::domain::credentials::sha3_hex;
-use crate::storage::{Device, DynStore, StorageError};
+use crate::domain::{Device, StorageError};
+use crate::storage::DynStore;
 
 /// The outcome of a CONNECT credential check.
 #[derive(Debug)]
@@ -23,10 +25,13 @@ pub struct Credentials<'a> {
     pub password: Option<&'a [u8]>,
 }
 
-pub async fn authenticate(store: &DynStore, creds: &Credentials<'_>) -> AuthResult {
-    match check(store, creds).await {
-        Ok(r) => r,
-        Err(e) => AuthResult::Unavailable(e),
+impl Services {
+    /// Finds the device the CONNECT's credentials belong to.
+    pub async fn authenticate_device(&self, creds: &Credentials<'_>) -> AuthResult {
+        match check(&self.store, creds).await {
+            Ok(r) => r,
+            Err(e) => AuthResult::Unavailable(e),
+        }
     }
 }
 

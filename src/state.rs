@@ -1,0 +1,48 @@
+//! The state shared by every part (REST, MQTT sessions, background tasks), on both runtimes.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::domain::Msg;
+use crate::engine::{Engine, EngineError};
+use crate::services::Services;
+use crate::storage;
+
+/// Shared by every part, on both runtimes.
+pub struct AppState {
+    pub config: Config,
+    pub services: Arc<Services>,
+    pub engine: Arc<Engine>,
+    pub metrics: PrometheusHandle,
+    pub jwt_secret: String,
+    /// The main tokio runtime; MQTT workers hop onto it for engine and storage work.
+    pub rt: tokio::runtime::Handle,
+    /// Messages in processing, bounded: when exhausted, sessions stop reading.
+    pub inflight: Arc<Semaphore>,
+    pub mqtt_accepting: AtomicBool,
+    pub shutdown: CancellationToken,
+    pub sessions: Arc<crate::bus::Registry>,
+}
+
+impl AppState {
+    /// Runs a device's messages through the rule engine; resolves when all of them are processed
+    /// and their writes committed. Waits for capacity first (back-pressure).
+    pub async fn ingest(&self, msgs: Vec<Msg>) -> Result<(), EngineError> {
+        let count = u32::try_from(msgs.len().max(1)).unwrap_or(u32::MAX);
+        let _permit = self
+            .inflight
+            .acquire_many(count)
+            .await
+            .map_err(|_| EngineError::Storage(storage::StorageError::Closed))?;
+        for msg in msgs {
+            metrics::counter!("ferroboard_messages_in_total", "type" => msg.msg_type.metric_label()).increment(1);
+            self.engine.process(msg, &self.services).await?;
+        }
+        Ok(())
+    }
+}
