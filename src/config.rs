@@ -243,10 +243,12 @@ impl Config {
             let name = name.as_str().strip_prefix(ENV_PREFIX)?;
             mapping.path_of(name).map(Into::into)
         });
+        let mut from_env = Vec::new();
         for (path, text) in env.iter() {
             if text.is_empty() {
                 continue;
             }
+            from_env.push(path.as_str().to_owned());
             let value = if keys.is_text(path.as_str()) {
                 figment::value::Value::from(text)
             } else {
@@ -255,9 +257,16 @@ impl Config {
             };
             figment = figment.merge(Serialized::default(path.as_str(), value));
         }
-        let config: Config = figment
-            .extract()
-            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        let config: Config = figment.extract().map_err(|e| {
+            // A bad variable is named as the variable, not as figment's internal source.
+            let key = e.path.join(".");
+            if from_env.contains(&key) {
+                let var = format!("{ENV_PREFIX}{}", key.replace('.', "_")).to_ascii_uppercase();
+                ConfigError::Invalid(format!("environment variable {var}: {}", e.kind))
+            } else {
+                ConfigError::Parse(Box::new(e))
+            }
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -450,7 +459,7 @@ mod tests {
     fn bad_values_and_unknown_keys_are_refused_with_their_name() {
         with_env(&[("FERROBOARD_MQTT_MAX_INFLIGHT", "lots")], |_| {
             let e = Config::from_file_and_env(None).unwrap_err().to_string();
-            assert!(e.contains("max_inflight"), "{e}");
+            assert!(e.contains("FERROBOARD_MQTT_MAX_INFLIGHT"), "{e}");
             Ok(())
         })
         .unwrap();
