@@ -1,4 +1,4 @@
--- Persistent server-side RPCs (rest-api.md §8). `request` is {"method","params","oneway","retries"};
+-- Persistent server-side RPCs. `request` is {"method","params","oneway","retries"};
 -- `retries` counts failed delivery attempts.
 
 CREATE TABLE rpc (

@@ -1,5 +1,5 @@
 -- TIMEOUT (no PUBACK in time, retry pending) is an open persistent RPC state too
--- (mqtt-device-api.md §5.2): the expiry sweep's index covers it.
+--: the expiry sweep's index covers it.
 
 DROP INDEX rpc_open_idx;
 CREATE INDEX rpc_open_idx ON rpc (expiration_time)

@@ -1,5 +1,5 @@
-//! Attributes over REST (rest-api.md §6): the three save routes, values, keys and delete.
-//! Bad payloads answer bare text bodies (§1.2); bad ids and scope names answer error JSON.
+//! Attributes over REST: the three save routes, values, keys and delete.
+//! Bad payloads answer bare text bodies; bad ids and scope names answer error JSON.
 
 use std::str::FromStr as _;
 

@@ -1,4 +1,4 @@
-//! JWT access and refresh tokens (HS512, ThingsBoard's claims, rest-api.md §2.3) and the extractors
+//! JWT access and refresh tokens (HS512, ThingsBoard's claims) and the extractors
 //! that authenticate a request from `X-Authorization: Bearer …` (or `Authorization`).
 
 use std::sync::Arc;

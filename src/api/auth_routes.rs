@@ -1,4 +1,4 @@
-//! Login, token refresh, the current user and logout (rest-api.md §2).
+//! Login, token refresh, the current user and logout.
 
 use axum::extract::State;
 use axum::http::StatusCode;

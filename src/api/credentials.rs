@@ -1,4 +1,4 @@
-//! Device credentials (rest-api.md §4): read a device's credentials and replace them with an access
+//! Device credentials: read a device's credentials and replace them with an access
 //! token or MQTT basic credentials, closing the device's live session.
 
 use axum::extract::{Path, State};
@@ -55,7 +55,7 @@ async fn get_credentials(
 }
 
 /// Replaces the device's credentials (ACCESS_TOKEN or MQTT_BASIC); the device's live session, on
-/// whatever node, is closed afterwards (mqtt-device-api.md §1.6).
+/// whatever node, is closed afterwards.
 async fn save_credentials(
     State(state): State<AppStateRef>,
     caller: TenantAdmin,

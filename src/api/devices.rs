@@ -1,4 +1,4 @@
-//! Devices (rest-api.md §3): create/update, get, info, delete, and the tenant's device lists.
+//! Devices: create/update, get, info, delete, and the tenant's device lists.
 //! Every query is scoped to the caller's tenant; another tenant's device is simply "not found".
 
 use axum::extract::{Path, State};

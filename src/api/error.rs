@@ -1,5 +1,5 @@
-//! `ApiError`: every REST failure, rendered as ThingsBoard's error JSON (rest-api.md §1.1) or, inside
-//! the telemetry handlers, as a bare text body (§1.2). Also the extractors that turn axum's own
+//! `ApiError`: every REST failure, rendered as ThingsBoard's error JSON or, inside
+//! the telemetry handlers, as a bare text body. Also the extractors that turn axum's own
 //! rejections into these errors, so no response ever leaves in axum's default format.
 
 use axum::body::Bytes;
@@ -60,7 +60,7 @@ pub enum ApiError {
     /// 500/2.
     #[error("{0}")]
     General(String),
-    /// A bare text body with this status (the asynchronous telemetry handlers, §1.2).
+    /// A bare text body with this status (the asynchronous telemetry handlers).
     #[error("{1}")]
     Text(StatusCode, String),
 }

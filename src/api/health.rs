@@ -1,4 +1,4 @@
-//! `GET /api/health`: the load-balancer probe of spec/contract.md (no authentication).
+//! `GET /api/health`: the load-balancer probe of docs/configuration.md (no authentication).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Page requests and `PageData` responses shared by every list endpoint (rest-api.md §0.3).
+//! Page requests and `PageData` responses shared by every list endpoint.
 
 use serde_json::{Value, json};
 

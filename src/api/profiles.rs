@@ -1,4 +1,4 @@
-//! Device profiles (rest-api.md §5): read one, list a page, and the DeviceProfileInfo views.
+//! Device profiles: read one, list a page, and the DeviceProfileInfo views.
 
 use axum::extract::{Path, State};
 use axum::routing::get;

@@ -1,4 +1,4 @@
-//! Server-side RPC over REST (rest-api.md §8): v1 `/api/plugins/rpc/{oneway|twoway}/{deviceId}` and
+//! Server-side RPC over REST: v1 `/api/plugins/rpc/{oneway|twoway}/{deviceId}` and
 //! v2 `/api/rpc/{oneway|twoway}/{deviceId}`. A call becomes an RPC_CALL_FROM_SERVER_TO_DEVICE message
 //! for the rule engine; lightweight calls wait for the device, persistent ones are stored and answered
 //! with their id at once (their management routes are in `rpc_persistent`).
@@ -116,7 +116,7 @@ impl Call {
         })
     }
 
-    /// The rule-engine message (rule-engine.md §2): params and additionalInfo as JSON text.
+    /// The rule-engine message: params and additionalInfo as JSON text.
     fn msg(&self, device: &Device, node_id: &str) -> Msg {
         let data = json!({
             "method": self.method,

@@ -1,4 +1,4 @@
-//! Persistent RPC management (rest-api.md §8, v2): read one, list a device's, delete; and the Rpc JSON.
+//! Persistent RPC management: read one, list a device's, delete; and the Rpc JSON.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

@@ -1,6 +1,6 @@
-//! Time series over REST (rest-api.md §7): save, latest, history with aggregation, keys, delete;
+//! Time series over REST: save, latest, history with aggregation, keys, delete;
 //! plus what the attribute routes share (entity resolution, key lists). Bad payloads inside these
-//! handlers answer bare text bodies (§1.2); errors before that (ids, enums) answer error JSON.
+//! handlers answer bare text bodies; errors before that (ids, enums) answer error JSON.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

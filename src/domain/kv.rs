@@ -196,7 +196,7 @@ fn is_parsable(s: &str) -> bool {
     true
 }
 
-/// Classifies the literal text of a number as LONG, DOUBLE or STRING (mqtt-device-api.md §3.3).
+/// Classifies the literal text of a number as LONG, DOUBLE or STRING.
 fn classify_number(text: &str) -> KvValue {
     classify_plain(text).unwrap_or_else(|| classify_decimal(text))
 }

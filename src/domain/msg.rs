@@ -1,4 +1,4 @@
-//! Rule-engine messages (rule-engine.md §1–2): type, originator, JSON data and string metadata.
+//! Rule-engine messages: type, originator, JSON data and string metadata.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -6,7 +6,7 @@ pub enum SortOrder {
     Desc,
 }
 
-/// A page request (rest-api.md §0.3).
+/// A page request.
 #[derive(Clone, Debug)]
 pub struct PageQuery {
     pub page_size: u32,

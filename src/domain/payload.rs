@@ -1,4 +1,4 @@
-//! Device payloads: ThingsBoard's lenient JSON and the telemetry / attribute shapes (mqtt-device-api.md §3).
+//! Device payloads: ThingsBoard's lenient JSON and the telemetry / attribute shapes.
 
 use serde_json::{Map, Value};
 

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::{DeviceId, TenantId};
 
-/// Lifecycle of a persistent RPC (rest-api.md §8, mqtt-device-api.md §5.2).
+/// Lifecycle of a persistent RPC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RpcStatus {
     Queued,

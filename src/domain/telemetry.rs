@@ -20,7 +20,7 @@ pub enum Aggregation {
     Count,
 }
 
-/// A history query for one key (rest-api.md §7.3). The range is `[start_ts, end_ts)`.
+/// A history query for one key. The range is `[start_ts, end_ts)`.
 #[derive(Clone, Debug)]
 pub struct HistoryQuery {
     pub key: String,

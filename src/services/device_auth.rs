@@ -1,5 +1,5 @@
 //! Device authentication: the credential lookup of an MQTT CONNECT — access tokens and MQTT basic
-//! credentials (mqtt-device-api.md §1.3) — with outcomes the transport maps to its CONNACK codes (§1.5).
+//! credentials — with outcomes the transport maps to its CONNACK codes.
 
 use super::Services;
 use crate::domain::credentials::sha3_hex;

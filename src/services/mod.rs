@@ -60,7 +60,7 @@ impl Services {
 }
 
 impl Services {
-    /// Pushes changed SHARED attributes to the device's session, wherever it is (§4.3).
+    /// Pushes changed SHARED attributes to the device's session, wherever it is.
     pub async fn push_shared_attributes(&self, device: crate::domain::DeviceId, kvs: &[Kv]) {
         if kvs.is_empty() {
             return;

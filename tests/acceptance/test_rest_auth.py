@@ -1,4 +1,4 @@
-"""REST authentication and the health probe (spec/rest-api.md §1, §2; docs/configuration.md, Probes).
+"""REST authentication and the health probe.
 
 * POST /api/auth/login answers {"token", "refreshToken"}: both real three-part JWTs with iat/exp in seconds.
 * A wrong password answers 401 with ThingsBoard's error JSON (errorCode 10); a request without a token,
@@ -30,7 +30,7 @@ def test_health_probe(http_url):
         body = resp.json()
     except ValueError:
         raise AssertionError(f"the health body is not JSON: {resp.text[:300]!r}") from None
-    # contract.md: a single node with a healthy database is UP, its bus LOCAL.
+    # docs/configuration.md: a single node with a healthy database is UP, its bus LOCAL.
     assert body.get("status") == "UP", f"health status: {body}"
     components = body.get("components") or {}
     assert components.get("database") == "UP" and components.get("bus") == "LOCAL", f"health components: {body}"

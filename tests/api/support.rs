@@ -44,7 +44,7 @@ impl Resp {
         body["message"].as_str().expect("message").to_owned()
     }
 
-    /// Asserts a bare text error body (the telemetry handlers, rest-api.md §1.2).
+    /// Asserts a bare text error body (the telemetry handlers).
     pub fn text_error(&self, status: u16, text: &str) {
         assert_eq!(self.status, status, "body: {}", self.text);
         assert_eq!(self.text, text);

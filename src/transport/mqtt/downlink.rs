@@ -210,7 +210,7 @@ impl DeviceSession {
         self.spawn_publish(topic, body, qos1);
     }
 
-    /// QoS of the response subscription matching `topic`; QoS 1 without one (§2.3).
+    /// QoS of the response subscription matching `topic`; QoS 1 without one.
     pub(super) fn response_qos(&self, topic: &str) -> bool {
         self.response_subs
             .borrow()

@@ -1,5 +1,5 @@
-//! Per-device rate limits (token buckets, grammar of mqtt-device-api.md §5.5) and the
-//! `getSessionLimits` answer (§5.4).
+//! Per-device rate limits (token buckets) and the
+//! `getSessionLimits` answer.
 
 use std::cell::RefCell;
 use std::time::Instant;

@@ -66,7 +66,7 @@ pub struct Granted {
 /// Server-side RPC bookkeeping of one session.
 #[derive(Default)]
 pub struct RpcState {
-    /// Next request id; the first RPC of a session is 0 (§5.1).
+    /// Next request id; the first RPC of a session is 0.
     pub next_id: i32,
     /// Sent and waiting for the device's reply, by request id.
     pub pending: HashMap<i32, RpcRequest>,

@@ -1,5 +1,5 @@
 //! Device topics as closed enums: what a device publishes to and which filters it may subscribe to
-//! (mqtt-device-api.md §2.1, §2.2).
+//!.
 
 /// Payload encoding a topic family asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

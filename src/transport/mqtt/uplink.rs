@@ -18,9 +18,9 @@ use crate::domain::{AttributeScope, EntityId, Kv, Msg, MsgType, now_ms};
 pub enum Outcome {
     /// Processed (and committed, where something was written).
     Accepted,
-    /// Payload could not be converted (§3.5).
+    /// Payload could not be converted.
     InvalidPayload(String),
-    /// No such device topic (§2.1).
+    /// No such device topic.
     TopicInvalid,
     /// A device API feature this build does not serve yet.
     Unsupported(&'static str),
@@ -158,7 +158,7 @@ impl DeviceSession {
         msg
     }
 
-    /// §4.2: `{"clientKeys": "a,b", "sharedKeys": "c"}`; both absent = everything.
+    /// `{"clientKeys": "a,b", "sharedKeys": "c"}`; both absent = everything.
     async fn attribute_request(self: &Rc<Self>, id: &str, v2: bool, payload: &[u8]) -> Outcome {
         let request = match payload::parse_lenient(payload) {
             Ok(Value::Object(obj)) => obj,
@@ -257,7 +257,7 @@ impl DeviceSession {
         Outcome::Accepted
     }
 
-    /// The device's own RPC (§5.3): `getSessionLimits` is answered here, the rest goes to the rules.
+    /// The device's own RPC: `getSessionLimits` is answered here, the rest goes to the rules.
     async fn client_rpc(self: &Rc<Self>, id: &str, v2: bool, payload: &[u8]) -> Outcome {
         let request = match payload::parse_lenient(payload) {
             Ok(Value::Object(obj)) => obj,
@@ -299,7 +299,7 @@ impl DeviceSession {
         self.ingest(vec![msg]).await
     }
 
-    /// No rule answered within the timeout: `{"error":"timeout"}` (§5.3).
+    /// No rule answered within the timeout: `{"error":"timeout"}`.
     fn arm_client_rpc_timeout(self: &Rc<Self>, id: String) {
         let weak = Rc::downgrade(self);
         let timeout = Duration::from_millis(self.state.config.mqtt.client_rpc_timeout_ms);
@@ -311,7 +311,7 @@ impl DeviceSession {
         });
     }
 
-    /// SUBSCRIBE of one filter; returns the granted QoS (true = 1) or None when refused (§2.2).
+    /// SUBSCRIBE of one filter; returns the granted QoS (true = 1) or None when refused.
     pub fn subscribe(self: &Rc<Self>, filter: &str, qos1: bool) -> Option<bool> {
         let kind = Subscription::parse(filter)?;
         let granted = Granted {
