@@ -1,6 +1,7 @@
 //! Failed logins counted per client address (per node, in memory, bounded): past the configured
 //! number within a window the address is refused until the window ends, before any password is
-//! checked, so one client cannot keep the password hasher busy for everyone.
+//! checked, so one client cannot keep the password hasher busy for everyone. Attempts are counted
+//! when they start (concurrent ones too) and given back when they were no failure.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -59,22 +60,13 @@ impl AddressThrottle {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Seconds until `addr` may try again, when it is refused now.
-    pub fn refused(&self, addr: IpAddr, now: i64) -> Option<u64> {
+    /// Counts a login attempt of `addr` before its password is checked, so that concurrent
+    /// attempts count too. Refused, with the seconds until the address may try again, when its
+    /// window is used up; else true when this attempt is the one that uses it up. An attempt that
+    /// turns out not to be a failure is given back with `forgive`.
+    pub fn attempt(&self, addr: IpAddr, now: i64) -> Result<bool, u64> {
         if self.max_failures == 0 {
-            return None;
-        }
-        let windows = self.lock();
-        let w = windows.get(&key(addr))?;
-        let end = w.start.saturating_add(self.window_ms);
-        (w.failures >= self.max_failures && now < end)
-            .then(|| u64::try_from((end - now + 999) / 1000).unwrap_or(1).max(1))
-    }
-
-    /// Counts a failed login of `addr`; true when this failure is the one that starts refusing it.
-    pub fn failed(&self, addr: IpAddr, now: i64) -> bool {
-        if self.max_failures == 0 {
-            return false;
+            return Ok(false);
         }
         let k = key(addr);
         let mut windows = self.lock();
@@ -85,14 +77,30 @@ impl AddressThrottle {
             start: now,
             failures: 0,
         });
-        if now >= w.start.saturating_add(self.window_ms) {
+        let end = w.start.saturating_add(self.window_ms);
+        if now >= end {
             *w = Window {
                 start: now,
                 failures: 0,
             };
+        } else if w.failures >= self.max_failures {
+            return Err(u64::try_from((end - now + 999) / 1000).unwrap_or(1).max(1));
         }
-        w.failures = w.failures.saturating_add(1);
-        w.failures == self.max_failures
+        w.failures += 1;
+        Ok(w.failures == self.max_failures)
+    }
+
+    /// Gives back the attempt `addr` made at `at` (it was no failed password check), unless its
+    /// window has ended since.
+    pub fn forgive(&self, addr: IpAddr, at: i64) {
+        if self.max_failures == 0 {
+            return;
+        }
+        if let Some(w) = self.lock().get_mut(&key(addr))
+            && w.start <= at
+        {
+            w.failures = w.failures.saturating_sub(1);
+        }
     }
 
     /// Drops ended windows; when none has ended, the oldest one.
@@ -138,54 +146,72 @@ mod tests {
     fn an_address_is_refused_after_its_failures_until_the_window_ends() {
         let t = AddressThrottle::new(3, 10, 100);
         let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
-        assert!(!t.failed(a, 1_000));
-        assert!(!t.failed(a, 2_000));
-        assert_eq!(t.refused(a, 2_000), None);
-        assert!(t.failed(a, 3_000), "the third failure starts refusing");
-        assert_eq!(t.refused(a, 3_000), Some(8));
+        assert_eq!(t.attempt(a, 1_000), Ok(false));
+        assert_eq!(t.attempt(a, 2_000), Ok(false));
         assert_eq!(
-            t.refused(b, 3_000),
-            None,
+            t.attempt(a, 3_000),
+            Ok(true),
+            "the third uses the window up"
+        );
+        assert_eq!(t.attempt(a, 3_000), Err(8));
+        assert_eq!(
+            t.attempt(b, 3_000),
+            Ok(false),
             "other addresses are not affected"
         );
-        assert_eq!(t.refused(a, 10_999), Some(1));
-        assert_eq!(t.refused(a, 11_000), None, "the window has ended");
-        assert!(!t.failed(a, 11_000), "a new window starts");
-        assert_eq!(t.refused(a, 11_000), None);
+        assert_eq!(t.attempt(a, 10_999), Err(1));
+        assert_eq!(t.attempt(a, 11_000), Ok(false), "a new window starts");
+    }
+
+    #[test]
+    fn forgiven_attempts_do_not_count() {
+        let t = AddressThrottle::new(2, 10, 100);
+        let a = ip("10.0.0.1");
+        for at in 0..5 {
+            assert_eq!(t.attempt(a, at), Ok(false));
+            t.forgive(a, at);
+        }
+        assert_eq!(t.attempt(a, 5), Ok(false));
+        assert_eq!(t.attempt(a, 6), Ok(true));
+        assert!(t.attempt(a, 7).is_err());
+        // An attempt of an ended window is not given back to the next one.
+        assert_eq!(t.attempt(a, 20_000), Ok(false));
+        t.forgive(a, 6);
+        assert_eq!(t.attempt(a, 20_001), Ok(true));
     }
 
     #[test]
     fn ipv6_counts_by_network_and_mapped_ipv4_as_ipv4() {
         let t = AddressThrottle::new(2, 60, 100);
-        t.failed(ip("2001:db8:1:2::1"), 0);
-        t.failed(ip("2001:db8:1:2:ffff::9"), 0);
-        assert!(t.refused(ip("2001:db8:1:2::77"), 0).is_some());
-        assert!(t.refused(ip("2001:db8:1:3::1"), 0).is_none());
-        t.failed(ip("::ffff:192.0.2.1"), 0);
-        t.failed(ip("192.0.2.1"), 0);
-        assert!(t.refused(ip("192.0.2.1"), 0).is_some());
+        t.attempt(ip("2001:db8:1:2::1"), 0).unwrap();
+        t.attempt(ip("2001:db8:1:2:ffff::9"), 0).unwrap();
+        assert!(t.attempt(ip("2001:db8:1:2::77"), 0).is_err());
+        assert!(t.attempt(ip("2001:db8:1:3::1"), 0).is_ok());
+        t.attempt(ip("::ffff:192.0.2.1"), 0).unwrap();
+        t.attempt(ip("192.0.2.1"), 0).unwrap();
+        assert!(t.attempt(ip("192.0.2.1"), 0).is_err());
     }
 
     #[test]
     fn the_table_stays_within_its_capacity() {
         let t = AddressThrottle::new(5, 60, 4);
         for i in 0..100u8 {
-            t.failed(IpAddr::from([10, 0, 1, i]), i64::from(i));
+            t.attempt(IpAddr::from([10, 0, 1, i]), i64::from(i))
+                .unwrap();
             assert!(t.tracked() <= 4);
         }
         // The newest addresses are the ones remembered.
         for _ in 0..4 {
-            t.failed(IpAddr::from([10, 0, 1, 99]), 200);
+            t.attempt(IpAddr::from([10, 0, 1, 99]), 200).unwrap();
         }
-        assert!(t.refused(IpAddr::from([10, 0, 1, 99]), 200).is_some());
+        assert!(t.attempt(IpAddr::from([10, 0, 1, 99]), 200).is_err());
     }
 
     #[test]
     fn zero_turns_it_off() {
         let t = AddressThrottle::new(0, 60, 4);
         for _ in 0..10 {
-            assert!(!t.failed(ip("10.0.0.1"), 0));
+            assert_eq!(t.attempt(ip("10.0.0.1"), 0), Ok(false));
         }
-        assert_eq!(t.refused(ip("10.0.0.1"), 0), None);
     }
 }

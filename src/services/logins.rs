@@ -39,6 +39,36 @@ pub enum AuthError {
     Storage(#[from] StorageError),
 }
 
+impl AuthError {
+    /// The metric label of the refusal.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BadCredentials => "bad_credentials",
+            Self::Locked => "locked",
+            Self::Disabled => "disabled",
+            Self::Throttled { .. } => "address_throttled",
+            Self::SessionEnded => "session_ended",
+            Self::Invalid(_) => "invalid",
+            Self::Storage(_) => "storage",
+        }
+    }
+}
+
+/// A refused login, and whether a password check failed (what counts against the address).
+struct Refusal {
+    error: AuthError,
+    failed_check: bool,
+}
+
+impl<E: Into<AuthError>> From<E> for Refusal {
+    fn from(e: E) -> Self {
+        Self {
+            error: e.into(),
+            failed_check: false,
+        }
+    }
+}
+
 /// A user and the session its new token pair belongs to, issued at `issued_at` (s).
 #[derive(Clone, Debug)]
 pub struct Grant {
@@ -94,36 +124,71 @@ impl Logins {
         }
     }
 
-    fn failed_from(&self, addr: IpAddr, now: i64) {
-        if self.throttle.failed(addr, now) {
-            tracing::warn!(
-                %addr,
-                limit = self.config.address_max_failures,
-                window_secs = self.config.address_window_secs,
-                "auth.address_max_failures reached: logins from this address are refused until \
-                 the window ends"
-            );
-        }
-    }
-
-    /// Checks the password of `email`'s account and opens a session.
+    /// Checks the password of `email`'s account and opens a session. Refusals are counted in
+    /// `ferroboard_logins_refused_total{reason}`.
     pub async fn login(
         &self,
         email: &str,
         password: &str,
         addr: IpAddr,
     ) -> Result<Grant, AuthError> {
-        let now = now_ms();
-        if let Some(retry_after_secs) = self.throttle.refused(addr, now) {
-            return Err(AuthError::Throttled { retry_after_secs });
+        let result = self.try_login(email, password, addr).await;
+        if let Err(e) = &result {
+            metrics::counter!("ferroboard_logins_refused_total", "reason" => e.reason())
+                .increment(1);
         }
+        result
+    }
+
+    async fn try_login(
+        &self,
+        email: &str,
+        password: &str,
+        addr: IpAddr,
+    ) -> Result<Grant, AuthError> {
+        let now = now_ms();
+        match self.throttle.attempt(addr, now) {
+            Err(retry_after_secs) => return Err(AuthError::Throttled { retry_after_secs }),
+            Ok(true) => tracing::warn!(
+                %addr,
+                limit = self.config.address_max_failures,
+                window_secs = self.config.address_window_secs,
+                "auth.address_max_failures reached: logins from this address are refused until \
+                 the window ends"
+            ),
+            Ok(false) => {}
+        }
+        match self.check_password(email, password, now).await {
+            Ok(grant) => {
+                self.throttle.forgive(addr, now);
+                Ok(grant)
+            }
+            Err(Refusal {
+                error,
+                failed_check,
+            }) => {
+                // Only a failed password check counts against the address.
+                if !failed_check {
+                    self.throttle.forgive(addr, now);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// The login itself, after the address was let through.
+    async fn check_password(
+        &self,
+        email: &str,
+        password: &str,
+        now: i64,
+    ) -> Result<Grant, Refusal> {
         let user = self.store.find_user_by_email(email).await?;
-        // A locked account is refused before its password is checked, so it costs nothing and
-        // is not counted against the address.
+        // A locked account is refused before its password is checked: it costs nothing.
         if let Some(locked) = &user
             && locked.locked_until > now
         {
-            return Err(AuthError::Locked);
+            return Err(AuthError::Locked.into());
         }
         // One password check whether the e-mail is known or not, so both cost the same.
         let hash = match &user {
@@ -134,16 +199,21 @@ impl Logins {
         let user = match user {
             Some(user) if matches => user,
             Some(user) => {
-                self.failed_from(addr, now);
-                return Err(self.count_failure(&user, now).await?);
+                let error = self.count_failure(&user, now).await?;
+                return Err(Refusal {
+                    error,
+                    failed_check: true,
+                });
             }
             None => {
-                self.failed_from(addr, now);
-                return Err(AuthError::BadCredentials);
+                return Err(Refusal {
+                    error: AuthError::BadCredentials,
+                    failed_check: true,
+                });
             }
         };
         if !user.enabled {
-            return Err(AuthError::Disabled);
+            return Err(AuthError::Disabled.into());
         }
         if user.failed_logins > 0 {
             self.store.clear_login_failures(user.id).await?;

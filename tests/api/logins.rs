@@ -116,6 +116,14 @@ async fn failures_are_throttled_per_address(backend: Backend) {
         .and_then(|v| v.parse().ok())
         .expect("Retry-After seconds");
     assert!((1..=3600).contains(&retry), "Retry-After {retry}");
+    let metrics = Api::anonymous(&app).get("/metrics").await;
+    assert!(
+        metrics
+            .text
+            .contains("ferroboard_logins_refused_total{reason=\"address_throttled\"}"),
+        "{}",
+        metrics.text
+    );
     // Another address is not affected, and the account itself is not locked.
     login_from(&app, ELSEWHERE, TENANT_EMAIL, TENANT_PASSWORD)
         .await
@@ -123,6 +131,33 @@ async fn failures_are_throttled_per_address(backend: Backend) {
     login_from(&app, HOME, TENANT_EMAIL, TENANT_PASSWORD)
         .await
         .error(429, 33);
+    app.shutdown().await;
+}
+
+async fn a_concurrent_flood_from_one_address_gets_at_most_the_limit_checked(backend: Backend) {
+    let app = spawn_app_with(backend, |c| {
+        c.auth.address_max_failures = 4;
+        c.auth.address_window_secs = 3600;
+    })
+    .await;
+    let flood = (0..24).map(|i| {
+        let app = &app;
+        async move { login_from(app, HOME, &format!("flood{i}@example.com"), "x").await }
+    });
+    let answers = futures::future::join_all(flood).await;
+    let checked = answers.iter().filter(|r| r.status == 401).count();
+    let refused = answers.iter().filter(|r| r.status == 429).count();
+    assert_eq!(
+        (checked, refused),
+        (4, 20),
+        "attempts are counted when they start"
+    );
+    for r in answers.iter().filter(|r| r.status == 429) {
+        r.error(429, 33);
+    }
+    login_from(&app, ELSEWHERE, TENANT_EMAIL, TENANT_PASSWORD)
+        .await
+        .ok();
     app.shutdown().await;
 }
 
@@ -170,5 +205,6 @@ on_both_backends!(
     lockout_after_n_failures_while_another_account_logs_in,
     a_success_restarts_the_count_and_a_lock_ends,
     failures_are_throttled_per_address,
+    a_concurrent_flood_from_one_address_gets_at_most_the_limit_checked,
     a_short_signing_key_is_refused_at_start,
 );
