@@ -17,3 +17,5 @@ mod support;
 mod telemetry;
 #[path = "api/tokens.rs"]
 mod tokens;
+#[path = "api/users.rs"]
+mod users;

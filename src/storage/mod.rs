@@ -67,8 +67,11 @@ pub trait UserStore: Send + Sync {
     /// Case-insensitive on the email.
     async fn find_user_by_email(&self, email: &str) -> Result<Option<User>>;
     async fn get_user(&self, id: UserId) -> Result<Option<User>>;
-    /// Enables or disables the user; disabling also ends its sessions. False when absent.
+    /// Enables or disables the user: disabling also ends its sessions, enabling also lifts a
+    /// lockout and forgets failed logins (as ThingsBoard). False when absent.
     async fn set_user_enabled(&self, id: UserId, enabled: bool) -> Result<bool>;
+    /// The tenant administrators of `tenant`.
+    async fn count_tenant_admins(&self, tenant: TenantId) -> Result<i64>;
     /// Deletes the user with its sessions; false when absent.
     async fn delete_user(&self, id: UserId) -> Result<bool>;
     /// Counts a failed login. Past `max` consecutive failures the count starts again and the

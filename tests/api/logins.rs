@@ -20,6 +20,7 @@ async fn login_from(app: &TestApp, from: IpAddr, email: &str, password: &str) ->
     let api = Api {
         http: reqwest::Client::builder()
             .local_address(from)
+            .timeout(Duration::from_secs(30))
             .build()
             .expect("client"),
         ..Api::anonymous(app)

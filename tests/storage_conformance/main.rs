@@ -92,6 +92,7 @@ conformance!(
     rpc_sent_and_timeout_are_open,
     login_failures_lock_and_clear,
     users_are_disabled_and_deleted,
+    tenant_admins_are_counted,
     sessions_rotate_and_end,
     sessions_are_bounded_per_user_and_expire,
     password_change_replaces_every_session,

@@ -76,6 +76,28 @@ pub async fn login_failures_lock_and_clear(store: &dyn Store) {
     );
 }
 
+pub async fn tenant_admins_are_counted(store: &dyn Store) {
+    let tenant = super::fixtures::tenant(store).await;
+    let other = super::fixtures::tenant(store).await;
+    assert_eq!(store.count_tenant_admins(tenant).await.unwrap(), 0);
+    for (email, owner, authority) in [
+        ("a1@example.org", tenant, Authority::TenantAdmin),
+        ("a2@example.org", tenant, Authority::TenantAdmin),
+        ("c1@example.org", tenant, Authority::CustomerUser),
+        ("b1@example.org", other, Authority::TenantAdmin),
+    ] {
+        let u = User {
+            tenant_id: Some(owner),
+            authority,
+            ..user(store, email).await
+        };
+        store.delete_user(u.id).await.unwrap();
+        store.create_user(&u).await.unwrap();
+    }
+    assert_eq!(store.count_tenant_admins(tenant).await.unwrap(), 2);
+    assert_eq!(store.count_tenant_admins(other).await.unwrap(), 1);
+}
+
 pub async fn users_are_disabled_and_deleted(store: &dyn Store) {
     let u = user(store, "gone@example.org").await;
     let other = user(store, "stays@example.org").await;
@@ -91,8 +113,18 @@ pub async fn users_are_disabled_and_deleted(store: &dyn Store) {
         None,
         "disabling ends sessions"
     );
+    store.record_login_failure(u.id, 0, NOW).await.unwrap();
+    store.record_login_failure(u.id, 5, NOW).await.unwrap();
+    let locked = reread(store, u.id).await;
+    assert_eq!((locked.locked_until, locked.failed_logins), (NOW, 1));
     assert!(store.set_user_enabled(u.id, true).await.unwrap());
-    assert!(store.get_user(u.id).await.unwrap().unwrap().enabled);
+    let enabled = reread(store, u.id).await;
+    assert!(enabled.enabled);
+    assert_eq!(
+        (enabled.locked_until, enabled.failed_logins),
+        (0, 0),
+        "enabling lifts a lock and forgets failures"
+    );
     assert_eq!(
         store.get_session(s.id, NOW).await.unwrap(),
         None,

@@ -101,12 +101,16 @@ macro_rules! account_stores {
 
                 async fn set_user_enabled(&self, id: UserId, enabled: bool) -> Result<bool> {
                     let mut tx = self.writer().begin().await?;
-                    let changed = sqlx::query("UPDATE users SET enabled = $2 WHERE id = $1")
-                        .bind(id.0)
-                        .bind(enabled)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
+                    let changed = sqlx::query(
+                        "UPDATE users SET enabled = $2, \
+                         failed_logins = CASE WHEN $2 THEN 0 ELSE failed_logins END, \
+                         locked_until = CASE WHEN $2 THEN 0 ELSE locked_until END WHERE id = $1",
+                    )
+                    .bind(id.0)
+                    .bind(enabled)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
                     if !enabled {
                         sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1")
                             .bind(id.0)
@@ -115,6 +119,15 @@ macro_rules! account_stores {
                     }
                     tx.commit().await?;
                     Ok(changed > 0)
+                }
+
+                async fn count_tenant_admins(&self, tenant: TenantId) -> Result<i64> {
+                    Ok(sqlx::query_scalar(
+                        "SELECT count(*) FROM users WHERE tenant_id = $1 AND authority = 'TENANT_ADMIN'",
+                    )
+                    .bind(tenant.0)
+                    .fetch_one(self.reader())
+                    .await?)
                 }
 
                 async fn delete_user(&self, id: UserId) -> Result<bool> {
