@@ -34,6 +34,7 @@ pub struct RunningApp {
 
 /// Builds and starts everything. Must run inside a multi-thread tokio runtime.
 pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
+    config.validate()?;
     let store = storage::open(&config.database_url, &config.storage)
         .await
         .with_context(|| format!("cannot open database {}", redact(&config.database_url)))?;
@@ -67,6 +68,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         },
         device_state,
         bus,
+        logins: crate::services::logins::Logins::new(store.clone(), config.auth.clone()),
     });
     crate::services::accounts::bootstrap(store.as_ref(), &config)
         .await
@@ -116,6 +118,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     let router = crate::api::router(state.clone());
     let stop = state.shutdown.clone();
     let http_task = tokio::spawn(async move {
+        // The client address is kept for the login throttle.
+        let router = router.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(http_listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(e) = serve.await {
