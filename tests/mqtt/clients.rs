@@ -84,6 +84,11 @@ pub(crate) fn v3_login(
     if let Some(u) = username {
         opts.set_credentials(u, password);
     }
+    v3_with(opts)
+}
+
+/// An MQTT 3.1.1 client with these options, its event loop in a task.
+pub(crate) fn v3_with(opts: rumqttc::MqttOptions) -> V3 {
     let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 64);
     let (tx, events) = mpsc::unbounded_channel();
     tokio::spawn(async move {
