@@ -17,9 +17,28 @@ use ntex_mqtt::{MqttServer, MqttServiceConfig, QoS};
 use ntex_service::cfg::SharedCfg;
 use ntex_util::time::Seconds;
 
+pub use inflight::InflightStats;
 pub use limits::parse as parse_rate_limit;
 
 use crate::state::AppState;
+
+/// What the MQTT sessions of one server share, on both runtimes.
+#[derive(Debug)]
+pub struct MqttShared {
+    /// Publishes in processing (the per-session in-flight bound).
+    pub inflight: Arc<InflightStats>,
+    /// Rate-limit buckets by device.
+    pub limits: limits::DeviceLimits,
+}
+
+impl MqttShared {
+    pub fn new(config: &crate::config::LimitsConfig) -> Self {
+        Self {
+            inflight: Arc::default(),
+            limits: limits::DeviceLimits::new(config),
+        }
+    }
+}
 
 /// The running MQTT server: its handle and the runtime thread it lives on.
 pub struct MqttServerHandle {
@@ -80,7 +99,10 @@ fn build(
             .set_max_qos(QoS::AtLeastOnce)
             .set_max_size(mqtt.max_packet_size)
             .set_max_receive(mqtt.max_inflight)
+            // counted per PUBLISH by `inflight`, for every QoS; no byte budget on top
             .set_max_receive_size(0)
+            // a PUBLISH read before the DISCONNECT (or the socket closing) is processed
+            .set_handle_qos_after_disconnect(Some(QoS::AtLeastOnce))
             // a whole packet is read before its handler runs: no partial payloads to track
             .set_min_chunk_size(mqtt.max_packet_size)
             .set_connect_timeout(timeout)
@@ -92,7 +114,10 @@ fn build(
     } else {
         mqtt.workers
     };
-    let inflight = inflight::InflightLimit(mqtt.max_inflight);
+    let inflight = inflight::InflightLimit {
+        max: mqtt.max_inflight,
+        stats: state.mqtt.inflight.clone(),
+    };
     Ok(ntex_server::net::build()
         .workers(workers)
         .disable_signals()
@@ -105,13 +130,14 @@ fn build(
                 })
                 .protocol(async |s: &v3::Session, m| v3::protocol(s, m).await)
                 .control(async |s: &v3::Session, c| v3::control(s, c).await)
-                .replace_middlewares(inflight)
+                .replace_middlewares(inflight.clone())
                 .build(async move |hs| v3::connect(&s3, hs).await))
                 .v5(ntex_mqtt::v5::MqttServer::new(async |s: &v5::Session, p| {
                     v5::publish(s, p).await
                 })
                 .protocol(async |s: &v5::Session, m| v5::protocol(s, m).await)
                 .control(async |s: &v5::Session, c| v5::control(s, c).await)
+                .replace_middlewares(inflight.clone())
                 .build(async move |hs| v5::connect(&s5, hs).await))
         })?
         .run())
