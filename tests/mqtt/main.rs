@@ -22,7 +22,10 @@ use common::{TestApp, eventually};
 use credentials::{deleting_the_device_closes_its_session, mqtt_basic_credentials_from_rest};
 use downlink::downlink_requests_and_pushes;
 use ferroboard::domain::{AttributeScope, KvValue};
-use real_clients::{attribute_example_is_stored, back_to_back_qos0_runs_are_all_stored};
+use real_clients::{
+    attribute_example_is_stored, back_to_back_qos0_runs_are_all_stored,
+    publishes_before_disconnect_or_close_are_stored,
+};
 use rpc_answers::{
     a_device_that_reconnects_can_still_answer, another_tenant_cannot_complete_or_overwrite_a_call,
     duplicate_request_uuid_is_refused, rpc_answered_by_mosquitto_pub_from_a_second_connection,
@@ -302,6 +305,7 @@ both_backends!(
     deleting_the_device_closes_its_session,
     back_to_back_qos0_runs_are_all_stored,
     attribute_example_is_stored,
+    publishes_before_disconnect_or_close_are_stored,
     rpc_answered_by_mosquitto_pub_from_a_second_connection,
     a_device_that_reconnects_can_still_answer,
     duplicate_request_uuid_is_refused,

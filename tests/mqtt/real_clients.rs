@@ -144,3 +144,41 @@ pub(crate) async fn shutdown_processes_what_was_read(backend: crate::common::Bac
         "every publish read before shutdown is stored"
     );
 }
+
+/// QoS 1 and QoS 0 publishes followed at once by DISCONNECT, and the same followed by the socket
+/// closing without one: all four are stored, though no PUBACK could be read.
+pub(crate) async fn publishes_before_disconnect_or_close_are_stored(app: &TestApp) {
+    use rumqttc::v5::mqttbytes::{QoS, v5 as m5};
+    let (id, token) = create_device(app).await;
+    for (round, disconnect) in [(0, true), (1, false)] {
+        let mut client = crate::clients::Raw5::connect(app, &token).await;
+        let mut burst = bytes::BytesMut::new();
+        for (i, qos) in [QoS::AtLeastOnce, QoS::AtMostOnce].into_iter().enumerate() {
+            let payload = format!(r#"{{"r{round}q{i}":{i}}}"#).into_bytes();
+            let mut publish = m5::Publish::new("v1/devices/me/telemetry", qos, payload, None);
+            publish.pkid = if qos == QoS::AtLeastOnce { 1 } else { 0 };
+            m5::Packet::Publish(publish)
+                .write(&mut burst)
+                .expect("encode");
+        }
+        if disconnect {
+            m5::Packet::Disconnect(m5::Disconnect::new(
+                m5::DisconnectReasonCode::NormalDisconnection,
+            ))
+            .write(&mut burst)
+            .expect("encode");
+        }
+        client.write_raw(&burst).await;
+        drop(client);
+    }
+    let store = &state(app).services.store;
+    eventually(
+        "publishes before DISCONNECT or close stored",
+        WAIT,
+        || async {
+            let latest = store.latest(id.0, None).await.expect("latest");
+            (latest.len() == 4).then_some(())
+        },
+    )
+    .await;
+}
