@@ -194,6 +194,17 @@ impl DeviceLimits {
 
     /// The device's buckets: those of its earlier sessions while they are not full again.
     pub fn of(&self, device: DeviceId) -> Arc<SessionLimits> {
+        let unlimited = [
+            &self.config.messages,
+            &self.config.telemetry_messages,
+            &self.config.telemetry_data_points,
+        ]
+        .iter()
+        .all(|spec| spec.as_deref().is_none_or(|s| s.trim().is_empty()));
+        if unlimited {
+            // Nothing to remember.
+            return Arc::new(SessionLimits::new(&self.config));
+        }
         let mut devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(limits) = devices.get(&device) {
             return limits.clone();
@@ -303,6 +314,9 @@ mod tests {
         let second = store.of(device);
         assert_eq!(second.admit_telemetry(1), Err("telemetryMessages"));
         assert_eq!(store.of(DeviceId::new()).admit_telemetry(1), Ok(()));
+        let unlimited = DeviceLimits::new(&LimitsConfig::default());
+        assert_eq!(unlimited.of(device).admit_message(), Ok(()));
+        assert!(unlimited.is_empty(), "no limits, no state kept");
     }
 
     #[test]
