@@ -21,7 +21,8 @@ use ntex_util::task::LocalWaker;
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Publishes in processing, over all sessions of this server, and the most one session has had
-/// at once (never above the per-session limit).
+/// at once (never above the per-session limit while its connection is open; a closed one may let
+/// through what it had buffered).
 #[derive(Debug, Default)]
 pub struct InflightStats {
     current: AtomicUsize,
