@@ -61,6 +61,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
             bus: bus.clone(),
             waiters,
             sent,
+            node: config.node_id.clone(),
             store: store.clone(),
             max_retries: config.rpc.max_retries,
         },

@@ -41,6 +41,8 @@ pub enum Event {
     /// A two-way RPC was published to the device under `request_id`: every node can match the
     /// answer, whichever session of the device sends it.
     RpcSent {
+        /// The sending node, which recorded it already.
+        node: String,
         tenant: Uuid,
         device: Uuid,
         request_id: i32,
@@ -174,8 +176,10 @@ impl Dispatcher {
                 };
                 self.waiters.complete(key, reply);
             }
-            // The sending node recorded it already; recording it again changes nothing.
+            // Recorded by the sending session itself (a second record could outlive the answer).
+            Event::RpcSent { node, .. } if node == self.node => {}
             Event::RpcSent {
+                node: _,
                 tenant,
                 device,
                 request_id,

@@ -335,6 +335,7 @@ mod tests {
                 downlink: Downlink::Rpc(request.clone()),
             },
             Event::RpcSent {
+                node: "b".to_owned(),
                 tenant,
                 device,
                 request_id: i32::MAX,

@@ -35,6 +35,8 @@ pub struct RpcService {
     pub waiters: Arc<RpcWaiters>,
     /// Two-way requests sent to devices, by device and request id (every node's copy).
     pub sent: Arc<SentRpcs>,
+    /// This node's id (announcements name their origin).
+    pub node: String,
     pub store: DynStore,
     /// Platform cap on delivery retries of a persistent RPC.
     pub max_retries: u32,
@@ -86,6 +88,7 @@ impl RpcService {
     ) {
         let rpc = request.rpc;
         let event = Event::RpcSent {
+            node: self.node.clone(),
             tenant: tenant.0,
             device: device.0,
             request_id,
