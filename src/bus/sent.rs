@@ -82,7 +82,7 @@ impl SentRpcs {
             return None;
         }
         let sent = entry.by_id.remove(&id)?;
-        inner.total -= 1;
+        inner.total = inner.total.saturating_sub(1);
         Some(sent.request)
     }
 
@@ -95,7 +95,7 @@ impl SentRpcs {
         let before = entry.by_id.len();
         entry.by_id.retain(|_, s| s.request.rpc != rpc);
         let removed = before - entry.by_id.len();
-        inner.total -= removed;
+        inner.total = inner.total.saturating_sub(removed);
     }
 
     /// The publish under `id` failed: still answerable (the device may have it), but a copy
@@ -149,7 +149,7 @@ impl Inner {
         });
         // A device id belongs to one tenant; a stale entry of another is not kept.
         if entry.tenant != tenant {
-            self.total -= entry.by_id.len();
+            self.total = self.total.saturating_sub(entry.by_id.len());
             entry.by_id.clear();
             entry.tenant = tenant;
             entry.next_id = 0;
@@ -197,7 +197,7 @@ impl Inner {
         };
         let before = entry.by_id.len();
         entry.by_id.retain(|_, s| s.request.expiration_time > now);
-        self.total -= before - entry.by_id.len();
+        self.total = self.total.saturating_sub(before - entry.by_id.len());
     }
 
     fn prune_all(&mut self, now: i64) {
@@ -219,7 +219,7 @@ impl Inner {
             && let Some(entry) = self.devices.get_mut(&device)
             && entry.by_id.remove(&id).is_some()
         {
-            self.total -= 1;
+            self.total = self.total.saturating_sub(1);
         }
     }
 }
