@@ -1,5 +1,5 @@
-//! Backpressure instead of growth: a QoS 0 flood on MQTT 5 never has more publishes of the session
-//! in processing than its in-flight bound, rate limits belong to the device (a reconnect does not
+//! Backpressure instead of growth: a QoS 0 flood (MQTT 5 and 3.1.1) never has more publishes of the
+//! session in processing than its in-flight bound, rate limits belong to the device (a reconnect does not
 //! refill them), and a payload of many `ts` groups takes one slot of the engine's bound.
 
 use rumqttc::v5::mqttbytes::{QoS, v5 as m5};
@@ -32,6 +32,7 @@ macro_rules! backends {
 
 backends!(
     qos0_flood_on_v5_stays_within_the_inflight_bound,
+    qos0_flood_on_v3_stays_within_the_inflight_bound,
     reconnect_does_not_refill_rate_limits,
     many_ts_groups_take_one_engine_slot,
 );
@@ -70,6 +71,52 @@ async fn qos0_flood_on_v5_stays_within_the_inflight_bound(backend: Backend) {
         (stats.current() == 0).then_some(())
     })
     .await;
+    app.shutdown().await;
+}
+
+/// The same flood from an MQTT 3.1.1 client.
+async fn qos0_flood_on_v3_stays_within_the_inflight_bound(backend: Backend) {
+    use rumqttc::mqttbytes::{QoS as Q3, v4 as m4};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BOUND: u16 = 4;
+    const FLOOD: usize = 400;
+    let app = spawn_app_with(backend, |c| c.mqtt.max_inflight = BOUND).await;
+    let (id, token) = create_device(&app).await;
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", app.mqtt_port))
+        .await
+        .expect("connect");
+    let mut out = bytes::BytesMut::new();
+    let mut connect = m4::Connect::new("flood-v3");
+    connect.keep_alive = 30;
+    connect.set_login(token.clone(), "");
+    connect.write(&mut out).expect("encode");
+    sock.write_all(&out).await.expect("write");
+    let mut connack = [0u8; 4];
+    tokio::time::timeout(WAIT, sock.read_exact(&mut connack))
+        .await
+        .expect("CONNACK in time")
+        .expect("read");
+    assert_eq!(connack, [0x20, 2, 0, 0], "accepted");
+    let mut burst = bytes::BytesMut::new();
+    for i in 0..FLOOD {
+        let payload = format!(r#"{{"f{i}":{i}}}"#).into_bytes();
+        m4::Publish::new("v1/devices/me/telemetry", Q3::AtMostOnce, payload)
+            .write(&mut burst)
+            .expect("encode");
+    }
+    sock.write_all(&burst).await.expect("write");
+    let stats = &state(&app).mqtt.inflight;
+    let store = &state(&app).services.store;
+    eventually("the whole flood stored", WAIT * 3, || async {
+        let stored = store.latest(id.0, None).await.expect("latest").len();
+        (stored == FLOOD).then_some(())
+    })
+    .await;
+    assert!(
+        (1..=usize::from(BOUND)).contains(&stats.peak_per_session()),
+        "a session had {} publishes in processing; the bound is {BOUND}",
+        stats.peak_per_session()
+    );
     app.shutdown().await;
 }
 
