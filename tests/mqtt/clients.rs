@@ -186,6 +186,12 @@ impl Raw5 {
         raw
     }
 
+    /// Writes encoded packets as they are (e.g. many in one write).
+    pub(crate) async fn write_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.sock.write_all(bytes).await.expect("write");
+    }
+
     pub(crate) async fn send(&mut self, packet: m5::Packet) {
         use tokio::io::AsyncWriteExt;
         let mut out = bytes::BytesMut::new();
