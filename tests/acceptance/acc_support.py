@@ -21,6 +21,7 @@ import json
 import os
 import queue
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -30,7 +31,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import requests
 
@@ -348,6 +349,7 @@ class PahoDevice:
         password: Optional[str] = None,
         protocol: str = "v5",
         client_id: Optional[str] = None,
+        tls: Optional["TlsFiles"] = None,
     ):
         if protocol not in ("v311", "v5"):
             raise ValueError(protocol)
@@ -361,6 +363,8 @@ class PahoDevice:
         )
         if username is not None:
             self.client.username_pw_set(username, password)
+        if tls is not None:
+            self.client.tls_set(ca_certs=str(tls.ca), certfile=tls.cert, keyfile=tls.key)
         self._cv = threading.Condition()
         self._connack: Optional[int] = None
         self._subacks: dict = {}
@@ -470,9 +474,10 @@ class SdkDevice:
         "v1/devices/me/rpc/response/+",
     )
 
-    def __init__(self, port: int, token: str):
+    def __init__(self, port: int, token: Optional[str], tls: Optional["TlsFiles"] = None):
         from tb_device_mqtt import TBDeviceMqttClient
 
+        self.tls = tls
         self.client = TBDeviceMqttClient(HOST, port=port, username=token)
         self._cv = threading.Condition()
         self.granted: List[int] = []
@@ -487,7 +492,12 @@ class SdkDevice:
             self._cv.notify_all()
 
     def connect(self, timeout: float = WAIT) -> "SdkDevice":
-        self.client.connect()
+        if self.tls is None:
+            self.client.connect()
+        else:
+            self.client.connect(
+                tls=True, ca_certs=str(self.tls.ca), cert_file=self.tls.cert, key_file=self.tls.key
+            )
 
         def ready() -> bool:
             return self.client.is_connected() and len(self.granted) >= len(self.SUBSCRIPTIONS)
@@ -505,3 +515,51 @@ class SdkDevice:
     def close(self) -> None:
         self.client.stop()
         self.client.disconnect()
+
+
+# --------------------------------------------------------------------------------------------------
+# certificates (openssl)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """What a TLS client is given: the CA to trust, and optionally its own certificate and key."""
+
+    ca: Path
+    cert: Optional[str] = None
+    key: Optional[str] = None
+
+
+class Pki:
+    """A certificate authority in a directory, made with the openssl command: the server's certificate
+    (for 127.0.0.1 and localhost) and device certificates on demand."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ca_key = self.dir / "ca.key"
+        self.ca = self.dir / "ca.pem"
+        self._openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                      "-keyout", self.ca_key, "-out", self.ca, "-days", "30", "-subj", "/CN=acceptance CA")
+        self.server_cert, self.server_key = self.issue(
+            "ferroboard", san="IP:127.0.0.1,DNS:localhost", days=30, ext="serverAuth"
+        )
+
+    def _openssl(self, *args: Any) -> None:
+        done = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise AssertionError(f"openssl {' '.join(map(str, args))} failed: {done.stderr.strip()}")
+
+    def issue(self, cn: str, san: Optional[str] = None, days: int = 30, ext: str = "clientAuth") -> Tuple[Path, Path]:
+        """A key and a certificate signed by the CA; returns (certificate path, key path)."""
+        name = re.sub(r"[^A-Za-z0-9]+", "-", cn) + "-" + uuid.uuid4().hex[:6]
+        key, csr, cert, conf = (self.dir / f"{name}.{x}" for x in ("key", "csr", "pem", "cnf"))
+        self._openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                      "-keyout", key, "-out", csr, "-subj", f"/CN={cn}")
+        lines = [f"extendedKeyUsage={ext}"]
+        if san:
+            lines.append(f"subjectAltName={san}")
+        conf.write_text("\n".join(lines) + "\n")
+        self._openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key, "-CAcreateserial",
+                      "-out", cert, "-extfile", conf, "-days", days)
+        return cert, key

@@ -132,11 +132,22 @@ def pytest_report_header(config: pytest.Config) -> List[str]:
 
 
 class Server:
-    def __init__(self, proc: subprocess.Popen, workdir: Path, http_port: int, mqtt_port: int, log_path: Path):
+    def __init__(
+        self,
+        proc: subprocess.Popen,
+        workdir: Path,
+        http_port: int,
+        mqtt_port: int,
+        log_path: Path,
+        mqtts_port: int,
+        pki: acc.Pki,
+    ):
         self.proc = proc
         self.workdir = workdir
         self.http_port = http_port
         self.mqtt_port = mqtt_port
+        self.mqtts_port = mqtts_port
+        self.pki = pki
         self.http_url = f"http://{acc.HOST}:{http_port}"
         self.log_path = log_path
 
@@ -243,13 +254,17 @@ def _start_server(config: pytest.Config, settings: Settings) -> Tuple[Server, Ca
     rules = workdir / "rules"
     shutil.copytree(settings.rules_dir, rules)
     db_url, db_description, db_cleanup = _database(config, workdir)
-    http_port, mqtt_port = _free_ports(2)
+    http_port, mqtt_port, mqtts_port = _free_ports(3)
+    pki = acc.Pki(workdir / "pki")
 
     # Only what the contract names, nothing inherited from the caller's FERROBOARD_* settings.
     env = {k: v for k, v in os.environ.items() if not k.startswith("FERROBOARD_")}
     env.update(
         FERROBOARD_HTTP_ADDR=f"{acc.HOST}:{http_port}",
         FERROBOARD_MQTT_ADDR=f"{acc.HOST}:{mqtt_port}",
+        FERROBOARD_MQTTS_ADDR=f"{acc.HOST}:{mqtts_port}",
+        FERROBOARD_TLS_CERT=str(pki.server_cert),
+        FERROBOARD_TLS_KEY=str(pki.server_key),
         FERROBOARD_DATABASE_URL=db_url,
         FERROBOARD_RULES_DIR=str(rules),
         FERROBOARD_SYSADMIN_PASSWORD=acc.SYSADMIN_PASSWORD,
@@ -267,7 +282,7 @@ def _start_server(config: pytest.Config, settings: Settings) -> Tuple[Server, Ca
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = Server(proc, workdir, http_port, mqtt_port, log_path)
+    server = Server(proc, workdir, http_port, mqtt_port, log_path, mqtts_port, pki)
 
     probe = requests.Session()
     probe.trust_env = False
@@ -373,6 +388,17 @@ def http_url(server: Server) -> str:
 @pytest.fixture(scope="session")
 def mqtt_port(server: Server) -> int:
     return server.mqtt_port
+
+
+@pytest.fixture(scope="session")
+def mqtts_port(server: Server) -> int:
+    return server.mqtts_port
+
+
+@pytest.fixture(scope="session")
+def pki(server: Server) -> acc.Pki:
+    """The CA that signed the server's TLS certificate; it issues device certificates too."""
+    return server.pki
 
 
 @pytest.fixture(scope="session")
