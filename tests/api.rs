@@ -9,6 +9,8 @@ mod attributes;
 mod auth;
 #[path = "api/devices.rs"]
 mod devices;
+#[path = "api/hostile.rs"]
+mod hostile;
 #[path = "api/support.rs"]
 mod support;
 #[path = "api/telemetry.rs"]

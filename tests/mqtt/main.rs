@@ -1,12 +1,13 @@
 //! MQTT device API against the real server: CONNECT codes, telemetry and attributes committed before
 //! PUBACK, invalid input, subscriptions, limits, take-over, credentials changed or device deleted over
-//! REST, and shutdown — MQTT 3.1.1 and 5, on SQLite and PostgreSQL.
+//! REST, hostile payloads (`hostile`), and shutdown — MQTT 3.1.1 and 5, on SQLite and PostgreSQL.
 
 mod clients;
 #[path = "../common/mod.rs"]
 mod common;
 mod credentials;
 mod downlink;
+mod hostile;
 #[allow(dead_code)]
 #[path = "../api/support.rs"]
 mod support;
