@@ -12,10 +12,12 @@ use ferroboard::domain::kv::{KvValue, MAX_KEY_CHARS, Typing, classify_number};
 use ferroboard::domain::payload::{self, MAX_DEPTH, PayloadError};
 use ferroboard::transport::mqtt::topics::{Subscription, Uplink};
 
-/// Counts the inputs one target ran; prints the total when dropped (also after a crash).
+/// Counts the inputs one target ran (and how many of them parsed as a payload); prints the totals
+/// when dropped (also after a crash).
 struct Executions {
     target: &'static str,
     count: AtomicU64,
+    parsed: AtomicU64,
 }
 
 impl Executions {
@@ -23,11 +25,18 @@ impl Executions {
         Self {
             target,
             count: AtomicU64::new(0),
+            parsed: AtomicU64::new(0),
         }
     }
 
     fn tick(&self) {
         self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn parsed(&self, yes: bool) {
+        if yes {
+            self.parsed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -38,6 +47,13 @@ impl Drop for Executions {
             self.target,
             self.count.load(Ordering::Relaxed)
         );
+        let parsed = self.parsed.load(Ordering::Relaxed);
+        if parsed > 0 {
+            eprintln!(
+                "fuzz target {}: {parsed} inputs parsed as payloads",
+                self.target
+            );
+        }
     }
 }
 
@@ -183,13 +199,14 @@ fn check_typed(key: &str, value: &KvValue, input_len: usize, typing: Typing) {
     }
 }
 
-fn check_payload(bytes: &[u8]) {
+/// Returns whether the bytes parsed as a payload.
+fn check_payload(bytes: &[u8]) -> bool {
     let typing = Typing {
         max_value_size: 1024,
         ..Typing::default()
     };
     let Ok(value) = payload::parse_lenient(bytes) else {
-        return;
+        return false;
     };
     if let Ok(groups) = payload::telemetry(&value, typing) {
         for g in &groups {
@@ -203,6 +220,7 @@ fn check_payload(bytes: &[u8]) {
             check_typed(&kv.key, &kv.value, bytes.len(), typing);
         }
     }
+    true
 }
 
 /// LONG and DOUBLE agree with the literal's value; anything else is the literal itself.
@@ -265,7 +283,7 @@ fn payload_structured() {
         .for_each(|ops: &Vec<(u8, u32)>| {
             runs.tick();
             let text = render(ops);
-            check_payload(text.as_bytes());
+            runs.parsed(check_payload(text.as_bytes()));
             // What strict JSON accepts, the lenient reader reads the same way.
             if let Ok(strict) = serde_json::from_str::<serde_json::Value>(&text) {
                 assert_eq!(payload::read_lenient(&text), Ok(strict), "{text}");
@@ -278,7 +296,7 @@ fn payload_bytes() {
     let runs = Executions::new("payload_bytes");
     check!().for_each(|bytes: &[u8]| {
         runs.tick();
-        check_payload(bytes);
+        runs.parsed(check_payload(bytes));
         if let Err(e) = payload::parse_lenient(bytes) {
             assert!(matches!(e, PayloadError::Json(_) | PayloadError::TooDeep));
         }
