@@ -43,7 +43,7 @@ fn classify_decimal(text: &str) -> KvValue {
     }
     if dec.scale <= 16 {
         match text.parse::<f64>() {
-            Ok(v) if v.is_finite() => KvValue::Double(v),
+            Ok(v) if v.is_finite() && round_trips(text, v) => KvValue::Double(v),
             _ => literal(),
         }
     } else {
@@ -51,9 +51,29 @@ fn classify_decimal(text: &str) -> KvValue {
     }
 }
 
+/// True when the double `v` nearest to the decimal `text` is exactly that decimal once printed
+/// shortest: `0.1` and `1.50` are, `9007199254740993.5` is not. Up to 15 significant digits every
+/// decimal in range does; longer ones are compared digit for digit.
+fn round_trips(text: &str, v: f64) -> bool {
+    let mantissa = text.split(['e', 'E']).next().unwrap_or(text);
+    let significant = mantissa
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .skip_while(|&b| b == b'0')
+        .count();
+    if significant <= 15 {
+        return true;
+    }
+    match (Decimal::parse(text), Decimal::parse(&v.to_string())) {
+        (Some(a), Some(b)) => a.same_value(&b),
+        _ => false,
+    }
+}
+
 /// The common literals without building a decimal: `-?digits` that fits a LONG, and
-/// `-?digits.digits` with at most 16 fraction digits (a finite DOUBLE). Everything else (exponents,
-/// overflow, signs other than `-`, longer fractions) is left to the full classification.
+/// `-?digits.digits` with at most 16 fraction digits (a finite DOUBLE that round-trips).
+/// Everything else (exponents, overflow, signs other than `-`, longer fractions) is left to the
+/// full classification.
 fn classify_plain(text: &str) -> Option<KvValue> {
     let body = text.strip_prefix('-').unwrap_or(text);
     let (int, frac) = match body.split_once('.') {
@@ -70,7 +90,7 @@ fn classify_plain(text: &str) -> Option<KvValue> {
         {
             text.parse::<f64>()
                 .ok()
-                .filter(|v| v.is_finite())
+                .filter(|v| v.is_finite() && round_trips(text, *v))
                 .map(KvValue::Double)
         }
         Some(_) => None,
@@ -120,6 +140,16 @@ impl Decimal {
     /// Trailing zeros of the unscaled digits.
     fn zeros(&self) -> usize {
         self.digits.len() - self.digits.trim_end_matches('0').len()
+    }
+
+    /// Equal numeric values (`1.50` and `1.5`; `0` and `-0.0`).
+    fn same_value(&self, other: &Self) -> bool {
+        if self.digits.is_empty() || other.digits.is_empty() {
+            return self.digits.is_empty() && other.digits.is_empty();
+        }
+        self.negative == other.negative
+            && self.digits.trim_end_matches('0') == other.digits.trim_end_matches('0')
+            && self.stripped_scale() == other.stripped_scale()
     }
 
     fn stripped_scale(&self) -> i128 {
@@ -282,8 +312,21 @@ mod tests {
         assert_eq!(typed("9.223372036854775807e18"), KvValue::Long(i64::MAX));
         assert_eq!(typed("100000e-5"), KvValue::Long(1));
         assert_eq!(typed("0e999999999999"), KvValue::Long(0));
-        // A DOUBLE parses to the nearest f64 and renders back as written.
+        // A DOUBLE parses to the nearest f64 and renders back as written; one that does not
+        // round-trip keeps its text.
         assert_eq!(typed("0.1"), KvValue::Double(0.1));
+        assert_eq!(typed("1.5000000000000000"), KvValue::Double(1.5));
+        assert_eq!(
+            typed("0.1234567890123456"),
+            KvValue::Double(0.1234567890123456)
+        );
+        for text in [
+            "9007199254740993.5",
+            "1.0000000000000001",
+            "123456789012345678901234.5",
+        ] {
+            assert_eq!(typed(text), KvValue::Str(text.to_owned()), "{text}");
+        }
         assert_eq!(typed("0.1").to_java_string(), "0.1");
         assert_eq!(typed("-2.5e-3"), KvValue::Double(-0.0025));
         // Type-cast strings follow the same rules.
