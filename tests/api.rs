@@ -11,7 +11,13 @@ mod auth;
 mod devices;
 #[path = "api/hostile.rs"]
 mod hostile;
+#[path = "api/logins.rs"]
+mod logins;
 #[path = "api/support.rs"]
 mod support;
 #[path = "api/telemetry.rs"]
 mod telemetry;
+#[path = "api/tokens.rs"]
+mod tokens;
+#[path = "api/users.rs"]
+mod users;

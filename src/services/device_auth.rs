@@ -1,8 +1,9 @@
-//! Device authentication: the credential lookup of an MQTT CONNECT — access tokens and MQTT basic
-//! credentials — with outcomes the transport maps to its CONNACK codes.
+//! Device authentication: the credential lookup of an MQTT CONNECT — access tokens, MQTT basic
+//! credentials and X.509 client certificates — with outcomes the transport maps to its CONNACK codes.
 
 use super::Services;
 use crate::domain::credentials::sha3_hex;
+use crate::domain::x509::DeviceCertificate;
 use crate::domain::{Device, StorageError};
 use crate::storage::DynStore;
 
@@ -23,6 +24,8 @@ pub struct Credentials<'a> {
     pub client_id: &'a str,
     pub username: Option<&'a str>,
     pub password: Option<&'a [u8]>,
+    /// The DER of the leaf certificate the TLS client presented, if any.
+    pub certificate: Option<&'a [u8]>,
 }
 
 impl Services {
@@ -36,6 +39,10 @@ impl Services {
 }
 
 async fn check(store: &DynStore, creds: &Credentials<'_>) -> Result<AuthResult, StorageError> {
+    // A client certificate decides alone, as in ThingsBoard: username and password are not used.
+    if let Some(der) = creds.certificate {
+        return x509(store, der).await;
+    }
     let username = creds.username.filter(|u| !u.is_empty());
     let Some(username) = username else {
         if creds.client_id.is_empty() {
@@ -66,6 +73,29 @@ async fn check(store: &DynStore, creds: &Credentials<'_>) -> Result<AuthResult, 
         }
         _ => AuthResult::NotAuthorized,
     })
+}
+
+/// The device whose X509_CERTIFICATE credentials are this leaf certificate, within its validity.
+async fn x509(store: &DynStore, der: &[u8]) -> Result<AuthResult, StorageError> {
+    let cert = match DeviceCertificate::from_der(der.to_vec()) {
+        Ok(cert) => cert,
+        Err(e) => {
+            tracing::info!(error = %e, "client certificate refused");
+            return Ok(AuthResult::NotAuthorized);
+        }
+    };
+    if let Err(e) = cert.check_validity_now() {
+        tracing::info!(error = %e, "client certificate refused");
+        return Ok(AuthResult::NotAuthorized);
+    }
+    Ok(
+        match store.find_by_credentials_id(&cert.credentials_id()).await? {
+            Some((device, stored)) if stored.credentials_type == "X509_CERTIFICATE" => {
+                AuthResult::Accepted(Box::new(device))
+            }
+            _ => AuthResult::NotAuthorized,
+        },
+    )
 }
 
 enum BasicMismatch {
@@ -129,6 +159,7 @@ mod tests {
             client_id: "c1",
             username: Some("u1"),
             password: Some(b"p1"),
+            certificate: None,
         };
         let v = r#"{"clientId":"c1","userName":"u1","password":"p1"}"#;
         assert!(validate_basic(Some(v), &creds).is_ok());

@@ -3,6 +3,8 @@
 pub mod accounts;
 pub mod device_auth;
 pub mod device_state;
+pub mod login_throttle;
+pub mod logins;
 pub mod passwords;
 pub mod rpc;
 
@@ -20,6 +22,7 @@ pub struct Services {
     pub bus: std::sync::Arc<dyn crate::bus::Bus>,
     pub rpc: rpc::RpcService,
     pub device_state: device_state::DeviceStateService,
+    pub logins: logins::Logins,
 }
 
 impl Services {

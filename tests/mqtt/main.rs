@@ -11,6 +11,7 @@ mod hostile;
 #[allow(dead_code)]
 #[path = "../api/support.rs"]
 mod support;
+mod tls;
 
 use std::time::Duration;
 
