@@ -43,10 +43,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     let (writer, writer_task) = Writer::spawn(store.clone(), config.batch(), writer_stop.clone());
     let sessions = Arc::new(crate::bus::Registry::default());
     let waiters = Arc::new(crate::bus::RpcWaiters::default());
+    let sent = Arc::new(crate::bus::SentRpcs::default());
     let dispatcher = Arc::new(crate::bus::Dispatcher::new(
         config.node_id.clone(),
         sessions.clone(),
         waiters.clone(),
+        sent.clone(),
     ));
     let shutdown = CancellationToken::new();
     let bus = crate::bus::build(config.redis_url.as_deref(), dispatcher, shutdown.clone())
@@ -63,6 +65,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         rpc: crate::services::rpc::RpcService {
             bus: bus.clone(),
             waiters,
+            sent,
+            node: config.node_id.clone(),
             store: store.clone(),
             max_retries: config.rpc.max_retries,
         },
@@ -98,6 +102,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         None => None,
     };
 
+    let mqtt = crate::transport::mqtt::MqttShared::new(&config.limits);
     let state = Arc::new(AppState {
         inflight: Arc::new(Semaphore::new(config.engine.max_in_flight.max(1))),
         config,
@@ -109,6 +114,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         mqtt_accepting: AtomicBool::new(false),
         shutdown,
         sessions,
+        mqtt,
     });
 
     // Rules are reloaded on change; an invalid directory keeps the running chains (logged).

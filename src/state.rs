@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -27,18 +27,35 @@ pub struct AppState {
     pub mqtt_accepting: AtomicBool,
     pub shutdown: CancellationToken,
     pub sessions: Arc<crate::bus::Registry>,
+    /// State the MQTT sessions share (in-flight statistics, per-device rate limits).
+    pub mqtt: crate::transport::mqtt::MqttShared,
 }
 
 impl AppState {
     /// Runs a device's messages through the rule engine; resolves when all of them are processed
     /// and their writes committed. Waits for capacity first (back-pressure).
     pub async fn ingest(&self, msgs: Vec<Msg>) -> Result<(), EngineError> {
-        let count = u32::try_from(msgs.len().max(1)).unwrap_or(u32::MAX);
-        let _permit = self
-            .inflight
-            .acquire_many(count)
+        let permit = self.admit().await?;
+        self.ingest_admitted(permit, msgs).await
+    }
+
+    /// One slot of the engine's bound for one incoming message (a PUBLISH, a REST call), whatever
+    /// it holds: a payload of many `ts` groups takes one slot, as a single value does. Taken
+    /// before the message is built, so nothing waits unbounded in memory.
+    pub async fn admit(&self) -> Result<OwnedSemaphorePermit, EngineError> {
+        self.inflight
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|_| EngineError::Storage(storage::StorageError::Closed))?;
+            .map_err(|_| EngineError::Storage(storage::StorageError::Closed))
+    }
+
+    /// `ingest` with the slot taken already (released when done).
+    pub async fn ingest_admitted(
+        &self,
+        _permit: OwnedSemaphorePermit,
+        msgs: Vec<Msg>,
+    ) -> Result<(), EngineError> {
         for msg in msgs {
             metrics::counter!("ferroboard_messages_in_total", "type" => msg.msg_type.metric_label()).increment(1);
             self.engine.process(msg, &self.services).await?;

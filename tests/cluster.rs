@@ -2,7 +2,8 @@
 //! the test): server→device traffic crosses nodes, the newest session wins across nodes, a credentials
 //! change closes the device's session on the other node, each node keeps serving its own devices
 //! while Redis is down, cross-node delivery resumes after, and an RPC requested during the outage
-//! reaches the device on the other node once Redis is back.
+//! reaches the device on the other node once Redis is back; an RPC received on one node is answered
+//! from the device's next session on the other.
 
 mod common;
 #[path = "cluster/harness.rs"]
@@ -210,6 +211,48 @@ async fn rpc_requested_during_redis_outage_is_delivered_after_recovery() {
     // The next request the device sees is a new one, not a copy of the first.
     let (status, body) = rpc_round_trip(&rest_a, &mut dev, &id, 8).await;
     assert_eq!(status, 200, "{body}");
+}
+
+// h. The request id belongs to the device, on every node: a request received by the device's
+// session on one node is answered from its next session on the other node, both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_answered_from_a_session_on_the_other_node() {
+    let cluster = Cluster::start().await;
+    let rest_a = Rest::login(cluster.a()).await;
+    let (id, token) = rest_a.device().await;
+    let path = format!("/api/plugins/rpc/twoway/{id}");
+    for (n, (receiving, answering)) in [(cluster.b(), cluster.a()), (cluster.a(), cluster.b())]
+        .into_iter()
+        .enumerate()
+    {
+        let mut receiver = Device::connect(receiving, &token).await;
+        receiver
+            .subscribe_qos("v1/devices/me/rpc/request/+", QoS::AtLeastOnce)
+            .await;
+        let body = json!({"method": "hop", "params": {"n": n}, "timeout": 20000});
+        let call = rest_a.post(&path, body);
+        let device_side = async {
+            let (topic, request) = receiver
+                .publish_on("v1/devices/me/rpc/request/", WAIT)
+                .await
+                .expect("RPC request reaches the device");
+            assert_eq!(request["params"]["n"], n, "{request}");
+            let request_id = topic.rsplit('/').next().expect("request id").to_owned();
+            // A new session of the device, on the other node, answers.
+            let answerer = Device::connect(answering, &token).await;
+            answerer
+                .publish(
+                    &format!("v1/devices/me/rpc/response/{request_id}"),
+                    QoS::AtLeastOnce,
+                    json!({"answered_on": answering.name, "n": n}),
+                )
+                .await;
+            answerer
+        };
+        let ((status, answer), _answerer) = tokio::join!(call, device_side);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer, json!({"answered_on": answering.name, "n": n}));
+    }
 }
 
 /// Two-way RPC round trip REST(A) → device(B) → REST(A), sequential; prints p50/p99.

@@ -596,7 +596,8 @@ async fn delivered_twoway_rpc_is_not_resent_after_disconnect(backend: Backend) {
         "marker",
         "delivered RPC sent again"
     );
-    assert_eq!(next.topic, "v1/devices/me/rpc/request/0");
+    // Request ids belong to the device: the delivered request still holds 0 for its answer.
+    assert_eq!(next.topic, "v1/devices/me/rpc/request/1");
     device.puback(&next).await;
     rpc_with_status(&api, &marker, "DELIVERED").await;
     let stored = stored_rpc(&app, &rpc).await;
@@ -774,13 +775,26 @@ async fn repeated_offers_reach_the_device_once(backend: Backend) {
     let second = device.next_publish().await;
     assert_eq!(json_of(&second)["method"], "oneway", "{:?}", second.topic);
     let state = app.app.as_ref().expect("running").state.clone();
-    let waiter = state
+    let tenant = state
+        .services
+        .store
+        .find_user_by_email(common::TENANT_EMAIL)
+        .await
+        .expect("lookup")
+        .and_then(|u| u.tenant_id)
+        .expect("tenant admin's tenant");
+    let mut waiter = state
         .services
         .rpc
         .waiters
-        .wait(ferroboard::domain::DeviceId(device_id), oneway.clone());
+        .wait(
+            tenant,
+            ferroboard::domain::DeviceId(device_id),
+            oneway.clone(),
+        )
+        .expect("not waiting yet");
     offer(&app, device_id, &oneway).await;
-    let outcome = tokio::time::timeout(WAIT, waiter)
+    let outcome = tokio::time::timeout(WAIT, &mut waiter.reply)
         .await
         .expect("delivery reported in time")
         .expect("waiter completed");

@@ -223,20 +223,22 @@ async fn call(
         }
         return Ok(axum::Json(json!({ "rpcId": call.rpc })).into_response());
     }
-    let waiters = &state.services.rpc.waiters;
-    let reply = waiters.wait(device.id, call.request());
+    // Dropped with this future (the caller went away, or an error below): the waiter goes too.
+    let mut waiting = state
+        .services
+        .rpc
+        .waiters
+        .wait(caller.tenant, device.id, call.request())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if let Err(e) = state.ingest(vec![msg]).await {
-        waiters.forget(call.rpc);
         return Err(ApiError::General(format!("RPC not routed: {e}")));
     }
     let left = u64::try_from(call.expiration_time.saturating_sub(now_ms())).unwrap_or(0);
-    let outcome = tokio::time::timeout(std::time::Duration::from_millis(left), reply).await;
+    let outcome =
+        tokio::time::timeout(std::time::Duration::from_millis(left), &mut waiting.reply).await;
     Ok(match outcome {
         Ok(Ok(reply)) => answer(reply, oneway),
-        Ok(Err(_)) | Err(_) => {
-            let delivered = waiters.give_up(call.rpc).unwrap_or(false);
-            timed_out(version, delivered)
-        }
+        Ok(Err(_)) | Err(_) => timed_out(version, waiting.give_up()),
     })
 }
 

@@ -4,17 +4,19 @@
 pub mod local;
 pub mod redis;
 pub mod registry;
+pub mod sent;
+pub mod waiters;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::domain::DeviceId;
+use crate::domain::{DeviceId, TenantId};
 pub use registry::{CloseReason, Registry, SessionCmd};
+pub use sent::SentRpcs;
+pub use waiters::{Duplicate, RpcWaiters, WaiterKey, Waiting};
 
 /// Traffic between nodes. Every node receives every event and acts on what concerns it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -28,8 +30,24 @@ pub enum Event {
     },
     /// Something for a device's live session, wherever it is.
     ToDevice { device: Uuid, downlink: Downlink },
-    /// A device answered a server-side RPC; the node where the caller waits completes it.
-    RpcReply { rpc: Uuid, reply: RpcReply },
+    /// A device answered a server-side RPC (or it was delivered); the node where the caller
+    /// waits completes it, and every node forgets the request ids it was sent under.
+    RpcReply {
+        tenant: Uuid,
+        device: Uuid,
+        rpc: Uuid,
+        reply: RpcReply,
+    },
+    /// A two-way RPC was published to the device under `request_id`: every node can match the
+    /// answer, whichever session of the device sends it.
+    RpcSent {
+        /// The sending node, which recorded it already.
+        node: String,
+        tenant: Uuid,
+        device: Uuid,
+        request_id: i32,
+        request: RpcRequest,
+    },
     /// Persistent RPCs of the device wait in the database; the node holding its session sends them.
     RpcPending { device: Uuid },
     /// The device's credentials changed or it was deleted: its session, wherever it is, is closed.
@@ -102,90 +120,28 @@ pub trait Bus: Send + Sync {
     fn status(&self) -> BusStatus;
 }
 
-/// Callers of server-side RPCs waiting on this node, by RPC id.
-#[derive(Default)]
-pub struct RpcWaiters {
-    waiting: Mutex<HashMap<Uuid, Waiter>>,
-}
-
-struct Waiter {
-    device: DeviceId,
-    request: RpcRequest,
-    delivered: bool,
-    tx: oneshot::Sender<RpcReply>,
-}
-
-impl RpcWaiters {
-    /// Registers a caller; a one-way call completes on delivery, a two-way call on the reply.
-    pub fn wait(&self, device: DeviceId, request: RpcRequest) -> oneshot::Receiver<RpcReply> {
-        let (tx, rx) = oneshot::channel();
-        let rpc = request.rpc;
-        let waiter = Waiter {
-            device,
-            request,
-            delivered: false,
-            tx,
-        };
-        self.lock().insert(rpc, waiter);
-        rx
-    }
-
-    /// Drops a waiter whose caller gave up.
-    pub fn forget(&self, rpc: Uuid) {
-        self.lock().remove(&rpc);
-    }
-
-    /// Drops a waiter whose time ran out; tells whether its request had been delivered
-    /// (None when it was already completed or forgotten).
-    pub fn give_up(&self, rpc: Uuid) -> Option<bool> {
-        self.lock().remove(&rpc).map(|w| w.delivered)
-    }
-
-    fn complete(&self, rpc: Uuid, reply: RpcReply) {
-        let mut map = self.lock();
-        let Some(waiter) = map.get_mut(&rpc) else {
-            return;
-        };
-        if reply == RpcReply::Delivered && !waiter.request.oneway {
-            waiter.delivered = true;
-            return;
-        }
-        if let Some(waiter) = map.remove(&rpc) {
-            let _ = waiter.tx.send(reply);
-        }
-    }
-
-    /// Requests not delivered yet and not expired at `now` (epoch ms), of `device` or of every
-    /// device, to offer again.
-    fn undelivered(&self, device: Option<DeviceId>, now: i64) -> Vec<(DeviceId, RpcRequest)> {
-        self.lock()
-            .values()
-            .filter(|w| device.is_none_or(|d| w.device == d))
-            .filter(|w| !w.delivered && w.request.expiration_time > now)
-            .map(|w| (w.device, w.request.clone()))
-            .collect()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Waiter>> {
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 /// Acts on events for this node: local sessions and local RPC waiters.
 pub struct Dispatcher {
     pub node: String,
     pub sessions: Arc<Registry>,
     pub waiters: Arc<RpcWaiters>,
+    pub sent: Arc<SentRpcs>,
     /// Set once the bus exists; used to re-offer waiting RPCs when a device connects.
     pub bus: std::sync::OnceLock<std::sync::Weak<dyn Bus>>,
 }
 
 impl Dispatcher {
-    pub fn new(node: String, sessions: Arc<Registry>, waiters: Arc<RpcWaiters>) -> Self {
+    pub fn new(
+        node: String,
+        sessions: Arc<Registry>,
+        waiters: Arc<RpcWaiters>,
+        sent: Arc<SentRpcs>,
+    ) -> Self {
         Self {
             node,
             sessions,
             waiters,
+            sent,
             bus: std::sync::OnceLock::new(),
         }
     }
@@ -203,7 +159,34 @@ impl Dispatcher {
             Event::ToDevice { device, downlink } => {
                 self.sessions.deliver(DeviceId(device), downlink);
             }
-            Event::RpcReply { rpc, reply } => self.waiters.complete(rpc, reply),
+            Event::RpcReply {
+                tenant,
+                device,
+                rpc,
+                reply,
+            } => {
+                let (tenant, device) = (TenantId(tenant), DeviceId(device));
+                if !matches!(reply, RpcReply::Delivered) {
+                    self.sent.answered(device, rpc);
+                }
+                let key = WaiterKey {
+                    tenant,
+                    device,
+                    rpc,
+                };
+                self.waiters.complete(key, reply);
+            }
+            // Recorded by the sending session itself (a second record could outlive the answer).
+            Event::RpcSent { node, .. } if node == self.node => {}
+            Event::RpcSent {
+                node: _,
+                tenant,
+                device,
+                request_id,
+                request,
+            } => self
+                .sent
+                .record(TenantId(tenant), DeviceId(device), request_id, request),
             Event::RpcPending { device } => self.sessions.signal_pending_rpc(DeviceId(device)),
             Event::CloseSessions { device } => self
                 .sessions
@@ -280,6 +263,7 @@ impl Event {
             Self::SessionOpened { .. } => "session_opened",
             Self::ToDevice { .. } => "to_device",
             Self::RpcReply { .. } => "rpc_reply",
+            Self::RpcSent { .. } => "rpc_sent",
             Self::RpcPending { .. } => "rpc_pending",
             Self::CloseSessions { .. } => "close_sessions",
             Self::BusRecovered { .. } => "bus_recovered",

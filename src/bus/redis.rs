@@ -308,7 +308,7 @@ mod tests {
     use crate::bus::{Downlink, RpcReply, RpcRequest};
 
     fn every_event() -> Vec<Event> {
-        let device = Uuid::new_v4();
+        let (tenant, device) = (Uuid::new_v4(), Uuid::new_v4());
         let request = RpcRequest {
             rpc: Uuid::new_v4(),
             request_id: 42,
@@ -332,7 +332,14 @@ mod tests {
             },
             Event::ToDevice {
                 device,
-                downlink: Downlink::Rpc(request),
+                downlink: Downlink::Rpc(request.clone()),
+            },
+            Event::RpcSent {
+                node: "b".to_owned(),
+                tenant,
+                device,
+                request_id: i32::MAX,
+                request,
             },
             Event::ToDevice {
                 device,
@@ -343,16 +350,22 @@ mod tests {
                 },
             },
             Event::RpcReply {
+                tenant,
+                device,
                 rpc: Uuid::new_v4(),
                 reply: RpcReply::Ok {
                     body: "not json \u{1F600}".to_owned(),
                 },
             },
             Event::RpcReply {
+                tenant,
+                device,
                 rpc: Uuid::new_v4(),
                 reply: RpcReply::Delivered,
             },
             Event::RpcReply {
+                tenant,
+                device,
                 rpc: Uuid::new_v4(),
                 reply: RpcReply::Failed {
                     error: "session closed".to_owned(),

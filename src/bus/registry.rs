@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::Downlink;
 use crate::domain::DeviceId;
@@ -21,19 +21,37 @@ pub enum CloseReason {
     Administrative,
 }
 
-/// Commands to a session's task, which owns the MQTT sink on its worker thread.
+/// Commands to a session's task, which owns the MQTT sink on its worker thread. Closing is not
+/// among them: it has its own signal (`CloseSignal`), which a full queue cannot hold back.
 #[derive(Debug)]
 pub enum SessionCmd {
-    Close(CloseReason),
     /// Boxed so that an idle session's queue stays small (a queue block holds 32 commands).
     Deliver(Box<Downlink>),
     /// Persistent RPCs wait in the database for this device.
     PendingRpc,
 }
 
+/// The session's side of its close signal: the first reason set (take-over, revocation,
+/// shutdown) is seen however full its command queue is.
+pub type CloseSignal = watch::Receiver<Option<CloseReason>>;
+
 struct Entry {
     session: u64,
     tx: mpsc::Sender<SessionCmd>,
+    close: watch::Sender<Option<CloseReason>>,
+}
+
+impl Entry {
+    /// Asks the session to close; a reason set earlier stays.
+    fn close(&self, reason: CloseReason) {
+        self.close.send_if_modified(|current| {
+            let unset = current.is_none();
+            if unset {
+                *current = Some(reason);
+            }
+            unset
+        });
+    }
 }
 
 /// How long a revocation is remembered for CONNECTs still being admitted (far longer than a
@@ -51,17 +69,18 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Registers a new session for `device`; an older session of the device is told to close.
-    pub fn register(&self, device: DeviceId, tx: mpsc::Sender<SessionCmd>) -> u64 {
+    /// Registers a new session for `device`; an older session of the device is told to close
+    /// (even when its command queue is full). Returns the session id and its close signal.
+    pub fn register(&self, device: DeviceId, tx: mpsc::Sender<SessionCmd>) -> (u64, CloseSignal) {
         let session = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let old = self.lock().insert(device, Entry { session, tx });
+        let (close, signal) = watch::channel(None);
+        let old = self.lock().insert(device, Entry { session, tx, close });
         if let Some(old) = old {
             tracing::info!(device = %device, "newer session of the device connected; closing the older one");
-            // A full queue means the old session is stuck; closing it is still right, so do not block.
-            let _ = old.tx.try_send(SessionCmd::Close(CloseReason::TakenOver));
+            old.close(CloseReason::TakenOver);
         }
         metrics::gauge!("ferroboard_mqtt_sessions").set(self.len() as f64);
-        session
+        (session, signal)
     }
 
     /// Removes the device's entry if it still belongs to `session`.
@@ -82,7 +101,7 @@ impl Registry {
             self.revoke(device);
         }
         if let Some(entry) = self.lock().get(&device) {
-            let _ = entry.tx.try_send(SessionCmd::Close(reason));
+            entry.close(reason);
         }
     }
 
@@ -151,7 +170,7 @@ impl Registry {
     /// Tells every session to close (shutdown).
     pub fn close_all(&self, reason: CloseReason) {
         for entry in self.lock().values() {
-            let _ = entry.tx.try_send(SessionCmd::Close(reason));
+            entry.close(reason);
         }
     }
 
@@ -194,15 +213,12 @@ mod tests {
     fn newest_session_wins() {
         let reg = Registry::default();
         let device = DeviceId::new();
-        let (tx1, mut rx1) = mpsc::channel(4);
-        let (tx2, mut rx2) = mpsc::channel(4);
-        let s1 = reg.register(device, tx1);
-        let s2 = reg.register(device, tx2);
-        assert!(matches!(
-            rx1.try_recv(),
-            Ok(SessionCmd::Close(CloseReason::TakenOver))
-        ));
-        assert!(rx2.try_recv().is_err());
+        let (tx1, _rx1) = mpsc::channel(4);
+        let (tx2, _rx2) = mpsc::channel(4);
+        let (s1, close1) = reg.register(device, tx1);
+        let (s2, close2) = reg.register(device, tx2);
+        assert_eq!(*close1.borrow(), Some(CloseReason::TakenOver));
+        assert_eq!(*close2.borrow(), None);
         reg.unregister(device, s1);
         assert!(
             reg.is_connected(device),
@@ -210,5 +226,28 @@ mod tests {
         );
         reg.unregister(device, s2);
         assert!(!reg.is_connected(device));
+    }
+
+    #[test]
+    fn close_reaches_a_session_whose_queue_is_full() {
+        let reg = Registry::default();
+        let device = DeviceId::new();
+        let (tx, _rx) = mpsc::channel(1);
+        let (_, close) = reg.register(device, tx);
+        let push = || Downlink::Attributes {
+            payload: "{}".to_owned(),
+        };
+        assert!(reg.deliver(device, push()));
+        assert!(!reg.deliver(device, push()), "queue full");
+        reg.close(device, CloseReason::Administrative);
+        assert_eq!(*close.borrow(), Some(CloseReason::Administrative));
+        // The first reason stays; a take-over of a full, stuck session is still delivered.
+        let (tx2, _rx2) = mpsc::channel(1);
+        let (_, close2) = reg.register(device, tx2);
+        assert_eq!(*close.borrow(), Some(CloseReason::Administrative));
+        assert!(reg.deliver(device, push()));
+        let (tx3, _rx3) = mpsc::channel(1);
+        reg.register(device, tx3);
+        assert_eq!(*close2.borrow(), Some(CloseReason::TakenOver));
     }
 }

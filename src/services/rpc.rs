@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::bus::{Bus, BusError, Downlink, Event, RpcReply, RpcRequest, RpcWaiters};
-use crate::domain::{DeviceId, now_ms};
+use crate::bus::{Bus, BusError, Downlink, Event, RpcReply, RpcRequest, RpcWaiters, SentRpcs};
+use crate::domain::{DeviceId, TenantId, now_ms};
 use crate::storage::{DynStore, Rpc, RpcStatus, RpcTransition};
 
 use RpcStatus::{Delivered, Expired, Failed, Queued, Sent, Successful, Timeout};
@@ -33,6 +33,10 @@ pub enum Undelivered {
 pub struct RpcService {
     pub bus: Arc<dyn Bus>,
     pub waiters: Arc<RpcWaiters>,
+    /// Two-way requests sent to devices, by device and request id (every node's copy).
+    pub sent: Arc<SentRpcs>,
+    /// This node's id (announcements name their origin).
+    pub node: String,
     pub store: DynStore,
     /// Platform cap on delivery retries of a persistent RPC.
     pub max_retries: u32,
@@ -41,7 +45,21 @@ pub struct RpcService {
 impl RpcService {
     /// Hands a server-side RPC to whichever node holds the device's session (rule node "rpc call request").
     /// A persistent request was stored by its creator; offline devices get it when they subscribe.
+    /// One marked persistent that is not stored for this device is refused: its states are
+    /// another device's (or nobody's) to change.
     pub async fn send(&self, device: DeviceId, request: RpcRequest) -> Result<(), BusError> {
+        if request.persistent {
+            match self.store.get_rpc(None, request.rpc).await {
+                Ok(Some(stored)) if stored.device_id == device => {}
+                Ok(_) => {
+                    return Err(BusError(format!(
+                        "persistent RPC {} is not stored for device {device}",
+                        request.rpc
+                    )));
+                }
+                Err(e) => return Err(BusError(format!("persistent RPC not read: {e}"))),
+            }
+        }
         self.bus
             .publish(Event::ToDevice {
                 device: device.0,
@@ -59,23 +77,53 @@ impl RpcService {
         }
     }
 
+    /// A two-way request was published to the device under `request_id`: other nodes learn the
+    /// id, so that an answer from a session there completes it too.
+    pub async fn announce_sent(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        request_id: i32,
+        request: RpcRequest,
+    ) {
+        let rpc = request.rpc;
+        let event = Event::RpcSent {
+            node: self.node.clone(),
+            tenant: tenant.0,
+            device: device.0,
+            request_id,
+            request,
+        };
+        if let Err(e) = self.bus.publish(event).await {
+            tracing::warn!(%rpc, error = %e, "RPC request id not announced to other nodes; only this node matches the answer");
+        }
+    }
+
     /// The request reached the device (PUBACK, or written at QoS 0).
-    pub async fn delivered(&self, request: &RpcRequest) {
+    pub async fn delivered(&self, tenant: TenantId, device: DeviceId, request: &RpcRequest) {
         if request.persistent {
             self.transition(request, &UNDELIVERED, Delivered, None, None)
                 .await;
         }
-        self.reply(request, RpcReply::Delivered).await;
+        self.reply(tenant, device, request, RpcReply::Delivered)
+            .await;
     }
 
     /// The device answered. A persistent RPC keeps a non-JSON answer as `{"error": "<raw>"}`.
-    pub async fn replied(&self, request: &RpcRequest, body: String) {
+    pub async fn replied(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        request: &RpcRequest,
+        body: String,
+    ) {
         if request.persistent {
             let response = stored_response(&body);
             self.transition(request, &OPEN_TWOWAY, Successful, response.as_ref(), None)
                 .await;
         }
-        self.reply(request, RpcReply::Ok { body }).await;
+        self.reply(tenant, device, request, RpcReply::Ok { body })
+            .await;
     }
 
     /// The request did not reach the device on this session; what becomes of a persistent RPC
@@ -212,8 +260,16 @@ impl RpcService {
         }
     }
 
-    async fn reply(&self, request: &RpcRequest, reply: RpcReply) {
+    async fn reply(
+        &self,
+        tenant: TenantId,
+        device: DeviceId,
+        request: &RpcRequest,
+        reply: RpcReply,
+    ) {
         let event = Event::RpcReply {
+            tenant: tenant.0,
+            device: device.0,
             rpc: request.rpc,
             reply,
         };

@@ -350,16 +350,14 @@ async fn credentials_update(app: &TestApp) {
     api.post("/api/device/credentials", control)
         .await
         .error(400, 31);
+    // X.509 credentials without a certificate (tests/mqtt/tls.rs covers the certificates).
     let mut x509 = saved.clone();
     x509["credentialsType"] = json!("X509_CERTIFICATE");
     let msg = api
         .post("/api/device/credentials", x509)
         .await
         .error(400, 31);
-    assert_eq!(
-        msg,
-        "Credentials type X509_CERTIFICATE is not supported yet"
-    );
+    assert_eq!(msg, "Device certificate should be specified!");
     let mut ghost = saved;
     ghost["deviceId"]["id"] = json!(MISSING_ID);
     api.post("/api/device/credentials", ghost)

@@ -84,6 +84,11 @@ pub(crate) fn v3_login(
     if let Some(u) = username {
         opts.set_credentials(u, password);
     }
+    v3_with(opts)
+}
+
+/// An MQTT 3.1.1 client with these options, its event loop in a task.
+pub(crate) fn v3_with(opts: rumqttc::MqttOptions) -> V3 {
     let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 64);
     let (tx, events) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -179,6 +184,12 @@ impl Raw5 {
             other => panic!("expected CONNACK, got {other:?}"),
         }
         raw
+    }
+
+    /// Writes encoded packets as they are (e.g. many in one write).
+    pub(crate) async fn write_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.sock.write_all(bytes).await.expect("write");
     }
 
     pub(crate) async fn send(&mut self, packet: m5::Packet) {

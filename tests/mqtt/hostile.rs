@@ -19,7 +19,7 @@ async fn app(backend: Backend) -> TestApp {
 
 /// Runs `mosquitto_pub` (MQTT 3.1.1, QoS 1) and returns whether it exited successfully; the
 /// `timeout` wrapper bounds it even when the server never answers.
-async fn mosquitto_pub(app: &TestApp, token: &str, payload: &str) -> bool {
+async fn mosquitto_pub_qos1(app: &TestApp, token: &str, payload: &str) -> bool {
     let port = app.mqtt_port.to_string();
     let (token, payload) = (token.to_owned(), payload.to_owned());
     tokio::task::spawn_blocking(move || {
@@ -84,14 +84,14 @@ async fn hostile_payloads_are_typed_or_refused(backend: Backend) {
     let (id, token) = create_device(&app).await;
 
     // The 20-byte payload that once ended the process is a STRING of the number's text.
-    assert!(mosquitto_pub(&app, &token, r#"{"t":1e999999999999}"#).await);
+    assert!(mosquitto_pub_qos1(&app, &token, r#"{"t":1e999999999999}"#).await);
     assert_eq!(
         latest(&app, id.0, "t").await,
         Some(KvValue::Str("1e+999999999999".into()))
     );
     let huge_int = "9".repeat(MAX_VALUE);
     assert!(
-        mosquitto_pub(
+        mosquitto_pub_qos1(
             &app,
             &token,
             &format!(r#"{{"i":{huge_int},"d":-1e-999999999}}"#)
@@ -139,7 +139,7 @@ async fn hostile_payloads_are_typed_or_refused(backend: Backend) {
             .expect("queued");
         v3_closed(&mut c3).await;
     }
-    assert!(mosquitto_pub(&app, &token, r#"{"after":6}"#).await);
+    assert!(mosquitto_pub_qos1(&app, &token, r#"{"after":6}"#).await);
     assert_eq!(latest(&app, id.0, "after").await, Some(KvValue::Long(6)));
     for key in ["deep", "s", "j", "big"] {
         assert_eq!(latest(&app, id.0, key).await, None, "{key}");

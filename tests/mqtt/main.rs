@@ -1,13 +1,17 @@
 //! MQTT device API against the real server: CONNECT codes, telemetry and attributes committed before
 //! PUBACK, invalid input, subscriptions, limits, take-over, credentials changed or device deleted over
-//! REST, hostile payloads (`hostile`), and shutdown — MQTT 3.1.1 and 5, on SQLite and PostgreSQL.
+//! REST, real mosquitto clients, RPC answers by device and request id, hostile payloads, and
+//! shutdown — MQTT 3.1.1 and 5, on SQLite and PostgreSQL.
 
+mod backpressure;
 mod clients;
 #[path = "../common/mod.rs"]
 mod common;
 mod credentials;
 mod downlink;
 mod hostile;
+mod real_clients;
+mod rpc_answers;
 #[allow(dead_code)]
 #[path = "../api/support.rs"]
 mod support;
@@ -20,6 +24,14 @@ use common::{TestApp, eventually};
 use credentials::{deleting_the_device_closes_its_session, mqtt_basic_credentials_from_rest};
 use downlink::downlink_requests_and_pushes;
 use ferroboard::domain::{AttributeScope, KvValue};
+use real_clients::{
+    attribute_example_is_stored, back_to_back_qos0_runs_are_all_stored,
+    publishes_before_disconnect_or_close_are_stored,
+};
+use rpc_answers::{
+    a_device_that_reconnects_can_still_answer, another_tenant_cannot_complete_or_overwrite_a_call,
+    duplicate_request_uuid_is_refused, rpc_answered_by_mosquitto_pub_from_a_second_connection,
+};
 use rumqttc::v5::mqttbytes::v5 as m5;
 use rumqttc::{mqttbytes::v4 as m4, v5};
 
@@ -293,6 +305,13 @@ both_backends!(
     keep_alive_is_enforced,
     mqtt_basic_credentials_from_rest,
     deleting_the_device_closes_its_session,
+    back_to_back_qos0_runs_are_all_stored,
+    attribute_example_is_stored,
+    publishes_before_disconnect_or_close_are_stored,
+    rpc_answered_by_mosquitto_pub_from_a_second_connection,
+    a_device_that_reconnects_can_still_answer,
+    duplicate_request_uuid_is_refused,
+    another_tenant_cannot_complete_or_overwrite_a_call,
 );
 
 async fn shutdown_closes_sessions_with_0x8b(backend: common::Backend) {
@@ -314,6 +333,16 @@ async fn shutdown_closes_sessions_with_0x8b(backend: common::Backend) {
         "shutdown took {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_processes_what_was_read_sqlite() {
+    real_clients::shutdown_processes_what_was_read(common::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_processes_what_was_read_postgres() {
+    real_clients::shutdown_processes_what_was_read(common::Backend::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

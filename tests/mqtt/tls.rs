@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use rumqttc::{TlsConfiguration, Transport};
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use crate::clients::*;
 use crate::common::{self, Backend, TestApp};
@@ -122,24 +121,7 @@ fn v3_tls(port: u16, ca: &str, username: Option<&str>, client: Option<&Issued>) 
         alpn: None,
         client_auth: client.map(|c| (c.cert.as_bytes().to_vec(), c.key.as_bytes().to_vec())),
     }));
-    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 64);
-    let (tx, events) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(ev) => {
-                    if tx.send(Ok(ev)).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(format!("{e:?}")));
-                    break;
-                }
-            }
-        }
-    });
-    V3 { client, events }
+    v3_with(opts)
 }
 
 async fn set_x509(api: &Api, device: &str, pem: &str) -> crate::support::Resp {

@@ -49,7 +49,12 @@ macro_rules! rpc_store {
                         .bind(rpc.retries)
                         .bind(rpc.additional_info.as_ref().map(Json))
                         .execute(self.writer())
-                        .await?;
+                        .await
+                        .map_err(|e| {
+                            crate::storage::common::conflict(e, |_| {
+                                "RPC with such requestUUID already exists!".to_owned()
+                            })
+                        })?;
                     Ok(())
                 }
 

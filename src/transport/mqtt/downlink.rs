@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::session::{DeviceSession, Granted};
 use super::sink::PublishError;
+use crate::bus::registry::CloseSignal;
 use crate::bus::{Downlink, RpcRequest, SessionCmd};
 use crate::domain::now_ms;
 use crate::services::rpc::Undelivered;
@@ -23,14 +24,27 @@ enum Cmd {
 }
 
 /// Runs until the session ends (its registry entry, the only sender, is dropped) or is closed.
-pub async fn run(weak: Weak<DeviceSession>, mut rx: mpsc::Receiver<SessionCmd>) {
-    while let Some(cmd) = rx.recv().await {
-        let Some(sess) = weak.upgrade() else { break };
-        let cmd = match cmd {
-            SessionCmd::Deliver(downlink) => Cmd::Deliver(*downlink),
-            SessionCmd::Close(reason) => Cmd::Close(reason),
-            SessionCmd::PendingRpc => Cmd::PendingRpc,
+/// The close signal is looked at first, so a full command queue never holds a close back.
+pub async fn run(
+    weak: Weak<DeviceSession>,
+    mut rx: mpsc::Receiver<SessionCmd>,
+    mut close: CloseSignal,
+) {
+    loop {
+        let cmd = tokio::select! {
+            biased;
+            reason = close.wait_for(Option::is_some) => match reason.ok().and_then(|r| *r) {
+                Some(reason) => Cmd::Close(reason),
+                // The registry forgot the session: it is ending.
+                None => break,
+            },
+            cmd = rx.recv() => match cmd {
+                Some(SessionCmd::Deliver(downlink)) => Cmd::Deliver(*downlink),
+                Some(SessionCmd::PendingRpc) => Cmd::PendingRpc,
+                None => break,
+            },
         };
+        let Some(sess) = weak.upgrade() else { break };
         match cmd {
             Cmd::Close(reason) => {
                 sess.closed.set(true);
@@ -68,7 +82,11 @@ impl DeviceSession {
     pub(super) fn offer_rpc(self: &Rc<Self>, req: RpcRequest) {
         let (held, done) = {
             let rpc = self.rpc.borrow();
-            (rpc.holds(req.rpc), rpc.recently_done(req.rpc))
+            let sent = &self.state.services.rpc.sent;
+            (
+                rpc.holds(req.rpc) || sent.holds(self.device.id, req.rpc),
+                rpc.recently_done(req.rpc),
+            )
         };
         if held {
             tracing::debug!(device = %self.device.id, rpc = %req.rpc, "RPC offered again while held; copy ignored");
@@ -76,7 +94,8 @@ impl DeviceSession {
         }
         if done && req.oneway {
             tracing::debug!(device = %self.device.id, rpc = %req.rpc, "one-way RPC offered again after delivery; not re-sent");
-            self.on_runtime(move |s| async move { s.rpc.delivered(&req).await });
+            let (tenant, device) = (self.device.tenant_id, self.device.id);
+            self.on_runtime(move |s| async move { s.rpc.delivered(tenant, device, &req).await });
             return;
         }
         if done {
@@ -110,20 +129,16 @@ impl DeviceSession {
         !self.closed.get() && self.sink.is_open()
     }
 
-    /// Publishes the request with the subscription's QoS. Its outcome is recorded by one task on the
-    /// main runtime, in order: SENT first (persistent at QoS 1), then DELIVERED or why it was not
-    /// (no PUBACK in time, or the connection closed).
-    fn send_rpc(self: &Rc<Self>, sub: &Granted, req: RpcRequest) {
-        let id = {
-            let mut rpc = self.rpc.borrow_mut();
-            let id = rpc.next_id;
-            rpc.next_id = rpc.next_id.wrapping_add(1).max(0);
-            if !req.oneway {
-                rpc.pending.insert(id, req.clone());
-            }
-            rpc.sending.insert(req.rpc);
-            id
-        };
+    /// Publishes the request with the subscription's QoS, under the device's next request id (a
+    /// two-way request is remembered under it, on every node, for the answer from any session of
+    /// the device). Its outcome is recorded by one task on the main runtime, in order: the id
+    /// announced to other nodes, SENT (persistent at QoS 1), then DELIVERED or why it was not (no
+    /// PUBACK in time, or the connection closed).
+    fn send_rpc(self: &Rc<Self>, sub: &Granted, mut req: RpcRequest) {
+        let (tenant, device) = (self.device.tenant_id, self.device.id);
+        let id = self.state.services.rpc.sent.allocate(tenant, device, &req);
+        req.request_id = id;
+        self.rpc.borrow_mut().sending.insert(req.rpc);
         let params: serde_json::Value = serde_json::from_str(&req.params).unwrap_or_else(|_| {
             if req.params.is_empty() {
                 serde_json::Value::Null
@@ -138,12 +153,17 @@ impl DeviceSession {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), Undelivered>>();
         let outcome = req.clone();
         self.on_runtime(move |s| async move {
+            if !outcome.oneway {
+                s.rpc
+                    .announce_sent(tenant, device, id, outcome.clone())
+                    .await;
+            }
             if qos1 && outcome.persistent {
                 s.rpc.sent(&outcome).await;
             }
             // A dropped sender means the publish never finished: the session's runtime is gone.
             match done_rx.await.unwrap_or(Err(Undelivered::ConnectionLost)) {
-                Ok(()) => s.rpc.delivered(&outcome).await,
+                Ok(()) => s.rpc.delivered(tenant, device, &outcome).await,
                 Err(cause) => s.rpc.undelivered(&outcome, cause).await,
             }
         });
@@ -160,7 +180,8 @@ impl DeviceSession {
                     Ok(()) => {}
                     Err(e) => {
                         tracing::debug!(device = %sess.device.id, error = %e, "RPC request not delivered");
-                        rpc.pending.remove(&id);
+                        // The device may still have it and answer; a copy offered again is sent.
+                        sess.state.services.rpc.sent.failed(sess.device.id, id);
                     }
                 }
             }

@@ -18,9 +18,28 @@ use ntex_mqtt::{MqttServer, MqttServiceConfig, QoS};
 use ntex_service::cfg::SharedCfg;
 use ntex_util::time::Seconds;
 
+pub use inflight::InflightStats;
 pub use limits::parse as parse_rate_limit;
 
 use crate::state::AppState;
+
+/// What the MQTT sessions of one server share, on both runtimes.
+#[derive(Debug)]
+pub struct MqttShared {
+    /// Publishes in processing (the per-session in-flight bound).
+    pub inflight: Arc<InflightStats>,
+    /// Rate-limit buckets by device.
+    pub limits: limits::DeviceLimits,
+}
+
+impl MqttShared {
+    pub fn new(config: &crate::config::LimitsConfig) -> Self {
+        Self {
+            inflight: Arc::default(),
+            limits: limits::DeviceLimits::new(config),
+        }
+    }
+}
 
 /// The running MQTT server: its handle and the runtime thread it lives on.
 pub struct MqttServerHandle {
@@ -87,13 +106,14 @@ macro_rules! mqtt_service {
                 ntex_mqtt::v3::MqttServer::new(async |s: &v3::Session, p| v3::publish(s, p).await)
                     .protocol(async |s: &v3::Session, m| v3::protocol(s, m).await)
                     .control(async |s: &v3::Session, c| v3::control(s, c).await)
-                    .replace_middlewares($inflight)
+                    .replace_middlewares($inflight.clone())
                     .build(async move |hs| v3::connect(&s3, hs).await),
             )
             .v5(
                 ntex_mqtt::v5::MqttServer::new(async |s: &v5::Session, p| v5::publish(s, p).await)
                     .protocol(async |s: &v5::Session, m| v5::protocol(s, m).await)
                     .control(async |s: &v5::Session, c| v5::control(s, c).await)
+                    .replace_middlewares($inflight.clone())
                     .build(async move |hs| v5::connect(&s5, hs).await),
             )
     }};
@@ -112,7 +132,10 @@ fn build(
                 .set_max_qos(QoS::AtLeastOnce)
                 .set_max_size(mqtt.max_packet_size)
                 .set_max_receive(mqtt.max_inflight)
+                // counted per PUBLISH by `inflight`, for every QoS; no byte budget on top
                 .set_max_receive_size(0)
+                // a PUBLISH read before the DISCONNECT (or the socket closing) is processed
+                .set_handle_qos_after_disconnect(Some(QoS::AtLeastOnce))
                 // a whole packet is read before its handler runs: no partial payloads to track
                 .set_min_chunk_size(mqtt.max_packet_size)
                 .set_connect_timeout(timeout)
@@ -125,14 +148,17 @@ fn build(
     } else {
         mqtt.workers
     };
-    let inflight = inflight::InflightLimit(mqtt.max_inflight);
-    let plain_state = state.clone();
+    let inflight = inflight::InflightLimit {
+        max: mqtt.max_inflight,
+        stats: state.mqtt.inflight.clone(),
+    };
+    let (plain_state, plain_inflight) = (state.clone(), inflight.clone());
     let mut builder = ntex_server::net::build()
         .workers(workers)
         .disable_signals()
         .shutdown_timeout(Seconds(3))
         .listen("mqtt", listener, config(), async move |_| {
-            mqtt_service!(plain_state, inflight)
+            mqtt_service!(plain_state, plain_inflight)
         })?;
     if let Some(TlsListener {
         listener,

@@ -63,13 +63,10 @@ pub struct Granted {
     pub qos1: bool,
 }
 
-/// Server-side RPC bookkeeping of one session.
+/// Server-side RPC bookkeeping of one session (request ids and the requests waiting for the
+/// device's answer belong to the device: `bus::SentRpcs`).
 #[derive(Default)]
 pub struct RpcState {
-    /// Next request id; the first RPC of a session is 0.
-    pub next_id: i32,
-    /// Sent and waiting for the device's reply, by request id.
-    pub pending: HashMap<i32, RpcRequest>,
     /// Received before the device subscribed to RPC requests.
     pub queued: VecDeque<RpcRequest>,
     /// RPC ids whose publish has not finished yet (written at QoS 0, PUBACK or failure at QoS 1).
@@ -84,12 +81,10 @@ pub struct RpcState {
 const RECENTLY_DONE_KEPT: usize = 32;
 
 impl RpcState {
-    /// Whether the RPC is held here already: queued for an RPC subscription, being sent, or
-    /// waiting for the device's reply. A copy of it (a re-offer) is ignored.
+    /// Whether the RPC is held here already: queued for an RPC subscription or being sent. A
+    /// copy of it (a re-offer) is ignored.
     pub fn holds(&self, rpc: uuid::Uuid) -> bool {
-        self.sending.contains(&rpc)
-            || self.queued.iter().any(|r| r.rpc == rpc)
-            || self.pending.values().any(|r| r.rpc == rpc)
+        self.sending.contains(&rpc) || self.queued.iter().any(|r| r.rpc == rpc)
     }
 
     /// Records an RPC as finished on this session: a one-way RPC delivered, a two-way RPC answered.
@@ -119,14 +114,15 @@ pub struct DeviceSession {
     pub rpc: RefCell<RpcState>,
     /// Client-side RPC requests waiting for the rules' answer: request id → v2 topic family.
     pub client_rpc: RefCell<HashMap<String, bool>>,
-    pub limits: super::limits::SessionLimits,
+    /// The device's rate limits, shared with its other sessions (earlier ones included).
+    pub limits: Arc<super::limits::SessionLimits>,
     pub closed: Cell<bool>,
 }
 
 impl Drop for DeviceSession {
     /// Requests still queued were never published: they go back to QUEUED for the next session.
-    /// Those waiting for a reply were delivered (a publish in flight holds the session, and a
-    /// failed one leaves `pending`) and stay DELIVERED: the device is not asked twice.
+    /// Those waiting for a reply were delivered (a publish in flight holds the session) and stay
+    /// DELIVERED: the device is not asked twice, and its answer from a later session still counts.
     fn drop(&mut self) {
         self.state.sessions.unregister(self.device.id, self.session);
         let queued: Vec<RpcRequest> = self.rpc.borrow_mut().queued.drain(..).collect();
@@ -148,7 +144,11 @@ impl Drop for DeviceSession {
 
 /// The result of authenticating a CONNECT.
 pub enum Admission {
-    Accepted(Rc<DeviceSession>, mpsc::Receiver<SessionCmd>),
+    Accepted(
+        Rc<DeviceSession>,
+        mpsc::Receiver<SessionCmd>,
+        crate::bus::registry::CloseSignal,
+    ),
     NoCredentials,
     NotAuthorized,
     Unavailable,
@@ -188,7 +188,7 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
         return Admission::NotAuthorized;
     }
     let (tx, rx) = mpsc::channel(state.config.mqtt.outbound_queue.max(1));
-    let session = state.sessions.register(device.id, tx);
+    let (session, close) = state.sessions.register(device.id, tx);
     // A revocation between the check above and the registration found no session to close.
     if state.sessions.revoked_since(device.id, authenticated_at) {
         state.sessions.unregister(device.id, session);
@@ -209,7 +209,7 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
         services.device_state.connected(&connected).await;
     });
     let sess = DeviceSession {
-        limits: super::limits::SessionLimits::new(&state.config.limits),
+        limits: state.mqtt.limits.of(device.id),
         state: state.clone(),
         device: *device,
         session,
@@ -221,7 +221,7 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
         client_rpc: RefCell::new(HashMap::new()),
         closed: Cell::new(false),
     };
-    Admission::Accepted(Rc::new(sess), rx)
+    Admission::Accepted(Rc::new(sess), rx, close)
 }
 
 async fn lookup(state: &Arc<AppState>, connect: &Connect<'_>) -> AuthResult {
@@ -276,23 +276,16 @@ mod tests {
     }
 
     #[test]
-    fn an_rpc_is_held_while_queued_sending_or_pending() {
+    fn an_rpc_is_held_while_queued_or_sending() {
         let mut state = RpcState::default();
-        let (queued, sending, pending, other) = (
-            request(false),
-            request(true),
-            request(false),
-            request(false),
-        );
+        let (queued, sending, other) = (request(false), request(true), request(false));
         state.queued.push_back(queued.clone());
         state.sending.insert(sending.rpc);
-        state.pending.insert(3, pending.clone());
         assert!(state.holds(queued.rpc));
         assert!(state.holds(sending.rpc));
-        assert!(state.holds(pending.rpc));
         assert!(!state.holds(other.rpc));
-        state.pending.clear();
-        assert!(!state.holds(pending.rpc), "answered: no longer held");
+        state.sending.clear();
+        assert!(!state.holds(sending.rpc), "sent: no longer held here");
     }
 
     #[test]

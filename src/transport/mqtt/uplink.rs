@@ -34,8 +34,14 @@ pub enum Outcome {
 
 impl DeviceSession {
     pub async fn publish(self: &Rc<Self>, topic: &str, payload: Bytes) -> Outcome {
+        // The engine's global bound comes first: nothing is built while it is exhausted (and the
+        // session, its in-flight slots taken, stops reading).
+        let permit = match self.state.admit().await {
+            Ok(permit) => permit,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
         let span = tracing::debug_span!("uplink", device = %self.device.id, topic);
-        let outcome = self.route(topic, payload).instrument(span).await;
+        let outcome = self.route(topic, payload, permit).instrument(span).await;
         self.state.services.device_state.activity(&self.device);
         if let Outcome::RateLimited(limit) = outcome {
             metrics::counter!("ferroboard_rate_limited_total", "limit" => limit).increment(1);
@@ -44,7 +50,7 @@ impl DeviceSession {
         outcome
     }
 
-    async fn route(self: &Rc<Self>, topic: &str, payload: Bytes) -> Outcome {
+    async fn route(self: &Rc<Self>, topic: &str, payload: Bytes, permit: Permit) -> Outcome {
         let uplink = Uplink::parse(topic);
         let msgs = match &uplink {
             Uplink::Telemetry(_) => self.telemetry(&payload),
@@ -53,7 +59,7 @@ impl DeviceSession {
                 if let Err(limit) = self.limits.admit_message() {
                     return Outcome::RateLimited(limit);
                 }
-                return self.request(uplink, payload).await;
+                return self.request(uplink, payload, permit).await;
             }
         };
         let msgs = match msgs {
@@ -66,14 +72,21 @@ impl DeviceSession {
             }
             Err(Rejected::Limit(limit)) => return Outcome::RateLimited(limit),
         };
-        self.ingest(msgs).await
+        self.ingest(permit, msgs).await
     }
 
-    async fn request(self: &Rc<Self>, uplink: Uplink, payload: Bytes) -> Outcome {
+    /// Requests hold the engine slot until answered (a client RPC until the rules took it).
+    async fn request(self: &Rc<Self>, uplink: Uplink, payload: Bytes, permit: Permit) -> Outcome {
+        if let Uplink::RpcRequest { id, v2 } = &uplink {
+            return self.client_rpc(id, *v2, &payload, permit).await;
+        }
+        let _permit = permit;
         match uplink {
             Uplink::AttributeRequest { id, v2 } => self.attribute_request(&id, v2, &payload).await,
             Uplink::RpcResponse { id, .. } => self.rpc_response(&id, payload),
-            Uplink::RpcRequest { id, v2 } => self.client_rpc(&id, v2, &payload).await,
+            Uplink::RpcRequest { .. } | Uplink::Telemetry(_) | Uplink::Attributes(_) => {
+                Outcome::Accepted
+            }
             Uplink::Unknown => {
                 tracing::debug!("PUBLISH to an unknown topic");
                 Outcome::TopicInvalid
@@ -81,11 +94,12 @@ impl DeviceSession {
             Uplink::Claim => Outcome::Unsupported("claiming"),
             Uplink::FirmwareChunk { .. } => Outcome::Unsupported("firmware chunks"),
             Uplink::Gateway(_) => Outcome::Unsupported("the gateway API"),
-            Uplink::Telemetry(_) | Uplink::Attributes(_) => Outcome::Accepted,
         }
     }
 
-    async fn ingest(&self, msgs: Vec<Msg>) -> Outcome {
+    /// Runs the messages on the main runtime under the PUBLISH's engine slot. The task runs to
+    /// completion even when this session goes away meanwhile.
+    async fn ingest(&self, permit: Permit, msgs: Vec<Msg>) -> Outcome {
         if msgs.is_empty() {
             return Outcome::Accepted;
         }
@@ -93,7 +107,7 @@ impl DeviceSession {
         match self
             .state
             .rt
-            .spawn(async move { state.ingest(msgs).await })
+            .spawn(async move { state.ingest_admitted(permit, msgs).await })
             .await
         {
             Ok(Ok(())) => Outcome::Accepted,
@@ -248,26 +262,27 @@ impl DeviceSession {
         let Ok(id) = id.parse::<i32>() else {
             return Outcome::InvalidPayload(format!("RPC response id '{id}' is not an integer"));
         };
-        let answered = {
-            let mut rpc = self.rpc.borrow_mut();
-            let req = rpc.pending.remove(&id);
-            if let Some(req) = &req {
-                // Until SUCCESSFUL is stored, a reload may offer it again: not re-sent.
-                rpc.done(req.rpc);
-            }
-            req
-        };
-        let Some(req) = answered else {
+        let (tenant, device) = (self.device.tenant_id, self.device.id);
+        // Any session of the device answers: the id is the device's, not this session's.
+        let Some(req) = self.state.services.rpc.sent.take(tenant, device, id) else {
             tracing::debug!(id, "reply to an unknown or expired RPC; dropped");
             return Outcome::Accepted;
         };
+        // Until SUCCESSFUL is stored, a reload may offer it again: not re-sent.
+        self.rpc.borrow_mut().done(req.rpc);
         let body = String::from_utf8_lossy(&payload).into_owned();
-        self.on_runtime(move |s| async move { s.rpc.replied(&req, body).await });
+        self.on_runtime(move |s| async move { s.rpc.replied(tenant, device, &req, body).await });
         Outcome::Accepted
     }
 
     /// The device's own RPC: `getSessionLimits` is answered here, the rest goes to the rules.
-    async fn client_rpc(self: &Rc<Self>, id: &str, v2: bool, payload: &[u8]) -> Outcome {
+    async fn client_rpc(
+        self: &Rc<Self>,
+        id: &str,
+        v2: bool,
+        payload: &[u8],
+        permit: Permit,
+    ) -> Outcome {
         let request = match payload::parse_lenient(payload) {
             Ok(Value::Object(obj)) => obj,
             Ok(_) => return Outcome::InvalidPayload("RPC request must be a JSON object".into()),
@@ -305,7 +320,7 @@ impl DeviceSession {
             .insert("serviceId".into(), self.state.config.node_id.clone());
         msg.metadata
             .insert("sessionId".into(), self.session.to_string());
-        self.ingest(vec![msg]).await
+        self.ingest(permit, vec![msg]).await
     }
 
     /// No rule answered within the timeout: `{"error":"timeout"}`.
@@ -356,6 +371,9 @@ impl DeviceSession {
         true
     }
 }
+
+/// A PUBLISH's slot of the engine's global bound.
+type Permit = tokio::sync::OwnedSemaphorePermit;
 
 enum Rejected {
     Payload(PayloadError),

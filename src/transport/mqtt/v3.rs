@@ -31,8 +31,8 @@ pub async fn connect(
     let admission = session::admit(state, connect, Sink::V3(hs.sink())).await;
     let keep_alive = pkt.keep_alive;
     Ok(match admission {
-        Admission::Accepted(sess, rx) => {
-            ntex_rt::spawn(downlink::run(Rc::downgrade(&sess), rx));
+        Admission::Accepted(sess, rx, close) => {
+            ntex_rt::spawn(downlink::run(Rc::downgrade(&sess), rx, close));
             let idle = session::idle_timeout(keep_alive).map_or(Seconds::ZERO, Seconds);
             hs.ack(sess, false).idle_timeout(idle)
         }

@@ -33,8 +33,8 @@ pub async fn connect(
     let admission = session::admit(state, connect, Sink::V5(hs.sink())).await;
     let keep_alive = pkt.keep_alive;
     Ok(match admission {
-        Admission::Accepted(sess, rx) => {
-            ntex_rt::spawn(downlink::run(Rc::downgrade(&sess), rx));
+        Admission::Accepted(sess, rx, close) => {
+            ntex_rt::spawn(downlink::run(Rc::downgrade(&sess), rx, close));
             // ntex-mqtt 9.0.0 maps keep-alive 0 to a 30 s idle timeout; MQTT says 0 means none.
             let idle = session::idle_timeout(keep_alive).unwrap_or(u16::MAX);
             hs.ack(sess)
