@@ -163,10 +163,16 @@ async fn commit_isolating(store: &DynStore, ops: &[WriteOp], bounds: &[usize]) -
             pending.push(part.start..mid);
         } else {
             metrics::counter!("ferroboard_storage_refused_writes_total").increment(1);
+            let entity = match ops.get(bounds[part.start]) {
+                Some(WriteOp::Timeseries { entity, .. } | WriteOp::Attributes { entity, .. }) => {
+                    *entity
+                }
+                None => uuid::Uuid::nil(),
+            };
             crate::observability::log_gate::refused_input(
                 "storage",
-                &"one message of a batch",
-                &format_args!("the database refused its data: {e}"),
+                &entity,
+                &format_args!("the database refused the data of one message of a batch: {e}"),
             );
             results[part.start] = Err(match e {
                 StorageError::Invalid(_) => e,
