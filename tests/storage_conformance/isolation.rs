@@ -112,7 +112,37 @@ async fn data_the_database_refuses_fails_only_its_message(backend: Backend) {
     db.store.close().await;
 }
 
+/// When the database does not answer, nothing is split or refused as invalid: every message of
+/// the batch gets the database's error (MQTT 3.1.1 devices re-send, REST callers see 500).
+async fn a_database_that_does_not_answer_fails_writes_as_they_are(backend: Backend) {
+    let db = super::open(backend).await;
+    let (w, stop, task) = writer(&db.store);
+    db.store.close().await;
+    let writes = (0..4).map(|i| {
+        let w = w.clone();
+        async move {
+            let op = ts_op(Uuid::new_v4(), vec![pt(1, "s", KvValue::Long(i))]);
+            w.write(vec![op]).await
+        }
+    });
+    for result in futures::future::join_all(writes).await {
+        assert!(
+            matches!(result, Err(StorageError::Database(_))),
+            "{result:?}"
+        );
+    }
+    drop(w);
+    stop.cancel();
+    task.await.unwrap();
+}
+
 mod sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_that_does_not_answer_fails_writes_as_they_are() {
+        super::a_database_that_does_not_answer_fails_writes_as_they_are(super::Backend::Sqlite)
+            .await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn data_no_database_holds_is_refused_before_the_batch() {
         super::data_no_database_holds_is_refused_before_the_batch(super::Backend::Sqlite).await;
@@ -125,6 +155,12 @@ mod sqlite {
 }
 
 mod postgres {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_that_does_not_answer_fails_writes_as_they_are() {
+        super::a_database_that_does_not_answer_fails_writes_as_they_are(super::Backend::Postgres)
+            .await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn data_no_database_holds_is_refused_before_the_batch() {
         super::data_no_database_holds_is_refused_before_the_batch(super::Backend::Postgres).await;
