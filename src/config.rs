@@ -109,6 +109,8 @@ pub struct EngineConfig {
 pub struct JsonConfig {
     pub type_cast_enabled: bool,
     pub max_string_value_length: usize,
+    /// Bytes of one device value (string, number literal, object or array text), at most.
+    pub max_value_size: usize,
 }
 
 impl Default for Config {
@@ -180,6 +182,7 @@ impl Default for JsonConfig {
         Self {
             type_cast_enabled: true,
             max_string_value_length: 0,
+            max_value_size: crate::domain::kv::DEFAULT_MAX_VALUE_SIZE,
         }
     }
 }
@@ -206,6 +209,9 @@ pub enum ConfigError {
     #[error("{0}")]
     Invalid(String),
 }
+
+/// Accepted `json.max_value_size`: 1 KiB to 64 MiB.
+const MAX_VALUE_SIZE_RANGE: std::ops::RangeInclusive<usize> = 1024..=64 * 1024 * 1024;
 
 /// Prefix of every configuration variable.
 const ENV_PREFIX: &str = "FERROBOARD_";
@@ -301,6 +307,13 @@ impl Config {
             }
         }
         self.auth.validate(self.jwt_secret.as_deref())?;
+        if !(MAX_VALUE_SIZE_RANGE).contains(&self.json.max_value_size) {
+            return Err(ConfigError::Invalid(format!(
+                "json.max_value_size must be between {} and {} bytes",
+                MAX_VALUE_SIZE_RANGE.start(),
+                MAX_VALUE_SIZE_RANGE.end()
+            )));
+        }
         if self.mqtt.max_packet_size < 1024 {
             return Err(ConfigError::Invalid(
                 "mqtt.max_packet_size must be at least 1024".into(),
@@ -321,6 +334,7 @@ impl Config {
         crate::domain::kv::Typing {
             type_cast_strings: self.json.type_cast_enabled,
             max_string_len: self.json.max_string_value_length,
+            max_value_size: self.json.max_value_size,
         }
     }
 }
@@ -481,6 +495,26 @@ mod tests {
             Ok(())
         })
         .unwrap();
+    }
+
+    #[test]
+    fn the_value_size_bound_is_range_checked() {
+        for (value, ok) in [
+            ("1023", false),
+            ("1024", true),
+            ("67108865", false),
+            ("0", false),
+        ] {
+            with_env(&[("FERROBOARD_JSON_MAX_VALUE_SIZE", value)], |_| {
+                match Config::from_file_and_env(None) {
+                    Ok(c) if ok => assert_eq!(c.typing().max_value_size.to_string(), value),
+                    Err(e) if !ok => assert!(e.to_string().contains("json.max_value_size"), "{e}"),
+                    other => panic!("{value}: {other:?}"),
+                }
+                Ok(())
+            })
+            .unwrap();
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Logging (tracing to stdout), optional OTLP trace export, and the Prometheus metrics registry.
 
+pub mod log_gate;
+
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};

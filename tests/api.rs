@@ -9,6 +9,8 @@ mod attributes;
 mod auth;
 #[path = "api/devices.rs"]
 mod devices;
+#[path = "api/hostile.rs"]
+mod hostile;
 #[path = "api/logins.rs"]
 mod logins;
 #[path = "api/support.rs"]

@@ -96,8 +96,12 @@ async fn save(
     if !value.is_object() {
         return Err(ApiError::text_bad_request("Request is not a JSON object"));
     }
-    let kvs = payload::attributes(&value, state.services.typing)
-        .map_err(|e| ApiError::text_bad_request(e.to_string()))?;
+    let kvs = payload::attributes(&value, state.services.typing).map_err(|e| {
+        if e.is_limit() {
+            crate::observability::log_gate::refused_input("rest", &device.id, &e);
+        }
+        ApiError::text_bad_request(e.to_string())
+    })?;
     if kvs.is_empty() {
         return Err(ApiError::text_bad_request(
             "No attributes data found in request body!",

@@ -141,7 +141,7 @@ impl IntoResponse for ApiError {
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::Conflict(msg) => Self::BadRequest(msg),
+            StorageError::Conflict(msg) | StorageError::Invalid(msg) => Self::BadRequest(msg),
             StorageError::NotFound => Self::NotFound(ITEM_NOT_FOUND_MSG.to_owned()),
             StorageError::Database(detail) => Self::Database(detail),
             StorageError::Closed => Self::General("Service is shutting down".to_owned()),

@@ -114,6 +114,9 @@ async fn store_timeseries(
     let device = resolve_entity(state, tenant, entity_type, entity_id).await?;
     let value = parse_body(body, "Unable to parse time series payload: invalid JSON")?;
     let groups = payload::telemetry(&value, state.services.typing).map_err(|e| {
+        if e.is_limit() {
+            crate::observability::log_gate::refused_input("rest", &device.id, &e);
+        }
         ApiError::text_bad_request(format!("Unable to parse time series payload: {e}"))
     })?;
     let now = now_ms();

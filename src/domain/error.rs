@@ -10,6 +10,10 @@ pub enum StorageError {
     NotFound,
     #[error("database error: {0}")]
     Database(String),
+    /// The database cannot hold this write's data (a key too long, a NUL, a value it refuses):
+    /// the message is invalid and re-sending it cannot help.
+    #[error("{0}")]
+    Invalid(String),
     /// The batch writer is shutting down or its queue is closed.
     #[error("storage is shutting down")]
     Closed,

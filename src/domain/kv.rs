@@ -2,6 +2,11 @@
 
 use serde_json::{Number, Value};
 
+mod number;
+
+pub use number::classify_number;
+use number::is_parsable;
+
 /// A typed value as stored for attributes and time series.
 #[derive(Clone, Debug, PartialEq)]
 pub enum KvValue {
@@ -79,45 +84,111 @@ impl std::str::FromStr for AttributeScope {
     }
 }
 
-/// Why a value could not be typed.
+/// Keys longer than this are refused: ThingsBoard's key columns hold 255 characters.
+pub const MAX_KEY_CHARS: usize = 255;
+
+/// Why a value could not be typed (each names the limit it broke).
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TypingError {
     #[error("string value of key '{0}' is longer than {1} characters")]
     StringTooLong(String, usize),
+    #[error("key '{0}…' is longer than {MAX_KEY_CHARS} characters")]
+    KeyTooLong(String),
+    #[error("key or value of key '{0}' contains a NUL character")]
+    Nul(String),
+    #[error("value of key '{0}' is larger than json.max_value_size ({1} bytes)")]
+    ValueTooLarge(String, usize),
 }
 
-/// Typing options (ThingsBoard's `transport.json.*`).
+impl TypingError {
+    /// A key as errors show it: at most 64 characters.
+    fn key(key: &str) -> String {
+        key.chars().take(64).collect()
+    }
+}
+
+/// Typing options (ThingsBoard's `transport.json.*`, plus the value size bound).
 #[derive(Clone, Copy, Debug)]
 pub struct Typing {
     pub type_cast_strings: bool,
     /// 0 = unlimited.
     pub max_string_len: usize,
+    /// Bytes of one value (a string, a number literal, the compact text of an object or array).
+    pub max_value_size: usize,
 }
+
+/// Default of `json.max_value_size`.
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 64 * 1024;
 
 impl Default for Typing {
     fn default() -> Self {
         Self {
             type_cast_strings: true,
             max_string_len: 0,
+            max_value_size: DEFAULT_MAX_VALUE_SIZE,
         }
+    }
+}
+
+/// Refuses keys that storage cannot hold: longer than [`MAX_KEY_CHARS`], or with a NUL.
+pub fn check_key(key: &str) -> Result<(), TypingError> {
+    if key.len() > MAX_KEY_CHARS && key.chars().count() > MAX_KEY_CHARS {
+        return Err(TypingError::KeyTooLong(TypingError::key(key)));
+    }
+    if key.contains('\0') {
+        return Err(TypingError::Nul(TypingError::key(key)));
+    }
+    Ok(())
+}
+
+/// True when a string anywhere inside the value (keys included) holds a NUL.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(obj) => obj.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }
 
 impl KvValue {
     /// Types one JSON value by ThingsBoard's rules; `None` for JSON null (the key is dropped).
+    /// The key and the value are checked against the bounds first (length, NUL, size).
     pub fn from_json(
         key: &str,
         value: &Value,
         typing: Typing,
     ) -> Result<Option<Self>, TypingError> {
+        check_key(key)?;
+        let too_large = |len: usize| {
+            if len > typing.max_value_size {
+                Err(TypingError::ValueTooLarge(
+                    TypingError::key(key),
+                    typing.max_value_size,
+                ))
+            } else {
+                Ok(())
+            }
+        };
         Ok(Some(match value {
             Value::Null => return Ok(None),
             Value::Bool(b) => Self::Bool(*b),
-            Value::Object(_) | Value::Array(_) => Self::Json(value.to_string()),
+            Value::Object(_) | Value::Array(_) => {
+                if has_nul(value) {
+                    return Err(TypingError::Nul(TypingError::key(key)));
+                }
+                let text = value.to_string();
+                too_large(text.len())?;
+                Self::Json(text)
+            }
             Value::String(s) => {
+                too_large(s.len())?;
+                if s.contains('\0') {
+                    return Err(TypingError::Nul(TypingError::key(key)));
+                }
                 if typing.max_string_len > 0 && s.chars().count() > typing.max_string_len {
                     return Err(TypingError::StringTooLong(
-                        key.to_owned(),
+                        TypingError::key(key),
                         typing.max_string_len,
                     ));
                 }
@@ -128,7 +199,10 @@ impl KvValue {
                 }
             }
             // arbitrary_precision keeps the literal text.
-            Value::Number(n) => classify_number(n.as_str()),
+            Value::Number(n) => {
+                too_large(n.as_str().len())?;
+                classify_number(n.as_str())
+            }
         }))
     }
 
@@ -176,171 +250,6 @@ pub fn double_json(v: f64) -> Value {
     }
 }
 
-/// commons-lang3 `NumberUtils.isParsable`: optional `-`, digits with at most one `.`, not ending in `.`.
-fn is_parsable(s: &str) -> bool {
-    let body = s.strip_prefix('-').unwrap_or(s);
-    if body.is_empty() || body.ends_with('.') {
-        return false;
-    }
-    let mut dots = 0;
-    for c in body.chars() {
-        if c == '.' {
-            dots += 1;
-            if dots > 1 {
-                return false;
-            }
-        } else if !c.is_ascii_digit() {
-            return false;
-        }
-    }
-    true
-}
-
-/// Classifies the literal text of a number as LONG, DOUBLE or STRING.
-fn classify_number(text: &str) -> KvValue {
-    classify_plain(text).unwrap_or_else(|| classify_decimal(text))
-}
-
-/// The full classification through a decimal (BigDecimal's rules).
-fn classify_decimal(text: &str) -> KvValue {
-    let Some(dec) = Decimal::parse(text) else {
-        return KvValue::Str(text.to_owned());
-    };
-    let simple_decimal = text.contains('.') && !text.contains(['e', 'E']);
-    if dec.stripped_scale() <= 0 && !simple_decimal {
-        return match dec.to_i64() {
-            Some(v) => KvValue::Long(v),
-            None => KvValue::Str(dec.plain()),
-        };
-    }
-    if dec.scale <= 16 {
-        match text.parse::<f64>() {
-            Ok(v) if v.is_finite() => KvValue::Double(v),
-            _ => KvValue::Str(dec.plain()),
-        }
-    } else {
-        KvValue::Str(dec.plain())
-    }
-}
-
-/// The common literals without building a decimal: `-?digits` that fits a LONG, and
-/// `-?digits.digits` with at most 16 fraction digits (a finite DOUBLE). Everything else (exponents,
-/// overflow, signs other than `-`, longer fractions) is left to the full classification.
-fn classify_plain(text: &str) -> Option<KvValue> {
-    let body = text.strip_prefix('-').unwrap_or(text);
-    let (int, frac) = match body.split_once('.') {
-        Some((int, frac)) => (int, Some(frac)),
-        None => (body, None),
-    };
-    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    match frac {
-        None => text.parse::<i64>().ok().map(KvValue::Long),
-        Some(frac)
-            if !frac.is_empty() && frac.len() <= 16 && frac.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            text.parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .map(KvValue::Double)
-        }
-        Some(_) => None,
-    }
-}
-
-/// Just enough of Java's BigDecimal to reproduce ThingsBoard's number classification.
-struct Decimal {
-    negative: bool,
-    /// Unscaled digits without leading zeros ("" for zero).
-    digits: String,
-    scale: i64,
-}
-
-impl Decimal {
-    fn parse(text: &str) -> Option<Self> {
-        let (negative, rest) = match text.as_bytes().first()? {
-            b'-' => (true, &text[1..]),
-            b'+' => (false, &text[1..]),
-            _ => (false, text),
-        };
-        let (mantissa, exponent) = match rest.find(['e', 'E']) {
-            Some(i) => (&rest[..i], rest[i + 1..].parse::<i64>().ok()?),
-            None => (rest, 0),
-        };
-        let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-        if int_part.is_empty() && frac_part.is_empty() {
-            return None;
-        }
-        if !int_part
-            .chars()
-            .chain(frac_part.chars())
-            .all(|c| c.is_ascii_digit())
-        {
-            return None;
-        }
-        let all = format!("{int_part}{frac_part}");
-        let digits = all.trim_start_matches('0').to_owned();
-        Some(Self {
-            negative,
-            digits,
-            scale: frac_part.len() as i64 - exponent,
-        })
-    }
-
-    fn stripped_scale(&self) -> i64 {
-        if self.digits.is_empty() {
-            return 0;
-        }
-        let zeros = self.digits.len() - self.digits.trim_end_matches('0').len();
-        self.scale - zeros as i64
-    }
-
-    fn to_i64(&self) -> Option<i64> {
-        if self.digits.is_empty() {
-            return Some(0);
-        }
-        let zeros = (self.digits.len() - self.digits.trim_end_matches('0').len()) as i64;
-        let significant = &self.digits[..self.digits.len() - zeros as usize];
-        let shift = zeros - self.scale; // power of ten to multiply the significant digits by
-        if shift < 0 || significant.len() as i64 + shift > 19 {
-            return None;
-        }
-        let mut value: i128 = significant.parse().ok()?;
-        for _ in 0..shift {
-            value = value.checked_mul(10)?;
-        }
-        if self.negative {
-            value = -value;
-        }
-        i64::try_from(value).ok()
-    }
-
-    /// BigDecimal.toPlainString.
-    fn plain(&self) -> String {
-        let sign = if self.negative && !self.digits.is_empty() {
-            "-"
-        } else {
-            ""
-        };
-        let digits = if self.digits.is_empty() {
-            "0"
-        } else {
-            &self.digits
-        };
-        if self.scale <= 0 {
-            return format!("{sign}{digits}{}", "0".repeat((-self.scale) as usize));
-        }
-        let scale = self.scale as usize;
-        if digits.len() > scale {
-            let (i, f) = digits.split_at(digits.len() - scale);
-            format!("{sign}{i}.{f}")
-        } else {
-            format!("{sign}0.{}{digits}", "0".repeat(scale - digits.len()))
-        }
-    }
-}
-
 /// Java's `Double.toString`: plain notation in [1e-3, 1e7), otherwise `d.dddE±n`; always a fraction digit.
 pub fn java_double(v: f64) -> String {
     if v.is_nan() {
@@ -371,95 +280,47 @@ pub fn java_double(v: f64) -> String {
 mod tests {
     use super::*;
 
-    fn typed(text: &str) -> KvValue {
-        let v: Value = serde_json::from_str(text).unwrap();
-        KvValue::from_json("k", &v, Typing::default())
-            .unwrap()
-            .unwrap()
-    }
-
     #[test]
-    fn numbers_are_classified_like_thingsboard() {
-        assert_eq!(typed("42"), KvValue::Long(42));
-        assert_eq!(typed("\"42\""), KvValue::Long(42));
-        assert_eq!(typed("\"007\""), KvValue::Long(7));
-        assert_eq!(typed("-7"), KvValue::Long(-7));
-        assert_eq!(typed("42.0"), KvValue::Double(42.0));
-        assert_eq!(typed("\"42.0\""), KvValue::Double(42.0));
-        assert_eq!(typed("1.50"), KvValue::Double(1.5));
-        assert_eq!(typed("1e3"), KvValue::Long(1000));
-        assert_eq!(typed("1.5E2"), KvValue::Long(150));
-        assert_eq!(typed("1.0E2"), KvValue::Long(100));
-        assert_eq!(typed("1.23e-5"), KvValue::Double(1.23e-5));
-        assert_eq!(
-            typed("12345678901234567890"),
-            KvValue::Str("12345678901234567890".into())
-        );
-        assert_eq!(
-            typed("0.12345678901234567890"),
-            KvValue::Str("0.12345678901234567890".into())
-        );
-        for s in ["\"1e5\"", "\"+5\"", "\"0x1A\"", "\" 5\"", "\"5.\""] {
-            assert!(matches!(typed(s), KvValue::Str(_)), "{s}");
+    fn keys_nul_and_sizes_are_bounded() {
+        let t = Typing::default();
+        let v = Value::from(1);
+        let key = "k".repeat(MAX_KEY_CHARS);
+        assert!(KvValue::from_json(&key, &v, t).is_ok());
+        let long = "k".repeat(MAX_KEY_CHARS + 1);
+        assert!(matches!(
+            KvValue::from_json(&long, &v, t),
+            Err(TypingError::KeyTooLong(_))
+        ));
+        // Characters, not bytes: 255 two-byte characters are a valid key.
+        assert!(KvValue::from_json(&"é".repeat(MAX_KEY_CHARS), &v, t).is_ok());
+        assert!(matches!(
+            KvValue::from_json("a\0b", &v, t),
+            Err(TypingError::Nul(_))
+        ));
+        for nul in [
+            Value::from("a\0b"),
+            serde_json::json!({"x": ["ok", "a\0"]}),
+            serde_json::json!({"x\0": 1}),
+        ] {
+            assert!(
+                matches!(KvValue::from_json("k", &nul, t), Err(TypingError::Nul(_))),
+                "{nul}"
+            );
         }
-        assert_eq!(typed("\".5\""), KvValue::Double(0.5));
-        assert_eq!(typed("\"-.5\""), KvValue::Double(-0.5));
-        assert_eq!(typed("true"), KvValue::Bool(true));
-        assert_eq!(typed("{\"a\":1}"), KvValue::Json("{\"a\":1}".into()));
-        let null: Value = Value::Null;
-        assert_eq!(KvValue::from_json("k", &null, Typing::default()), Ok(None));
-    }
-
-    #[test]
-    fn the_plain_path_agrees_with_the_full_classification() {
-        let mut literals: Vec<String> = [
-            "0",
-            "-0",
-            "7",
-            "007",
-            "-42",
-            "9223372036854775807",
-            "-9223372036854775808",
-            "9223372036854775808",
-            "0.0",
-            "-0.0",
-            "21.5",
-            "1.50",
-            "0.1234567890123456",
-            "0.12345678901234567",
-            "123456789012345678901234.5",
-            "1.",
-            ".5",
-            "-",
-            "",
-            "1.2.3",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        // A deterministic spread of integers and decimals of many lengths.
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        for _ in 0..2000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let int = x % 10u64.pow((x % 19) as u32 + 1);
-            let frac_len = (x >> 40) % 20;
-            let sign = if x & 1 == 1 { "-" } else { "" };
-            literals.push(format!("{sign}{int}"));
-            if frac_len > 0 {
-                let frac = format!("{:0>20}", x >> 3);
-                literals.push(format!("{sign}{int}.{}", &frac[..frac_len as usize]));
-            }
+        let small = Typing {
+            max_value_size: 8,
+            ..t
+        };
+        assert!(KvValue::from_json("k", &Value::from("12345678"), small).is_ok());
+        for big in [
+            Value::from("123456789"),
+            serde_json::json!([1, 2, 3, 4]),
+            serde_json::from_str::<Value>("1234567890").unwrap(),
+        ] {
+            let err = KvValue::from_json("k", &big, small).unwrap_err();
+            assert_eq!(err, TypingError::ValueTooLarge("k".into(), 8), "{big}");
+            assert!(err.to_string().contains("json.max_value_size"));
         }
-        for text in &literals {
-            if let Some(fast) = classify_plain(text) {
-                assert_eq!(fast, classify_decimal(text), "{text}");
-            }
-        }
-        assert_eq!(classify_plain("21.5"), Some(KvValue::Double(21.5)));
-        assert_eq!(classify_plain("60"), Some(KvValue::Long(60)));
-        assert_eq!(classify_plain("1e3"), None);
     }
 
     #[test]

@@ -9,6 +9,8 @@ use super::kv::{Kv, KvValue, Typing};
 pub enum PayloadError {
     #[error("invalid JSON: {0}")]
     Json(String),
+    #[error("JSON nested {MAX_DEPTH} levels deep or more")]
+    TooDeep,
     #[error("{0}")]
     Shape(&'static str),
     #[error("invalid timestamp: {0}")]
@@ -17,9 +19,41 @@ pub enum PayloadError {
     Typing(#[from] super::kv::TypingError),
 }
 
+impl PayloadError {
+    /// True when the payload broke a size bound (depth, key length, NUL, value size) rather than
+    /// the JSON grammar or the API's shapes: worth a (rate-limited) log line naming the bound.
+    pub fn is_limit(&self) -> bool {
+        match self {
+            Self::TooDeep => true,
+            Self::Typing(e) => !matches!(e, super::kv::TypingError::StringTooLong(..)),
+            Self::Json(_) | Self::Shape(_) | Self::Ts(_) => false,
+        }
+    }
+}
+
+/// Containers nested this deep or deeper are refused (at most 127 levels), by the strict parser
+/// (serde_json's recursion limit) and the lenient one alike.
+pub const MAX_DEPTH: usize = 128;
+
+/// The lenient forms ThingsBoard's Gson accepts and old firmware sends. Number forms JSON lacks
+/// (`.5`, `+5`, `0x1A`, `NaN`) are read, and kept as strings of their text, as Gson reads unquoted
+/// words; missing commas stay an error.
+const LENIENT: jsonc_parser::ParseOptions = jsonc_parser::ParseOptions {
+    allow_comments: true,
+    allow_loose_object_property_names: true,
+    allow_trailing_commas: true,
+    allow_missing_commas: false,
+    allow_single_quoted_strings: true,
+    allow_hexadecimal_numbers: true,
+    allow_unary_plus_numbers: true,
+    allow_bare_decimal_point_numbers: true,
+    allow_non_finite_numbers: true,
+    allow_extended_string_escapes: true,
+};
+
 /// Parses uplink JSON. Strict JSON first (keeps number literals exact); then the lenient forms
-/// devices send from shells and old firmware (unquoted keys, single quotes, comments).
-/// An empty payload is JSON null, as in ThingsBoard.
+/// devices send from shells and old firmware (unquoted keys, single quotes, comments, trailing
+/// commas). Both stop at [`MAX_DEPTH`]. An empty payload is JSON null, as in ThingsBoard.
 pub fn parse_lenient(bytes: &[u8]) -> Result<Value, PayloadError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
@@ -27,11 +61,73 @@ pub fn parse_lenient(bytes: &[u8]) -> Result<Value, PayloadError> {
     match serde_json::from_slice(bytes) {
         Ok(v) => Ok(v),
         Err(strict) => {
+            if strict.to_string().starts_with("recursion limit exceeded") {
+                return Err(PayloadError::TooDeep);
+            }
             let text =
                 std::str::from_utf8(bytes).map_err(|_| PayloadError::Json(strict.to_string()))?;
-            json5::from_str::<Value>(text).map_err(|_| PayloadError::Json(strict.to_string()))
+            read_lenient(text).map_err(|e| match e {
+                PayloadError::Json(_) => PayloadError::Json(strict.to_string()),
+                other => other,
+            })
         }
     }
+}
+
+/// The lenient reader alone (what [`parse_lenient`] falls back to): reads strict JSON as
+/// serde_json does, and the lenient forms besides.
+pub fn read_lenient(text: &str) -> Result<Value, PayloadError> {
+    match jsonc_parser::parse_to_value(text, &LENIENT) {
+        Ok(Some(value)) => lenient_to_serde(value, 0),
+        Ok(None) => Ok(Value::Null),
+        Err(e)
+            if matches!(
+                e.kind(),
+                jsonc_parser::errors::ParseErrorKind::NestingDepthExceeded
+            ) =>
+        {
+            Err(PayloadError::TooDeep)
+        }
+        Err(e) => Err(PayloadError::Json(e.to_string())),
+    }
+}
+
+/// The lenient parser's tree as serde_json values (numbers in serde_json's text form), refusing
+/// containers nested [`MAX_DEPTH`] deep; `depth` counts the containers around `value`.
+fn lenient_to_serde(
+    value: jsonc_parser::JsonValue<'_>,
+    depth: usize,
+) -> Result<Value, PayloadError> {
+    use jsonc_parser::JsonValue as J;
+    Ok(match value {
+        J::Null => Value::Null,
+        J::Boolean(b) => Value::Bool(b),
+        J::String(s) => Value::String(s.into_owned()),
+        J::Number(text) => text
+            .parse::<serde_json::Number>()
+            .map_or_else(|_| Value::String(text.to_owned()), Value::Number),
+        J::Array(items) => {
+            if depth + 1 >= MAX_DEPTH {
+                return Err(PayloadError::TooDeep);
+            }
+            Value::Array(
+                items
+                    .into_iter()
+                    .map(|v| lenient_to_serde(v, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        J::Object(obj) => {
+            if depth + 1 >= MAX_DEPTH {
+                return Err(PayloadError::TooDeep);
+            }
+            let mut map = Map::new();
+            for (k, v) in obj {
+                map.insert(k.into_owned(), lenient_to_serde(v, depth + 1)?);
+            }
+            Value::Object(map)
+        }
+    })
 }
 
 /// One group of telemetry sharing a timestamp; `ts == None` means "server time of the message".
@@ -158,9 +254,88 @@ pub fn kvs_to_object(kvs: &[Kv]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::kv::KvValue;
+
+    /// `depth` nested arrays around a 1 (arrays when `objects` is false, else objects).
+    fn nested(depth: usize, objects: bool, lenient: bool) -> Vec<u8> {
+        let (open, close) = match (objects, lenient) {
+            (false, _) => ("[", "]"),
+            (true, false) => ("{\"a\":", "}"),
+            (true, true) => ("{a:", "}"),
+        };
+        let mut text = open.repeat(depth);
+        text.push('1');
+        text.push_str(&close.repeat(depth));
+        text.into_bytes()
+    }
+
+    #[test]
+    fn nesting_is_bounded_alike_in_both_parsers() {
+        for objects in [false, true] {
+            for lenient in [false, true] {
+                let what = format!("objects {objects}, lenient {lenient}");
+                let ok = parse_lenient(&nested(MAX_DEPTH - 1, objects, lenient));
+                assert!(ok.is_ok(), "{what}: {ok:?}");
+                for depth in [MAX_DEPTH, 600, 100_000] {
+                    assert_eq!(
+                        parse_lenient(&nested(depth, objects, lenient)),
+                        Err(PayloadError::TooDeep),
+                        "{what}, depth {depth}"
+                    );
+                }
+            }
+        }
+        assert!(PayloadError::TooDeep.to_string().contains("128"));
+    }
+
+    #[test]
+    fn lenient_numbers_keep_their_text() {
+        let v = parse_lenient(b"{a:1e999999999999, b:.5, c:+5, d:0x1A, e:NaN, f:-0.1,}").unwrap();
+        // Numbers take serde_json's text form (the exponent gets its sign), as on the strict path.
+        assert_eq!(v["a"].to_string(), "1e+999999999999");
+        assert_eq!(v["b"], ".5");
+        assert_eq!(v["c"], "+5");
+        assert_eq!(v["d"], "0x1A");
+        assert_eq!(v["e"], "NaN");
+        assert_eq!(v["f"].to_string(), "-0.1");
+        let kvs = attributes(&v, Typing::default()).unwrap();
+        assert_eq!(kvs[0].value, KvValue::Str("1e+999999999999".into()));
+        assert_eq!(kvs[1].value, KvValue::Double(0.5));
+        assert_eq!(kvs[2].value, KvValue::Str("+5".into()));
+    }
+
+    #[test]
+    fn hostile_values_are_invalid_payloads() {
+        let t = Typing::default();
+        let long_key = format!("{{\"{}\":1}}", "k".repeat(256));
+        let big = format!("{{\"k\":\"{}\"}}", "x".repeat(t.max_value_size + 1));
+        for payload in [
+            long_key.as_bytes(),
+            br#"{"k":"a\u0000b"}"#,
+            br#"{"k\u0000":1}"#,
+            br#"{"k":{"n":["\u0000"]}}"#,
+            big.as_bytes(),
+        ] {
+            let v = parse_lenient(payload).unwrap();
+            let err = telemetry(&v, t).unwrap_err();
+            assert!(err.is_limit(), "{err}");
+            assert!(attributes(&v, t).unwrap_err().is_limit());
+        }
+        let v = parse_lenient(br#"{"t":1e999999999999}"#).unwrap();
+        assert_eq!(
+            telemetry(&v, t).unwrap()[0].values[0].value,
+            KvValue::Str("1e+999999999999".into())
+        );
+    }
 
     #[test]
     fn lenient_json_is_accepted() {
+        assert_eq!(
+            parse_lenient(b"{a:1,/* c */ 'b':[1,2,],} // end").unwrap()["b"][1],
+            2
+        );
+        assert!(parse_lenient(b"{a:1 b:2}").is_err(), "missing commas");
+        assert!(parse_lenient(&[b'{', 0xff, b'}']).is_err());
         assert_eq!(
             parse_lenient(b"{temperature:25}").unwrap()["temperature"],
             25

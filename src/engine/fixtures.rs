@@ -327,7 +327,7 @@ fn toml_to_json(value: &toml::Value) -> Result<Value, String> {
 fn expected_kv(key: &str, value: &toml::Value) -> Result<KvValue, String> {
     let typing = Typing {
         type_cast_strings: false,
-        max_string_len: 0,
+        ..Typing::default()
     };
     KvValue::from_json(key, &toml_to_json(value)?, typing)
         .map_err(|e| e.to_string())?

@@ -4,6 +4,11 @@
 //! took them; a batch closes when it holds `max_points` values or `window` has passed since its
 //! first request. A full queue makes callers wait, which is how storage back-pressure reaches
 //! sessions.
+//!
+//! One message's data never fails another's: writes are checked before they join a batch, and a
+//! batch whose commit fails while the database answers is committed again in halves, down to
+//! single messages, so only the message whose own data the database refuses gets an error
+//! (`Invalid`, never worth re-sending).
 
 use std::time::{Duration, Instant};
 
@@ -56,11 +61,13 @@ impl Writer {
         (Self { tx }, task)
     }
 
-    /// Queues the writes and waits until they are committed.
+    /// Queues the writes and waits until they are committed. Data that no database can hold is
+    /// refused with `Invalid` before it is queued.
     pub async fn write(&self, ops: Vec<WriteOp>) -> Result<()> {
         if ops.is_empty() {
             return Ok(());
         }
+        super::checks::check_ops(&ops)?;
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Request { ops, done })
@@ -106,22 +113,72 @@ async fn run(
                 Ok(None) | Err(_) => break,
             }
         }
-        let ops: Vec<WriteOp> = batch
-            .iter_mut()
-            .flat_map(|r| std::mem::take(&mut r.ops))
-            .collect();
+        // The requests' ops one after the other; request i owns ops[bounds[i]..bounds[i + 1]].
+        let mut bounds = Vec::with_capacity(batch.len() + 1);
+        let mut ops: Vec<WriteOp> = Vec::new();
+        for r in &mut batch {
+            bounds.push(ops.len());
+            ops.append(&mut r.ops);
+        }
+        bounds.push(ops.len());
         let started = Instant::now();
-        let result = store.commit(&ops).await;
+        let results = commit_isolating(&store, &ops, &bounds).await;
         metrics::histogram!("ferroboard_storage_batch_points").record(size as f64);
         metrics::histogram!("ferroboard_storage_batch_requests").record(batch.len() as f64);
         metrics::histogram!("ferroboard_storage_commit_seconds")
             .record(started.elapsed().as_secs_f64());
-        if let Err(e) = &result {
-            metrics::counter!("ferroboard_storage_commit_failures_total").increment(1);
-            tracing::error!(error = %e, requests = batch.len(), points = size, "storage commit failed; nothing of this batch is acknowledged");
-        }
-        for req in batch {
-            let _ = req.done.send(result.clone());
+        for (req, result) in batch.into_iter().zip(results) {
+            let _ = req.done.send(result);
         }
     }
+}
+
+/// Commits the requests of a batch (request i owns `ops[bounds[i]..bounds[i + 1]]`) and returns
+/// each one's result. All together first; when that fails and the database still answers a
+/// ping, each half apart, down to single requests: a single request that fails then is refused
+/// as `Invalid`. At most 2n - 1 commits and as many pings for n requests; when the database does
+/// not answer, every request of the failed part gets the commit's error.
+async fn commit_isolating(store: &DynStore, ops: &[WriteOp], bounds: &[usize]) -> Vec<Result<()>> {
+    let n = bounds.len() - 1;
+    let mut results: Vec<Result<()>> = vec![Ok(()); n];
+    let mut pending: Vec<std::ops::Range<usize>> = Vec::new();
+    pending.push(0..n);
+    while let Some(part) = pending.pop() {
+        let Err(e) = store
+            .commit(&ops[bounds[part.start]..bounds[part.end]])
+            .await
+        else {
+            continue;
+        };
+        metrics::counter!("ferroboard_storage_commit_failures_total").increment(1);
+        let answers = store.ping().await.is_ok();
+        if !answers {
+            tracing::error!(error = %e, requests = part.len(), "storage commit failed; nothing of these requests is acknowledged");
+            for r in &mut results[part] {
+                *r = Err(e.clone());
+            }
+        } else if part.len() > 1 {
+            let mid = part.start + part.len() / 2;
+            pending.push(mid..part.end);
+            pending.push(part.start..mid);
+        } else {
+            metrics::counter!("ferroboard_storage_refused_writes_total").increment(1);
+            let entity = match ops.get(bounds[part.start]) {
+                Some(WriteOp::Timeseries { entity, .. } | WriteOp::Attributes { entity, .. }) => {
+                    *entity
+                }
+                None => uuid::Uuid::nil(),
+            };
+            crate::observability::log_gate::refused_input(
+                "storage",
+                &entity,
+                &format_args!("the database refused the data of one message of a batch: {e}"),
+            );
+            results[part.start] = Err(match e {
+                StorageError::Invalid(_) => e,
+                other => StorageError::Invalid(format!("the database refused this data: {other}")),
+            });
+        }
+    }
+    results
 }

@@ -3,6 +3,7 @@
 //! All SQL of the platform lives below this module.
 
 pub mod batch;
+mod checks;
 mod common;
 pub mod postgres;
 mod sql;

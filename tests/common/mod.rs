@@ -211,3 +211,34 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// A string value the database of a test can be told to refuse (`refuse_marker`).
+pub const REFUSED: &str = "refused-by-the-database";
+
+/// Makes the database refuse `REFUSED` as a time-series string value at commit (a trigger on
+/// SQLite, a CHECK constraint on PostgreSQL): data that passes every check before the batch and
+/// still fails the commit.
+pub async fn refuse_marker(backend: Backend, url: &str) {
+    use sqlx::Connection as _;
+    match backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.expect("sqlite");
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE TRIGGER refuse_marker BEFORE INSERT ON ts_kv WHEN NEW.str_v = '{REFUSED}' \
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )))
+            .execute(&mut conn)
+            .await
+            .expect("create trigger");
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await.expect("postgres");
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER TABLE ts_kv ADD CONSTRAINT refuse_marker CHECK (str_v IS DISTINCT FROM '{REFUSED}')"
+            )))
+            .execute(&mut conn)
+            .await
+            .expect("add constraint");
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! MQTT device API against the real server: CONNECT codes, telemetry and attributes committed before
 //! PUBACK, invalid input, subscriptions, limits, take-over, credentials changed or device deleted over
-//! REST, real mosquitto clients, RPC answers by device and request id, and shutdown — MQTT 3.1.1
-//! and 5, on SQLite and PostgreSQL.
+//! REST, real mosquitto clients, RPC answers by device and request id, hostile payloads, and
+//! shutdown — MQTT 3.1.1 and 5, on SQLite and PostgreSQL.
 
 mod backpressure;
 mod clients;
@@ -9,6 +9,7 @@ mod clients;
 mod common;
 mod credentials;
 mod downlink;
+mod hostile;
 mod real_clients;
 mod rpc_answers;
 #[allow(dead_code)]

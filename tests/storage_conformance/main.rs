@@ -1,6 +1,6 @@
 //! Storage conformance: one suite of cases, run against SQLite (`sqlite::*`) and PostgreSQL
 //! (`postgres::*`), each on a fresh database. Cases live in `accounts`, `sessions`, `devices`,
-//! `attributes`, `telemetry` and `rpc`.
+//! `attributes`, `telemetry`, `rpc` and `isolation` (the group-commit writer).
 
 mod accounts;
 mod attributes;
@@ -8,6 +8,7 @@ mod attributes;
 mod common;
 mod devices;
 mod fixtures;
+mod isolation;
 mod rpc;
 mod sessions;
 mod telemetry;

@@ -29,19 +29,11 @@ const ATTRS: &str = "INSERT INTO attributes \
      long_v = EXCLUDED.long_v, dbl_v = EXCLUDED.dbl_v, str_v = EXCLUDED.str_v, json_v = EXCLUDED.json_v, \
      last_update_ts = EXCLUDED.last_update_ts";
 
-/// PostgreSQL refuses NUL in text and `\u0000` in JSONB; like ThingsBoard, drop them rather than
-/// fail the whole batch.
+/// PostgreSQL refuses NUL in text. The writer refuses values holding one before they are batched
+/// (`storage::checks`); other text (keys of lookups) has them dropped.
 pub(super) fn pg_text(s: &str) -> Cow<'_, str> {
     if s.contains('\0') {
         Cow::Owned(s.replace('\0', ""))
-    } else {
-        Cow::Borrowed(s)
-    }
-}
-
-pub(super) fn pg_json(s: &str) -> Cow<'_, str> {
-    if s.contains("\\u0000") {
-        Cow::Owned(s.replace("\\u0000", ""))
     } else {
         Cow::Borrowed(s)
     }
@@ -63,7 +55,7 @@ impl<'a> Values<'a> {
         self.l.push(c.l);
         self.d.push(c.d);
         self.s.push(c.s.map(pg_text));
-        self.j.push(c.j.map(pg_json));
+        self.j.push(c.j.map(Cow::Borrowed));
     }
 
     fn bind<'q>(self, q: PgQuery<'q>) -> PgQuery<'q> {

@@ -64,7 +64,12 @@ impl DeviceSession {
         };
         let msgs = match msgs {
             Ok(msgs) => msgs,
-            Err(Rejected::Payload(e)) => return Outcome::InvalidPayload(e.to_string()),
+            Err(Rejected::Payload(e)) => {
+                if e.is_limit() {
+                    crate::observability::log_gate::refused_input("mqtt", &self.device.id, &e);
+                }
+                return Outcome::InvalidPayload(e.to_string());
+            }
             Err(Rejected::Limit(limit)) => return Outcome::RateLimited(limit),
         };
         self.ingest(permit, msgs).await
@@ -106,6 +111,10 @@ impl DeviceSession {
             .await
         {
             Ok(Ok(())) => Outcome::Accepted,
+            // The database cannot hold this message's data: invalid, never worth re-sending.
+            Ok(Err(crate::engine::EngineError::Storage(crate::domain::StorageError::Invalid(
+                e,
+            )))) => Outcome::InvalidPayload(e),
             Ok(Err(e)) => Outcome::Failed(e.to_string()),
             Err(e) => Outcome::Failed(format!("processing task failed: {e}")),
         }
