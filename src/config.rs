@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod validate;
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -22,6 +24,7 @@ pub struct Config {
     pub sysadmin_password: Option<String>,
     pub admin_email: String,
     pub admin_password: Option<String>,
+    pub http: HttpConfig,
     pub mqtt: MqttConfig,
     pub storage: StorageConfig,
     pub engine: EngineConfig,
@@ -62,6 +65,31 @@ impl Default for RpcConfig {
     }
 }
 
+/// The HTTP listener's connection limits.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Open HTTP connections, at most; beyond it new ones get 503 and are closed.
+    pub max_connections: usize,
+    /// How long a client has to send a request's headers (ms); a slower one is disconnected.
+    pub header_read_timeout_ms: u64,
+    /// How long one request may take, body and answer included (ms).
+    pub request_timeout_ms: u64,
+    /// Largest accepted request body (bytes).
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 120_000,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
@@ -78,6 +106,12 @@ pub struct MqttConfig {
     pub ack_timeout_ms: u64,
     /// How long a client-side RPC waits for the rules' answer before `{"error":"timeout"}` (ms).
     pub client_rpc_timeout_ms: u64,
+    /// Authenticated MQTT sessions on this node, at most; a CONNECT beyond it is refused.
+    pub max_connections: usize,
+    /// How long a refused set of credentials is answered from memory, without a lookup (ms).
+    pub auth_cache_ttl_ms: u64,
+    /// Refused credentials remembered, at most (the oldest are forgotten first).
+    pub auth_cache_size: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -98,6 +132,8 @@ pub struct EngineConfig {
     pub max_in_flight: usize,
     pub script_max_operations: u64,
     pub script_timeout_ms: u64,
+    /// Scripts running at once, at most (each on a blocking thread, off the async workers).
+    pub script_workers: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -124,6 +160,7 @@ impl Default for Config {
             sysadmin_password: None,
             admin_email: "tenant@thingsboard.org".into(),
             admin_password: None,
+            http: HttpConfig::default(),
             mqtt: MqttConfig::default(),
             storage: StorageConfig::default(),
             engine: EngineConfig::default(),
@@ -144,6 +181,9 @@ impl Default for MqttConfig {
             outbound_queue: 256,
             ack_timeout_ms: 10_000,
             client_rpc_timeout_ms: 60_000,
+            max_connections: 10_000,
+            auth_cache_ttl_ms: 5000,
+            auth_cache_size: 10_000,
         }
     }
 }
@@ -166,6 +206,7 @@ impl Default for EngineConfig {
             max_in_flight: 8192,
             script_max_operations: 200_000,
             script_timeout_ms: 100,
+            script_workers: 4,
         }
     }
 }
@@ -269,38 +310,6 @@ impl Config {
         })?;
         config.validate()?;
         Ok(config)
-    }
-
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.mqtts_addr.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
-            return Err(ConfigError::Invalid(
-                "FERROBOARD_MQTTS_ADDR needs FERROBOARD_TLS_CERT and FERROBOARD_TLS_KEY".into(),
-            ));
-        }
-        if self.mqtt.max_inflight == 0 {
-            return Err(ConfigError::Invalid(
-                "mqtt.max_inflight must be at least 1".into(),
-            ));
-        }
-        for (name, spec) in [
-            ("limits.messages", &self.limits.messages),
-            ("limits.telemetry_messages", &self.limits.telemetry_messages),
-            (
-                "limits.telemetry_data_points",
-                &self.limits.telemetry_data_points,
-            ),
-        ] {
-            if let Some(spec) = spec {
-                crate::transport::mqtt::parse_rate_limit(spec)
-                    .map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))?;
-            }
-        }
-        if self.mqtt.max_packet_size < 1024 {
-            return Err(ConfigError::Invalid(
-                "mqtt.max_packet_size must be at least 1024".into(),
-            ));
-        }
-        Ok(())
     }
 
     pub fn batch(&self) -> crate::storage::BatchConfig {

@@ -1,4 +1,13 @@
-//! Logging (tracing to stdout), optional OTLP trace export, and the Prometheus metrics registry.
+//! Logging (tracing to stdout), optional OTLP trace export, and the Prometheus metrics registry;
+//! `escape` keeps input from forging log lines, `log_limit` rate-limits lines input can repeat,
+//! `redact` keeps secrets out of them.
+
+mod escape;
+mod log_limit;
+mod redact;
+
+pub use log_limit::LogLimiter;
+pub use redact::redact_secrets;
 
 use std::sync::OnceLock;
 
@@ -38,7 +47,7 @@ pub fn init_tracing() -> Telemetry {
     });
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer())
+        .with(tracing_subscriber::fmt::layer().fmt_fields(escape::EscapedFields))
         .with(otel)
         .try_init();
     Telemetry { provider }
@@ -86,4 +95,25 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// How often the metrics registry folds recorded histogram samples into its buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the registry's upkeep until `stop`: histogram samples are otherwise kept until the next
+/// scrape, so memory would grow without bound while nobody scrapes `/metrics`.
+pub fn spawn_metrics_upkeep(
+    handle: PrometheusHandle,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => handle.run_upkeep(),
+            }
+        }
+    })
 }

@@ -56,7 +56,11 @@ impl Registry {
         let session = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let old = self.lock().insert(device, Entry { session, tx });
         if let Some(old) = old {
-            tracing::info!(device = %device, "newer session of the device connected; closing the older one");
+            static TAKE_OVER_LOG: crate::observability::LogLimiter =
+                crate::observability::LogLimiter::new(1000, 10);
+            if let Some(suppressed) = TAKE_OVER_LOG.allow() {
+                tracing::info!(device = %device, suppressed, "newer session of the device connected; closing the older one");
+            }
             // A full queue means the old session is stuck; closing it is still right, so do not block.
             let _ = old.tx.try_send(SessionCmd::Close(CloseReason::TakenOver));
         }

@@ -1,6 +1,7 @@
 //! Business operations shared by the transport, the rule engine and the REST API.
 
 pub mod accounts;
+pub mod auth_cache;
 pub mod device_auth;
 pub mod device_state;
 pub mod passwords;
@@ -20,6 +21,8 @@ pub struct Services {
     pub bus: std::sync::Arc<dyn crate::bus::Bus>,
     pub rpc: rpc::RpcService,
     pub device_state: device_state::DeviceStateService,
+    /// Recently refused CONNECT credentials (see `auth_cache`).
+    pub auth_cache: auth_cache::AuthCache,
 }
 
 impl Services {

@@ -56,6 +56,11 @@ impl Writer {
         (Self { tx }, task)
     }
 
+    /// Write requests waiting for the writer now.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Queues the writes and waits until they are committed.
     pub async fn write(&self, ops: Vec<WriteOp>) -> Result<()> {
         if ops.is_empty() {

@@ -262,6 +262,7 @@ pub async fn open(url: &str, options: &crate::config::StorageConfig) -> Result<D
         return Ok(Arc::new(sqlite::SqliteStore::connect(url, options).await?));
     }
     Err(StorageError::Database(format!(
-        "unsupported database URL '{url}': expected sqlite://PATH or postgres://..."
+        "unsupported database URL '{}': expected sqlite://PATH or postgres://...",
+        crate::observability::redact_secrets(url)
     )))
 }

@@ -101,6 +101,11 @@ impl Outcome {
     }
 }
 
+/// Lines all log nodes together write per second, at most; `suppressed` counts the others.
+const RULE_LOG_PER_SECOND: u32 = 100;
+static RULE_LOG: crate::observability::LogLimiter =
+    crate::observability::LogLimiter::new(1000, RULE_LOG_PER_SECOND);
+
 /// What nodes need from the service layer; `Services` in production, a fake in unit tests.
 pub trait EngineServices: Sync {
     fn typing(&self) -> Typing;
@@ -131,11 +136,18 @@ pub trait EngineServices: Sync {
     /// What a `log` node produced: its script's text, or `None` for the built-in format of `msg`.
     /// The server writes it to the log at INFO (target `ferroboard::rules::log`).
     fn log(&self, node: &str, msg: &Msg, text: Option<&str>) {
+        // Every message may reach a log node: at most `RULE_LOG_PER_SECOND` lines a second.
+        let Some(suppressed) = RULE_LOG.allow() else {
+            return;
+        };
         match text {
-            Some(text) => tracing::info!(target: "ferroboard::rules::log", node = %node, "{text}"),
+            Some(text) => {
+                tracing::info!(target: "ferroboard::rules::log", node = %node, suppressed, "{text}");
+            }
             None => tracing::info!(
                 target: "ferroboard::rules::log",
                 node = %node,
+                suppressed,
                 msg_type = msg.msg_type.as_str(),
                 originator = %msg.originator.uuid(),
                 data = %msg.data(),

@@ -2,6 +2,7 @@
 //! Runs on its own thread with ntex workers; crosses to the main runtime through `AppState::rt`.
 
 mod downlink;
+mod gate;
 mod inflight;
 mod limits;
 mod session;
@@ -93,12 +94,14 @@ fn build(
         mqtt.workers
     };
     let inflight = inflight::InflightLimit(mqtt.max_inflight);
+    let gate = Arc::new(gate::Gate::new(mqtt.max_connections));
     Ok(ntex_server::net::build()
         .workers(workers)
         .disable_signals()
         .shutdown_timeout(Seconds(3))
         .listen("mqtt", listener, config, async move |_| {
             let (s3, s5) = (state.clone(), state.clone());
+            let (g3, g5) = (gate.clone(), gate.clone());
             MqttServer::new()
                 .v3(ntex_mqtt::v3::MqttServer::new(async |s: &v3::Session, p| {
                     v3::publish(s, p).await
@@ -106,13 +109,13 @@ fn build(
                 .protocol(async |s: &v3::Session, m| v3::protocol(s, m).await)
                 .control(async |s: &v3::Session, c| v3::control(s, c).await)
                 .replace_middlewares(inflight)
-                .build(async move |hs| v3::connect(&s3, hs).await))
+                .build(async move |hs| v3::connect(&s3, &g3, hs).await))
                 .v5(ntex_mqtt::v5::MqttServer::new(async |s: &v5::Session, p| {
                     v5::publish(s, p).await
                 })
                 .protocol(async |s: &v5::Session, m| v5::protocol(s, m).await)
                 .control(async |s: &v5::Session, c| v5::control(s, c).await)
-                .build(async move |hs| v5::connect(&s5, hs).await))
+                .build(async move |hs| v5::connect(&s5, &g5, hs).await))
         })?
         .run())
 }

@@ -121,6 +121,8 @@ pub struct DeviceSession {
     pub client_rpc: RefCell<HashMap<String, bool>>,
     pub limits: super::limits::SessionLimits,
     pub closed: Cell<bool>,
+    /// The session's place under `mqtt.max_connections`, freed when it ends.
+    pub slot: Cell<Option<super::gate::Slot>>,
 }
 
 impl Drop for DeviceSession {
@@ -218,6 +220,7 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
         rpc: RefCell::new(RpcState::default()),
         client_rpc: RefCell::new(HashMap::new()),
         closed: Cell::new(false),
+        slot: Cell::new(None),
     };
     Admission::Accepted(Rc::new(sess), rx)
 }
