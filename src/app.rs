@@ -75,6 +75,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
             Duration::from_millis(config.mqtt.auth_cache_ttl_ms),
             config.mqtt.auth_cache_size,
         ),
+        key_quota: crate::services::key_quota::KeyQuota::new(
+            config.limits.max_timeseries_keys_per_tenant,
+        ),
     });
     crate::services::accounts::bootstrap(store.as_ref(), &config)
         .await

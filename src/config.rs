@@ -33,13 +33,27 @@ pub struct Config {
     pub rpc: RpcConfig,
 }
 
-/// Per-device transport rate limits (grammar `capacity:seconds[,...]`); unset = unlimited.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+/// Per-device transport rate limits (grammar `capacity:seconds[,...]`; unset = unlimited) and
+/// the per-tenant key quota.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub messages: Option<String>,
     pub telemetry_messages: Option<String>,
     pub telemetry_data_points: Option<String>,
+    /// Distinct time-series keys the devices of one tenant may use, at most.
+    pub max_timeseries_keys_per_tenant: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            messages: None,
+            telemetry_messages: None,
+            telemetry_data_points: None,
+            max_timeseries_keys_per_tenant: 10_000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

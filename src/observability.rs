@@ -106,14 +106,51 @@ pub fn spawn_metrics_upkeep(
     handle: PrometheusHandle,
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    spawn_every(UPKEEP_EVERY, stop, move || handle.run_upkeep())
+}
+
+/// Runs `f` every `period` until `stop`.
+fn spawn_every(
+    period: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+    f: impl Fn() + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                _ = tick.tick() => handle.run_upkeep(),
+                _ = tick.tick() => f(),
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// The periodic task runs on its own, scrape or not, until the node stops.
+    #[tokio::test]
+    async fn periodic_upkeep_runs_until_stopped() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = super::spawn_every(Duration::from_millis(10), stop.clone(), move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while runs.load(Ordering::SeqCst) < 3 {
+            assert!(Instant::now() < deadline, "ran {runs:?} times");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("ends when stopped")
+            .unwrap();
+    }
 }

@@ -11,7 +11,6 @@ mod support;
 use std::time::Duration;
 
 use common::{Backend, TestApp, eventually};
-use rumqttc::mqttbytes::v4 as m4;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -155,30 +154,7 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Sends an MQTT 3.1.1 CONNECT (a new client id each time) on a raw socket; returns the socket
-/// and the CONNACK return code.
-async fn raw_connect(app: &TestApp, token: &str) -> (TcpStream, u8) {
-    raw_connect_as(app, &format!("c-{}", uuid::Uuid::new_v4().simple()), token).await
-}
-
-async fn raw_connect_as(app: &TestApp, client_id: &str, token: &str) -> (TcpStream, u8) {
-    let mut sock = TcpStream::connect(("127.0.0.1", app.mqtt_port))
-        .await
-        .expect("connect");
-    let mut bytes = bytes::BytesMut::new();
-    let mut pkt = m4::Connect::new(client_id);
-    pkt.keep_alive = 30;
-    pkt.set_login(token, "");
-    pkt.write(&mut bytes).expect("encode");
-    sock.write_all(&bytes).await.expect("write");
-    let mut ack = [0u8; 4];
-    tokio::time::timeout(WAIT, sock.read_exact(&mut ack))
-        .await
-        .expect("CONNACK in time")
-        .expect("CONNACK");
-    assert_eq!(ack[0], 0x20, "CONNACK: {ack:?}");
-    (sock, ack[3])
-}
+use common::raw_mqtt::{connect as raw_connect, connect_as as raw_connect_as};
 
 async fn device(api: &support::Api) -> String {
     let name = format!("conn-{}", uuid::Uuid::new_v4().simple());

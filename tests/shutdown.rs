@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{Backend, TestApp, eventually};
 use ferroboard::domain::{AttributeScope, KvValue};
-use rumqttc::mqttbytes::{QoS, v4 as m4};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -29,32 +27,8 @@ async fn device(api: &support::Api) -> (uuid::Uuid, String) {
     (id.parse().expect("uuid"), token)
 }
 
-/// An accepted MQTT 3.1.1 session on a raw socket.
-async fn session(app: &TestApp, token: &str) -> TcpStream {
-    let mut sock = TcpStream::connect(("127.0.0.1", app.mqtt_port))
-        .await
-        .expect("connect");
-    let mut bytes = bytes::BytesMut::new();
-    let mut pkt = m4::Connect::new(format!("c-{}", uuid::Uuid::new_v4().simple()));
-    pkt.keep_alive = 60;
-    pkt.set_login(token, "");
-    pkt.write(&mut bytes).expect("encode");
-    sock.write_all(&bytes).await.expect("write");
-    let mut ack = [0u8; 4];
-    tokio::time::timeout(WAIT, sock.read_exact(&mut ack))
-        .await
-        .expect("CONNACK in time")
-        .expect("CONNACK");
-    assert_eq!(ack, [0x20, 2, 0, 0], "accepted");
-    sock
-}
-
 async fn publish_qos1(sock: &mut TcpStream, payload: &str) {
-    let mut bytes = bytes::BytesMut::new();
-    let mut pkt = m4::Publish::new("v1/devices/me/telemetry", QoS::AtLeastOnce, payload);
-    pkt.pkid = 1;
-    pkt.write(&mut bytes).expect("encode");
-    sock.write_all(&bytes).await.expect("write");
+    common::raw_mqtt::publish_qos1(sock, "v1/devices/me/telemetry", 1, payload).await;
 }
 
 /// Stops the server but keeps its database for inspection.
@@ -69,7 +43,7 @@ async fn shutdown_writes_the_device_state(backend: Backend) {
     let mut app = common::spawn_app(backend).await;
     let api = support::Api::tenant(&app).await;
     let (id, token) = device(&api).await;
-    let _sock = session(&app, &token).await;
+    let _sock = common::raw_mqtt::session(&app, &token).await;
     let device_id = ferroboard::domain::DeviceId(id);
     eventually("session registered", WAIT, || async {
         state(&app).sessions.is_connected(device_id).then_some(())
@@ -176,7 +150,7 @@ async fn shutdown_keeps_its_bound_with_a_stalled_writer(backend: Backend) {
     let mut sockets = Vec::new();
     let mut stuck = false;
     for (i, (_, token)) in devices.iter().enumerate() {
-        let mut sock = session(&app, token).await;
+        let mut sock = common::raw_mqtt::session(&app, token).await;
         publish_qos1(&mut sock, &format!(r#"{{"n":{i}}}"#)).await;
         sockets.push(sock);
         let deadline = Instant::now() + Duration::from_secs(3);

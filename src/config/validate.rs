@@ -39,6 +39,12 @@ impl Config {
                     .map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))?;
             }
         }
+        range(
+            "limits.max_timeseries_keys_per_tenant",
+            self.limits.max_timeseries_keys_per_tenant,
+            1,
+            10_000_000,
+        )?;
         self.validate_http()?;
         self.validate_mqtt()?;
         self.validate_storage()?;

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod auth_cache;
 pub mod device_auth;
 pub mod device_state;
+pub mod key_quota;
 pub mod passwords;
 pub mod rpc;
 
@@ -23,6 +24,8 @@ pub struct Services {
     pub device_state: device_state::DeviceStateService,
     /// Recently refused CONNECT credentials (see `auth_cache`).
     pub auth_cache: auth_cache::AuthCache,
+    /// Time-series keys per tenant, bounded (`limits.max_timeseries_keys_per_tenant`).
+    pub key_quota: key_quota::KeyQuota,
 }
 
 impl Services {

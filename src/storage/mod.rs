@@ -159,6 +159,8 @@ pub trait TimeseriesStore: Send + Sync {
     async fn history(&self, entity: uuid::Uuid, query: &HistoryQuery) -> Result<Vec<TsKv>>;
     /// Keys that have any stored point or latest value, sorted.
     async fn timeseries_keys(&self, entity: uuid::Uuid) -> Result<Vec<String>>;
+    /// Time-series keys with a latest value on any device of the tenant (its key quota's count).
+    async fn tenant_timeseries_keys(&self, tenant: uuid::Uuid) -> Result<Vec<String>>;
     /// Deletes points in `[start, end)` (all when None); with `delete_latest` also the latest values.
     async fn delete_timeseries(
         &self,
