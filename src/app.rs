@@ -189,7 +189,11 @@ impl RunningApp {
             state.inflight.acquire_many(max),
         );
         let http = tokio::time::timeout(left(Duration::from_secs(2)), &mut self.http_task);
-        let (in_flight, _) = tokio::join!(in_flight, http);
+        let (in_flight, http) = tokio::join!(in_flight, http);
+        if http.is_err() {
+            self.http_task.abort();
+            tracing::warn!("HTTP requests still running after 2 s at shutdown were cut off");
+        }
         if in_flight.is_err() {
             let busy = max as usize - state.inflight.available_permits().min(max as usize);
             tracing::warn!(

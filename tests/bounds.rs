@@ -118,6 +118,17 @@ async fn the_tenant_key_quota_refuses_new_keys_only_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_gets_413() {
+    let app = common::spawn_app_with(Backend::Sqlite, |c| c.http.max_body_bytes = 2048).await;
+    let api = Api::tenant(&app).await;
+    let big = json!({"name": "big", "label": "x".repeat(4096)});
+    api.post("/api/device", big).await.error(413, 31);
+    let small = json!({"name": "small", "label": "x".repeat(512)});
+    api.post("/api/device", small).await.ok();
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_over_the_request_timeout_gets_408() {
     let app = common::spawn_app_with(Backend::Sqlite, |c| {
         c.http.request_timeout_ms = 1000;

@@ -68,6 +68,14 @@ async fn a_slowloris_http_client_is_closed_after_the_header_timeout() {
         answer.is_empty() || text.starts_with("HTTP/1.1 408"),
         "closed without serving the request: {text:?}"
     );
+    // A connection that never sends anything is closed too.
+    let mut silent = TcpStream::connect(addr).await.expect("connect");
+    let answer = read_to_close(&mut silent).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text:?}"
+    );
     // The server itself keeps serving.
     let mut ok = TcpStream::connect(addr).await.expect("connect");
     assert_eq!(

@@ -139,6 +139,15 @@ impl NegativeCache {
             Some(Slot::Pending(rx)) if may_wait => return Begin::Wait(rx.clone()),
             _ => {}
         }
+        if inner.slots.len() >= self.capacity.saturating_mul(2) {
+            // Lookups abandoned midway (timed out) leave entries nobody finishes: drop them,
+            // and expired refusals with them.
+            let ttl = self.ttl;
+            inner.slots.retain(|_, slot| match slot {
+                Slot::Pending(rx) => rx.has_changed().is_ok(),
+                Slot::Refused(_, at) => now.duration_since(*at) < ttl,
+            });
+        }
         let (tx, rx) = watch::channel(());
         inner.slots.insert(key, Slot::Pending(rx));
         self.lookups.fetch_add(1, Ordering::Relaxed);
@@ -303,6 +312,19 @@ mod tests {
         assert_eq!(cache.len(), 3);
         assert!(matches!(cache.begin(key(9), true), Begin::Cached(_)));
         assert!(matches!(cache.begin(key(0), true), Begin::Lookup(_)));
+    }
+
+    #[test]
+    fn abandoned_lookups_do_not_pile_up() {
+        let cache = negative(Duration::from_secs(3600), 5);
+        for n in 0..1000 {
+            drop(lookup(&cache, key(n)));
+        }
+        assert!(
+            cache.lock().slots.len() <= 10,
+            "{}",
+            cache.lock().slots.len()
+        );
     }
 
     #[test]
