@@ -167,6 +167,7 @@ async fn shutdown_keeps_its_bound_with_a_stalled_writer(backend: Backend) {
     }
     assert!(stuck, "a write request waits behind the stalled commit");
     let took = stop_keeping_the_database(&mut app).await;
+    eprintln!("{backend:?}: shutdown with a stalled writer took {took:?}");
     assert!(
         took < Duration::from_secs(10),
         "shutdown took {took:?}, over the 10 s the operator contract promises"
