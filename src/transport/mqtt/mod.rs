@@ -70,6 +70,13 @@ pub fn spawn(
     }
 }
 
+/// TCP connections one MQTT worker holds at most, CONNECT or not: the session cap plus room to
+/// answer the excess with a refusal; beyond it the worker stops accepting and new connections
+/// wait in the listen backlog. (ntex keeps this setting process-wide: one server per process.)
+fn tcp_limit(max_connections: usize) -> usize {
+    max_connections.saturating_add((max_connections / 4).max(16))
+}
+
 fn build(
     state: Arc<AppState>,
     listener: std::net::TcpListener,
@@ -97,6 +104,7 @@ fn build(
     let gate = Arc::new(gate::Gate::new(mqtt.max_connections));
     Ok(ntex_server::net::build()
         .workers(workers)
+        .maxconn(tcp_limit(mqtt.max_connections))
         .disable_signals()
         .shutdown_timeout(Seconds(3))
         .listen("mqtt", listener, config, async move |_| {
