@@ -49,7 +49,9 @@ impl fmt::Display for Escaped<'_> {
 
 impl EscapingVisitor<'_> {
     fn write(&mut self, field: &Field, text: &str) {
-        if self.result.is_err() {
+        // `log.*` fields carry the origin of records bridged from the `log` crate, which the
+        // line already shows (as tracing's own formatter leaves them out).
+        if self.result.is_err() || field.name().starts_with("log.") {
             return;
         }
         let sep = if self.first { "" } else { " " };
