@@ -22,6 +22,10 @@ use crate::storage::{self, Writer};
 pub struct RunningApp {
     pub http_addr: SocketAddr,
     pub mqtt_addr: SocketAddr,
+    /// The MQTT-over-TLS listener's address, when one is configured.
+    pub mqtts_addr: Option<SocketAddr>,
+    /// The TLS certificate in use; `reload` reads its files again (SIGHUP does the same).
+    pub tls_cert: Option<Arc<crate::transport::mqtt::tls::ReloadableCert>>,
     pub state: Arc<AppState>,
     mqtt: Option<crate::transport::mqtt::MqttServerHandle>,
     http_task: tokio::task::JoinHandle<()>,
@@ -32,6 +36,7 @@ pub struct RunningApp {
 
 /// Builds and starts everything. Must run inside a multi-thread tokio runtime.
 pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
+    config.validate()?;
     let store = storage::open(&config.database_url, &config.storage)
         .await
         .map_err(|e| {
@@ -78,6 +83,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         key_quota: crate::services::key_quota::KeyQuota::new(
             config.limits.max_timeseries_keys_per_tenant,
         ),
+        logins: crate::services::logins::Logins::new(store.clone(), config.auth.clone()),
     });
     crate::services::accounts::bootstrap(store.as_ref(), &config)
         .await
@@ -101,6 +107,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     let mqtt_listener = std::net::TcpListener::bind(&config.mqtt_addr)
         .with_context(|| format!("cannot listen for MQTT on {}", config.mqtt_addr))?;
     let mqtt_addr = mqtt_listener.local_addr()?;
+    let tls = tls_listener(&config)?;
+    let mqtts_addr = match &tls {
+        Some((listener, _)) => Some(listener.listener.local_addr()?),
+        None => None,
+    };
 
     let state = Arc::new(AppState {
         inflight: Arc::new(Semaphore::new(config.engine.max_in_flight.max(1))),
@@ -132,12 +143,20 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         crate::services::device_state::spawn(state.services.clone(), state.shutdown.clone());
     tokio::spawn(run_device_events(state.clone(), state_events));
     spawn_rpc_sweeper(&state);
-    let mqtt = crate::transport::mqtt::spawn(state.clone(), mqtt_listener)?;
+    let (tls, tls_cert) = match tls {
+        Some((listener, cert)) => (Some(listener), Some(cert)),
+        None => (None, None),
+    };
+    if let Some(cert) = &tls_cert {
+        spawn_tls_reload_on_sighup(cert.clone(), state.shutdown.clone());
+    }
+    let mqtt = crate::transport::mqtt::spawn(state.clone(), mqtt_listener, tls)?;
     state.mqtt_accepting.store(true, Ordering::SeqCst);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         http = %http_addr,
         mqtt = %mqtt_addr,
+        mqtts = mqtts_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         storage = state.services.store.backend(),
         bus = if state.config.redis_url.is_some() { "redis" } else { "local" },
         node = %state.config.node_id,
@@ -146,6 +165,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     Ok(RunningApp {
         http_addr,
         mqtt_addr,
+        mqtts_addr,
+        tls_cert,
         state,
         mqtt: Some(mqtt),
         http_task,
@@ -250,6 +271,65 @@ impl RunningApp {
         tracing::info!("ferroboard stopped");
         Ok(())
     }
+}
+
+/// The MQTT-over-TLS listener when `mqtts_addr` is set: a certificate or key that cannot be used
+/// stops the start with an error naming the file, never a silently missing listener.
+fn tls_listener(
+    config: &Config,
+) -> anyhow::Result<
+    Option<(
+        crate::transport::mqtt::TlsListener,
+        Arc<crate::transport::mqtt::tls::ReloadableCert>,
+    )>,
+> {
+    use crate::transport::mqtt::tls;
+    let Some(addr) = &config.mqtts_addr else {
+        return Ok(None);
+    };
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        anyhow::bail!("mqtts_addr is set, so tls_cert and tls_key must be set too");
+    };
+    let reloadable = tls::ReloadableCert::load(cert, key)
+        .map_err(|e| anyhow::anyhow!("TLS certificate for MQTT over TLS: {e}"))?;
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen for MQTT over TLS on {addr}"))?;
+    let config = tls::server_config(reloadable.clone())?;
+    Ok(Some((
+        crate::transport::mqtt::TlsListener { listener, config },
+        reloadable,
+    )))
+}
+
+/// SIGHUP reads the TLS certificate and key again; a bad file keeps the one in use (logged).
+fn spawn_tls_reload_on_sighup(
+    cert: Arc<crate::transport::mqtt::tls::ReloadableCert>,
+    stop: CancellationToken,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGHUP handler: the TLS certificate reloads only on restart");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                got = hangups.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    match cert.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the one in use stays"),
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Runs connectivity events (CONNECT_EVENT, ...) through the rule engine until shutdown.

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod auth;
 mod validate;
+pub use auth::AuthConfig;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -31,6 +33,7 @@ pub struct Config {
     pub json: JsonConfig,
     pub limits: LimitsConfig,
     pub rpc: RpcConfig,
+    pub auth: AuthConfig,
 }
 
 /// Per-device transport rate limits (grammar `capacity:seconds[,...]`; unset = unlimited) and
@@ -181,6 +184,7 @@ impl Default for Config {
             json: JsonConfig::default(),
             limits: LimitsConfig::default(),
             rpc: RpcConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -453,7 +457,7 @@ mod tests {
                 ("FERROBOARD_HTTP_ADDR", "127.0.0.1:9"),
                 ("FERROBOARD_MQTT_MAX_PACKET_SIZE", "4096"),
                 ("FERROBOARD_STORAGE_SQLITE_SYNCHRONOUS", "NORMAL"),
-                ("FERROBOARD_JWT_SECRET", "1234"),
+                ("FERROBOARD_JWT_SECRET", &"1234".repeat(16)),
                 ("FERROBOARD_ADMIN_PASSWORD", ""),
                 ("FERROBOARD_BIN", "/not/a/key"),
             ],
@@ -470,7 +474,7 @@ mod tests {
                 assert_eq!(c.mqtt.max_inflight, 7);
                 assert_eq!(c.mqtt.max_packet_size, 4096);
                 assert_eq!(c.storage.sqlite_synchronous, "NORMAL");
-                assert_eq!(c.jwt_secret.as_deref(), Some("1234"));
+                assert_eq!(c.jwt_secret, Some("1234".repeat(16)));
                 assert_eq!(c.admin_password, None, "an empty variable counts as unset");
                 Ok(())
             },

@@ -9,7 +9,13 @@ mod attributes;
 mod auth;
 #[path = "api/devices.rs"]
 mod devices;
+#[path = "api/logins.rs"]
+mod logins;
 #[path = "api/support.rs"]
 mod support;
 #[path = "api/telemetry.rs"]
 mod telemetry;
+#[path = "api/tokens.rs"]
+mod tokens;
+#[path = "api/users.rs"]
+mod users;

@@ -11,23 +11,27 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::ApiError;
+use crate::domain::Authority;
 use crate::domain::ids::NULL_UUID;
-use crate::domain::{Authority, User};
 use crate::domain::{CustomerId, TenantId, UserId};
+use crate::services::logins::{Grant, SESSION_TTL_SECS};
 use crate::state::AppState;
 
 pub const ISSUER: &str = "thingsboard.io";
 pub const ACCESS_TTL_SECS: i64 = 9000;
-pub const REFRESH_TTL_SECS: i64 = 604_800;
+pub const REFRESH_TTL_SECS: i64 = SESSION_TTL_SECS;
 const REFRESH_SCOPE: &str = "REFRESH_TOKEN";
 
-/// The claims of both token kinds; the refresh token leaves the profile fields out.
+/// The claims of both token kinds; the refresh token leaves the profile fields out. Both carry
+/// the login session's id (`sessionId`), which must still exist for the token to be honoured.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Claims {
     pub sub: String,
     pub user_id: String,
     pub scopes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub session_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub first_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -55,10 +59,6 @@ pub struct JwtPair {
     pub refresh_token: String,
 }
 
-fn now_secs() -> i64 {
-    crate::domain::now_ms() / 1000
-}
-
 fn sign(claims: &Claims, secret: &str) -> Result<String, ApiError> {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS512),
@@ -68,18 +68,20 @@ fn sign(claims: &Claims, secret: &str) -> Result<String, ApiError> {
     .map_err(|e| ApiError::General(format!("cannot sign token: {e}")))
 }
 
-/// Issues an access token and a refresh token for `user`.
-pub fn issue_pair(user: &User, secret: &str) -> Result<JwtPair, ApiError> {
-    let iat = now_secs();
+/// The access token and the refresh token of a granted session.
+pub fn issue_pair(grant: &Grant, secret: &str) -> Result<JwtPair, ApiError> {
+    let (user, iat) = (&grant.user, grant.issued_at);
     let tenant = user.tenant_id.map_or(NULL_UUID, |t| t.0);
     let customer = user.customer_id.map_or(NULL_UUID, |c| c.0);
+    let session = Some(grant.session.id.to_string());
     let access = Claims {
         sub: user.email.clone(),
         user_id: user.id.0.to_string(),
         scopes: vec![user.authority.as_str().to_owned()],
+        session_id: session.clone(),
         first_name: Some(user.first_name.clone().unwrap_or_default()),
         last_name: Some(user.last_name.clone().unwrap_or_default()),
-        enabled: Some(true),
+        enabled: Some(user.enabled),
         is_public: false,
         tenant_id: Some(tenant.to_string()),
         customer_id: Some(customer.to_string()),
@@ -92,13 +94,14 @@ pub fn issue_pair(user: &User, secret: &str) -> Result<JwtPair, ApiError> {
         sub: user.email.clone(),
         user_id: user.id.0.to_string(),
         scopes: vec![REFRESH_SCOPE.to_owned()],
+        session_id: session,
         first_name: None,
         last_name: None,
         enabled: None,
         is_public: false,
         tenant_id: None,
         customer_id: None,
-        jti: Some(Uuid::new_v4().to_string()),
+        jti: Some(grant.session.refresh_id.to_string()),
         iss: ISSUER.to_owned(),
         iat,
         exp: iat + REFRESH_TTL_SECS,
@@ -109,7 +112,8 @@ pub fn issue_pair(user: &User, secret: &str) -> Result<JwtPair, ApiError> {
     })
 }
 
-/// Verifies signature, issuer and expiry; expired is 401/11, anything else 401/10.
+/// Verifies signature (HS512 only: `none` and every other algorithm are refused), issuer and
+/// expiry; expired is 401/11, anything else 401/10.
 pub fn decode(token: &str, secret: &str) -> Result<Claims, ApiError> {
     let mut validation = Validation::new(Algorithm::HS512);
     validation.leeway = 0;
@@ -127,21 +131,40 @@ pub fn decode(token: &str, secret: &str) -> Result<Claims, ApiError> {
     })
 }
 
-/// A refresh token's user id; an access token here is refused.
-pub fn decode_refresh(token: &str, secret: &str) -> Result<UserId, ApiError> {
+/// A uuid claim; absent or malformed is 401/10.
+fn uuid_claim(value: Option<&str>) -> Result<Uuid, ApiError> {
+    value
+        .and_then(|v| Uuid::parse_str(v).ok())
+        .ok_or_else(ApiError::auth_failed)
+}
+
+/// What a refresh token names: its user, its session and itself (`jti`).
+#[derive(Debug, PartialEq)]
+pub struct RefreshClaims {
+    pub user: UserId,
+    pub session: Uuid,
+    pub refresh_id: Uuid,
+}
+
+/// A refresh token's claims; an access token here is refused.
+pub fn decode_refresh(token: &str, secret: &str) -> Result<RefreshClaims, ApiError> {
     let claims = decode(token, secret)?;
     if claims.scopes != [REFRESH_SCOPE] {
         return Err(ApiError::auth_failed());
     }
-    Uuid::parse_str(&claims.user_id)
-        .map(UserId)
-        .map_err(|_| ApiError::auth_failed())
+    Ok(RefreshClaims {
+        user: UserId(uuid_claim(Some(&claims.user_id))?),
+        session: uuid_claim(claims.session_id.as_deref())?,
+        refresh_id: uuid_claim(claims.jti.as_deref())?,
+    })
 }
 
 /// The authenticated caller, as the access token describes it.
 #[derive(Clone, Debug)]
 pub struct AuthUser {
     pub user_id: UserId,
+    /// The login session the token belongs to.
+    pub session_id: Uuid,
     pub email: String,
     pub authority: Authority,
     pub tenant_id: Option<TenantId>,
@@ -167,7 +190,8 @@ impl AuthUser {
         };
         let authority = Authority::parse(scope).ok_or_else(ApiError::auth_failed)?;
         Ok(Self {
-            user_id: UserId(Uuid::parse_str(&claims.user_id).map_err(|_| ApiError::auth_failed())?),
+            user_id: UserId(uuid_claim(Some(&claims.user_id))?),
+            session_id: uuid_claim(claims.session_id.as_deref())?,
             email: claims.sub,
             authority,
             tenant_id: id_claim(claims.tenant_id.as_deref())?.map(TenantId),
@@ -198,7 +222,17 @@ impl FromRequestParts<Arc<AppState>> for AuthUser {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(ApiError::auth_failed)?;
-        Self::from_claims(decode(token, &state.jwt_secret)?)
+        let user = Self::from_claims(decode(token, &state.jwt_secret)?)?;
+        // ThingsBoard answers a token outdated by a logout or a password change as expired.
+        if !state
+            .services
+            .logins
+            .session_alive(user.session_id, user.user_id)
+            .await?
+        {
+            return Err(ApiError::TokenExpired);
+        }
+        Ok(user)
     }
 }
 
@@ -227,34 +261,59 @@ impl FromRequestParts<Arc<AppState>> for TenantAdmin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{AuthSession, User};
 
-    fn user(authority: Authority) -> User {
-        User {
-            id: UserId::new(),
-            created_time: 0,
-            tenant_id: Some(TenantId::new()),
-            customer_id: None,
-            email: "a@b.c".into(),
-            authority,
-            first_name: None,
-            last_name: None,
-            password_hash: String::new(),
+    const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn grant(authority: Authority) -> Grant {
+        let id = UserId::new();
+        Grant {
+            user: User {
+                id,
+                created_time: 0,
+                tenant_id: Some(TenantId::new()),
+                customer_id: None,
+                email: "a@b.c".into(),
+                authority,
+                first_name: None,
+                last_name: None,
+                password_hash: String::new(),
+                enabled: true,
+                failed_logins: 0,
+                locked_until: 0,
+            },
+            session: AuthSession {
+                id: Uuid::new_v4(),
+                user_id: id,
+                refresh_id: Uuid::new_v4(),
+                created_time: 0,
+                expires_at: 0,
+            },
+            issued_at: crate::domain::now_ms() / 1000,
         }
     }
 
     #[test]
     fn access_token_round_trips_and_refresh_is_not_access() {
-        let u = user(Authority::TenantAdmin);
-        let pair = issue_pair(&u, "secret").unwrap();
-        let claims = decode(&pair.token, "secret").unwrap();
+        let g = grant(Authority::TenantAdmin);
+        let pair = issue_pair(&g, SECRET).unwrap();
+        let claims = decode(&pair.token, SECRET).unwrap();
         assert_eq!(claims.exp - claims.iat, ACCESS_TTL_SECS);
         let auth = AuthUser::from_claims(claims).unwrap();
-        assert_eq!(auth.tenant_id, u.tenant_id);
+        assert_eq!(auth.tenant_id, g.user.tenant_id);
         assert_eq!(auth.customer_id, None);
-        let refresh = decode(&pair.refresh_token, "secret").unwrap();
+        assert_eq!(auth.session_id, g.session.id);
+        let refresh = decode(&pair.refresh_token, SECRET).unwrap();
         assert!(AuthUser::from_claims(refresh).is_err());
-        assert_eq!(decode_refresh(&pair.refresh_token, "secret").unwrap(), u.id);
-        assert!(decode_refresh(&pair.token, "secret").is_err());
+        assert_eq!(
+            decode_refresh(&pair.refresh_token, SECRET).unwrap(),
+            RefreshClaims {
+                user: g.user.id,
+                session: g.session.id,
+                refresh_id: g.session.refresh_id,
+            }
+        );
+        assert!(decode_refresh(&pair.token, SECRET).is_err());
         assert!(decode(&pair.token, "other").is_err());
     }
 }

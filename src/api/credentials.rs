@@ -14,6 +14,7 @@ use crate::bus::Event;
 use crate::domain::DeviceCredentials;
 use crate::domain::DeviceId;
 use crate::domain::credentials::{BasicError, MqttBasic};
+use crate::domain::x509::DeviceCertificate;
 
 pub fn routes() -> Router<AppStateRef> {
     Router::new()
@@ -103,7 +104,18 @@ async fn save_credentials(
                 .map_err(|e| ApiError::bad_request(e.message()))?;
             (basic.credentials_id(), Some(basic.to_json()))
         }
-        "X509_CERTIFICATE" | "LWM2M_CREDENTIALS" => {
+        "X509_CERTIFICATE" => {
+            // The PEM (or its base64 body) is stored normalised; the id is its SHA3-256.
+            let text = obj
+                .get("credentialsValue")
+                .and_then(Value::as_str)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| ApiError::bad_request("Device certificate should be specified!"))?;
+            let cert = DeviceCertificate::from_text(text)
+                .map_err(|e| ApiError::BadRequest(format!("Invalid X509 certificate: {e}")))?;
+            (cert.credentials_id(), Some(cert.body))
+        }
+        "LWM2M_CREDENTIALS" => {
             return Err(ApiError::BadRequest(format!(
                 "Credentials type {credentials_type} is not supported yet"
             )));

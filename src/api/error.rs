@@ -21,6 +21,7 @@ pub mod code {
     pub const PERMISSION_DENIED: u16 = 20;
     pub const BAD_REQUEST_PARAMS: u16 = 31;
     pub const ITEM_NOT_FOUND: u16 = 32;
+    pub const TOO_MANY_REQUESTS: u16 = 33;
     pub const VERSION_CONFLICT: u16 = 35;
     pub const DATABASE: u16 = 46;
 }
@@ -54,6 +55,9 @@ pub enum ApiError {
     /// 413 with errorCode 31.
     #[error("Payload too large")]
     PayloadTooLarge,
+    /// 429/33 with `Retry-After` (seconds).
+    #[error("{0}")]
+    TooManyRequests(String, u64),
     /// 500/46; the detail is logged, never sent.
     #[error("Database error")]
     Database(String),
@@ -89,6 +93,7 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, code::BAD_REQUEST_PARAMS),
             Self::VersionConflict(_) => (StatusCode::CONFLICT, code::VERSION_CONFLICT),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, code::BAD_REQUEST_PARAMS),
+            Self::TooManyRequests(..) => (StatusCode::TOO_MANY_REQUESTS, code::TOO_MANY_REQUESTS),
             Self::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, code::DATABASE),
             Self::General(_) => (StatusCode::INTERNAL_SERVER_ERROR, code::GENERAL),
             Self::Text(status, _) => (*status, code::GENERAL),
@@ -120,11 +125,16 @@ impl IntoResponse for ApiError {
             return resp;
         }
         let (status, error_code) = self.status_and_code();
-        (
+        let mut resp = (
             status,
             axum::Json(error_json(status, &self.to_string(), error_code)),
         )
-            .into_response()
+            .into_response();
+        if let Self::TooManyRequests(_, retry_after) = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        resp
     }
 }
 

@@ -16,6 +16,7 @@ mod rpc;
 mod rpc_persistent;
 pub mod serve;
 mod telemetry;
+mod users;
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ pub fn router(state: State) -> Router {
     Router::new()
         .route("/", get(index))
         .merge(auth_routes::routes())
+        .merge(users::routes())
         .merge(devices::routes())
         .merge(credentials::routes())
         .merge(profiles::routes())

@@ -45,6 +45,7 @@ impl Config {
             1,
             10_000_000,
         )?;
+        self.auth.validate(self.jwt_secret.as_deref())?;
         self.validate_http()?;
         self.validate_mqtt()?;
         self.validate_storage()?;

@@ -1,4 +1,4 @@
-//! Accounts: tenants, users and their authorities.
+//! Accounts: tenants, users and their authorities, and the login sessions of users.
 
 use super::{CustomerId, TenantId, UserId};
 
@@ -48,4 +48,24 @@ pub struct User {
     pub last_name: Option<String>,
     /// argon2 PHC string.
     pub password_hash: String,
+    /// A disabled user cannot log in, and its tokens are refused.
+    pub enabled: bool,
+    /// Consecutive failed logins since the last success or lock.
+    pub failed_logins: i32,
+    /// Logins are refused until this time (ms since the epoch); 0 when never locked.
+    pub locked_until: i64,
+}
+
+/// One login: the access and refresh tokens it issued carry its id as `sessionId`, and are
+/// honoured only while the session exists (logout, a password change, disabling or deleting the
+/// user remove it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuthSession {
+    pub id: uuid::Uuid,
+    pub user_id: UserId,
+    /// The `jti` of the one refresh token of the session that may still be used.
+    pub refresh_id: uuid::Uuid,
+    pub created_time: i64,
+    /// When its current refresh token expires (ms since the epoch).
+    pub expires_at: i64,
 }

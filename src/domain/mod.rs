@@ -1,5 +1,6 @@
 //! Pure domain types: ids, entities (accounts, devices, RPCs), typed key/values, attribute scopes,
-//! paging and history queries, rule-engine messages, MQTT basic credentials, the storage error.
+//! paging and history queries, rule-engine messages, MQTT basic and X.509 credentials, the storage
+//! error.
 //! No I/O.
 
 pub mod account;
@@ -13,8 +14,9 @@ pub mod page;
 pub mod payload;
 pub mod rpc;
 pub mod telemetry;
+pub mod x509;
 
-pub use account::{Authority, Tenant, User};
+pub use account::{AuthSession, Authority, Tenant, User};
 pub use device::{Device, DeviceCredentials, DeviceProfile};
 pub use error::StorageError;
 pub use ids::{CustomerId, DeviceId, DeviceProfileId, EntityId, TenantId, UserId};

@@ -98,6 +98,9 @@ async fn new_user(
         first_name: None,
         last_name: None,
         password_hash: hash_password(password).await?,
+        enabled: true,
+        failed_logins: 0,
+        locked_until: 0,
     })
 }
 

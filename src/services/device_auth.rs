@@ -1,11 +1,12 @@
-//! Device authentication: the credential lookup of an MQTT CONNECT — access tokens and MQTT basic
-//! credentials — with outcomes the transport maps to its CONNACK codes.
+//! Device authentication: the credential lookup of an MQTT CONNECT — access tokens, MQTT basic
+//! credentials and X.509 client certificates — with outcomes the transport maps to its CONNACK codes.
 
 use std::time::Duration;
 
 use super::Services;
 use super::auth_cache::{AuthCache, Begin, Key, NegativeCache, Refused};
 use crate::domain::credentials::sha3_hex;
+use crate::domain::x509::DeviceCertificate;
 use crate::domain::{Device, StorageError};
 use crate::storage::DynStore;
 
@@ -26,6 +27,8 @@ pub struct Credentials<'a> {
     pub client_id: &'a str,
     pub username: Option<&'a str>,
     pub password: Option<&'a [u8]>,
+    /// The DER of the leaf certificate the TLS client presented, if any.
+    pub certificate: Option<&'a [u8]>,
 }
 
 /// Longest a credential lookup may take; a slower one answers "server unavailable".
@@ -36,6 +39,10 @@ impl Services {
     /// are refused again from memory, and an unknown token is not looked up again
     /// (`auth_cache`); a lookup is bounded by `LOOKUP_TIMEOUT`.
     pub async fn authenticate_device(&self, creds: &Credentials<'_>) -> AuthResult {
+        if creds.certificate.is_some() {
+            // Certificates are not cached: the TLS handshake before costs more than the lookup.
+            return self.timed_check(creds).await;
+        }
         let username = creds.username.filter(|u| !u.is_empty());
         if username.is_none() && creds.client_id.is_empty() {
             return AuthResult::NoCredentials;
@@ -44,17 +51,7 @@ impl Services {
         let checked = through(
             &self.auth_cache.connects,
             key,
-            || async {
-                let check = check(&self.store, &self.auth_cache.tokens, creds);
-                match tokio::time::timeout(LOOKUP_TIMEOUT, check).await {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(e)) => AuthResult::Unavailable(e),
-                    Err(_) => AuthResult::Unavailable(StorageError::Database(format!(
-                        "credential lookup took longer than {} s",
-                        LOOKUP_TIMEOUT.as_secs()
-                    ))),
-                }
-            },
+            || self.timed_check(creds),
             |result| match result {
                 AuthResult::NoCredentials => Some(Refused::NoCredentials),
                 AuthResult::NotAuthorized => Some(Refused::NotAuthorized),
@@ -66,6 +63,19 @@ impl Services {
             Through::Cached(Refused::NoCredentials) => AuthResult::NoCredentials,
             Through::Cached(Refused::NotAuthorized) => AuthResult::NotAuthorized,
             Through::Looked(result) => result,
+        }
+    }
+
+    /// The credential check, bounded by `LOOKUP_TIMEOUT`.
+    async fn timed_check(&self, creds: &Credentials<'_>) -> AuthResult {
+        let check = check(&self.store, &self.auth_cache.tokens, creds);
+        match tokio::time::timeout(LOOKUP_TIMEOUT, check).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => AuthResult::Unavailable(e),
+            Err(_) => AuthResult::Unavailable(StorageError::Database(format!(
+                "credential lookup took longer than {} s",
+                LOOKUP_TIMEOUT.as_secs()
+            ))),
         }
     }
 }
@@ -110,6 +120,10 @@ async fn check(
     tokens: &NegativeCache,
     creds: &Credentials<'_>,
 ) -> Result<AuthResult, StorageError> {
+    // A client certificate decides alone, as in ThingsBoard: username and password are not used.
+    if let Some(der) = creds.certificate {
+        return x509(store, der).await;
+    }
     let username = creds.username.filter(|u| !u.is_empty());
     let Some(username) = username else {
         if creds.client_id.is_empty() {
@@ -152,6 +166,29 @@ async fn check(
         }
         _ => AuthResult::NotAuthorized,
     })
+}
+
+/// The device whose X509_CERTIFICATE credentials are this leaf certificate, within its validity.
+async fn x509(store: &DynStore, der: &[u8]) -> Result<AuthResult, StorageError> {
+    let cert = match DeviceCertificate::from_der(der.to_vec()) {
+        Ok(cert) => cert,
+        Err(e) => {
+            tracing::info!(error = %e, "client certificate refused");
+            return Ok(AuthResult::NotAuthorized);
+        }
+    };
+    if let Err(e) = cert.check_validity_now() {
+        tracing::info!(error = %e, "client certificate refused");
+        return Ok(AuthResult::NotAuthorized);
+    }
+    Ok(
+        match store.find_by_credentials_id(&cert.credentials_id()).await? {
+            Some((device, stored)) if stored.credentials_type == "X509_CERTIFICATE" => {
+                AuthResult::Accepted(Box::new(device))
+            }
+            _ => AuthResult::NotAuthorized,
+        },
+    )
 }
 
 enum BasicMismatch {
@@ -215,6 +252,7 @@ mod tests {
             client_id: "c1",
             username: Some("u1"),
             password: Some(b"p1"),
+            certificate: None,
         };
         let v = r#"{"clientId":"c1","userName":"u1","password":"p1"}"#;
         assert!(validate_basic(Some(v), &creds).is_ok());

@@ -5,6 +5,8 @@ pub mod auth_cache;
 pub mod device_auth;
 pub mod device_state;
 pub mod key_quota;
+pub mod login_throttle;
+pub mod logins;
 pub mod passwords;
 pub mod rpc;
 
@@ -26,6 +28,7 @@ pub struct Services {
     pub auth_cache: auth_cache::AuthCache,
     /// Time-series keys per tenant, bounded (`limits.max_timeseries_keys_per_tenant`).
     pub key_quota: key_quota::KeyQuota,
+    pub logins: logins::Logins,
 }
 
 impl Services {

@@ -16,8 +16,8 @@ use serde_json::Value;
 use crate::domain::{AttributeScope, DeviceId, DeviceProfileId, TenantId, TsKv, UserId};
 // The entities the stores read and write are domain types; re-exported for the stores' callers.
 pub use crate::domain::{
-    Aggregation, AttributeKv, Authority, Device, DeviceCredentials, DeviceProfile, HistoryQuery,
-    Page, PageQuery, Rpc, RpcStatus, SortOrder, StorageError, Tenant, User,
+    Aggregation, AttributeKv, AuthSession, Authority, Device, DeviceCredentials, DeviceProfile,
+    HistoryQuery, Page, PageQuery, Rpc, RpcStatus, SortOrder, StorageError, Tenant, User,
 };
 
 pub use batch::{BatchConfig, Writer};
@@ -67,6 +67,58 @@ pub trait UserStore: Send + Sync {
     /// Case-insensitive on the email.
     async fn find_user_by_email(&self, email: &str) -> Result<Option<User>>;
     async fn get_user(&self, id: UserId) -> Result<Option<User>>;
+    /// Enables or disables the user: disabling also ends its sessions, enabling also lifts a
+    /// lockout and forgets failed logins (as ThingsBoard). False when absent.
+    async fn set_user_enabled(&self, id: UserId, enabled: bool) -> Result<bool>;
+    /// The tenant administrators of `tenant`.
+    async fn count_tenant_admins(&self, tenant: TenantId) -> Result<i64>;
+    /// Deletes the user with its sessions; false when absent.
+    async fn delete_user(&self, id: UserId) -> Result<bool>;
+    /// Counts a failed login. Past `max` consecutive failures the count starts again and the
+    /// user is locked until `lock_until`. Returns the user's `locked_until` afterwards (None when
+    /// the user is absent).
+    async fn record_login_failure(
+        &self,
+        id: UserId,
+        max: i32,
+        lock_until: i64,
+    ) -> Result<Option<i64>>;
+    /// Forgets the consecutive failed logins (a login succeeded).
+    async fn clear_login_failures(&self, id: UserId) -> Result<()>;
+}
+
+/// Login sessions (see `AuthSession`).
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session. Drops every session expired at `now`, and the user's oldest ones so
+    /// that at most `max_per_user` remain.
+    async fn create_session(
+        &self,
+        session: &AuthSession,
+        max_per_user: u32,
+        now: i64,
+    ) -> Result<()>;
+    /// The session, while it exists, has not expired at `now` and its user exists and is enabled.
+    async fn get_session(&self, id: uuid::Uuid, now: i64) -> Result<Option<AuthSession>>;
+    /// Replaces the session's refresh token `old` by `new`, expiring at `expires_at`. False when
+    /// the session is gone or `old` is not its current refresh token (a used one).
+    async fn rotate_session(
+        &self,
+        id: uuid::Uuid,
+        old: uuid::Uuid,
+        new: uuid::Uuid,
+        expires_at: i64,
+    ) -> Result<bool>;
+    /// False when absent.
+    async fn delete_session(&self, id: uuid::Uuid) -> Result<bool>;
+    /// Sets the user's password hash and replaces all its sessions by `session`, in one
+    /// transaction. False (nothing changed) when the user is absent.
+    async fn change_password(
+        &self,
+        user: UserId,
+        hash: &str,
+        session: &AuthSession,
+    ) -> Result<bool>;
 }
 
 #[async_trait]
@@ -233,6 +285,7 @@ pub trait SettingsStore: Send + Sync {
 pub trait Store:
     TenantStore
     + UserStore
+    + SessionStore
     + DeviceProfileStore
     + DeviceStore
     + CredentialsStore

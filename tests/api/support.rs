@@ -11,6 +11,7 @@ pub struct Resp {
     pub status: u16,
     pub content_type: String,
     pub text: String,
+    pub retry_after: Option<String>,
 }
 
 impl Resp {
@@ -107,9 +108,15 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         Resp {
             status,
             content_type,
+            retry_after,
             text: resp.text().await.expect("body"),
         }
     }

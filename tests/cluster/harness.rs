@@ -1,5 +1,8 @@
-//! The cluster test's harness: child processes (Redis, two nodes) killed on drop, a REST client
-//! logged in on one node, and an MQTT 3.1.1 device on rumqttc.
+//! The process tests' harness: real `ferroboard serve` child processes (two nodes sharing
+//! PostgreSQL and Redis, or one node on either backend) killed on drop, a REST client logged in on
+//! one node, and an MQTT 3.1.1 device on rumqttc.
+// Shared by several test binaries: each uses a part.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,11 +25,13 @@ fn free_port() -> u16 {
 /// Every child process of one test; killed on drop, also when the test panics (then the tails of
 /// the node logs are printed; `CLUSTER_LOGS=1` prints them always).
 pub struct Cluster {
-    /// Dropped after the nodes are killed (in `drop`).
-    database: common::Database,
+    /// Dropped after the nodes are killed (in `drop`); None when the test brought its own database.
+    _database: Option<common::Database>,
+    database_url: String,
     rules: PathBuf,
     dir: tempfile::TempDir,
-    redis_port: u16,
+    /// None: the nodes run without Redis (bus LOCAL).
+    redis_port: Option<u16>,
     redis: Option<Child>,
     nodes: Vec<Node>,
 }
@@ -40,27 +45,66 @@ pub struct Node {
 }
 
 impl Cluster {
-    /// Redis, then node `a` (it migrates and bootstraps the database), then node `b`.
+    /// Redis, then node `a` (it migrates and bootstraps the database), then node `b`, on a fresh
+    /// PostgreSQL database.
     pub async fn start() -> Self {
+        Self::launch(Backend::Postgres, None, true, &["a", "b"]).await
+    }
+
+    /// One node without Redis on a fresh database of `backend`, or on `database_url` when given.
+    pub async fn single(backend: Backend, database_url: Option<String>) -> Self {
+        Self::launch(backend, database_url, false, &["a"]).await
+    }
+
+    async fn launch(
+        backend: Backend,
+        database_url: Option<String>,
+        redis: bool,
+        names: &[&'static str],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let database = common::fresh_database(Backend::Postgres, dir.path()).await;
+        let (database, database_url) = match database_url {
+            Some(url) => (None, url),
+            None => {
+                let database = common::fresh_database(backend, dir.path()).await;
+                let url = database.url.clone();
+                (Some(database), url)
+            }
+        };
         let rules = common::rules_copy(dir.path());
         let mut cluster = Self {
-            database,
+            _database: database,
+            database_url,
             rules,
-            redis_port: free_port(),
+            redis_port: redis.then(free_port),
             dir,
             redis: None,
             nodes: Vec::new(),
         };
-        cluster.start_redis().await;
-        for name in ["a", "b"] {
+        if redis {
+            cluster.start_redis().await;
+        }
+        for name in names {
             let node = cluster.spawn_node(name);
             cluster.nodes.push(node);
             let index = cluster.nodes.len() - 1;
             cluster.wait_healthy(index).await;
         }
         cluster
+    }
+
+    /// Ends node `index` with SIGKILL: nothing of it runs after this returns.
+    pub fn kill(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        node.child.kill().expect("SIGKILL the node");
+        node.child.wait().expect("reap the node");
+    }
+
+    /// Starts node `index` again (new ports, same database) and waits until it is healthy.
+    pub async fn restart(&mut self, index: usize) {
+        let name = self.nodes[index].name;
+        self.nodes[index] = self.spawn_node(name);
+        self.wait_healthy(index).await;
     }
 
     pub fn a(&self) -> &Node {
@@ -72,16 +116,16 @@ impl Cluster {
     }
 
     pub async fn start_redis(&mut self) {
+        let port = self.redis_port.expect("a cluster with Redis");
         let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("redis log");
         let child = Command::new("redis-server")
-            .args(["--port", &self.redis_port.to_string()])
+            .args(["--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
             .spawn()
             .expect("redis-server must be on PATH for the cluster test");
         self.redis = Some(child);
-        let port = self.redis_port;
         common::eventually("redis-server answers PING", WAIT, || async move {
             redis_ping(port).await.then_some(())
         })
@@ -98,18 +142,21 @@ impl Cluster {
     fn spawn_node(&self, name: &'static str) -> Node {
         let (http_port, mqtt_port) = (free_port(), free_port());
         let log = self.dir.path().join(format!("node-{name}.log"));
-        let out = std::fs::File::create(&log).expect("node log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ferroboard"))
+        // A restarted node appends to the log of its earlier run.
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("node log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferroboard"));
+        command
             .arg("serve")
             .env_remove("FERROBOARD_CONFIG")
+            .env_remove("FERROBOARD_REDIS_URL")
             .env("FERROBOARD_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
             .env("FERROBOARD_MQTT_ADDR", format!("127.0.0.1:{mqtt_port}"))
-            .env("FERROBOARD_DATABASE_URL", &self.database.url)
+            .env("FERROBOARD_DATABASE_URL", &self.database_url)
             .env("FERROBOARD_NODE_ID", name)
-            .env(
-                "FERROBOARD_REDIS_URL",
-                format!("redis://127.0.0.1:{}/", self.redis_port),
-            )
             .env("FERROBOARD_RULES_DIR", &self.rules)
             .env("FERROBOARD_ADMIN_PASSWORD", TENANT_PASSWORD)
             .env("FERROBOARD_SYSADMIN_PASSWORD", common::SYSADMIN_PASSWORD)
@@ -117,9 +164,11 @@ impl Cluster {
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log fd"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn ferroboard");
+            .stderr(out);
+        if let Some(port) = self.redis_port {
+            command.env("FERROBOARD_REDIS_URL", format!("redis://127.0.0.1:{port}/"));
+        }
+        let child = command.spawn().expect("spawn ferroboard");
         Node {
             name,
             http: format!("http://127.0.0.1:{http_port}"),
@@ -129,9 +178,14 @@ impl Cluster {
         }
     }
 
-    /// Polls `/api/health` until the node is UP with its Redis bus UP.
+    /// Polls `/api/health` until the node is UP with its bus UP (LOCAL without Redis).
     async fn wait_healthy(&mut self, index: usize) {
         let deadline = Instant::now() + START_WAIT;
+        let bus = if self.redis_port.is_some() {
+            "UP"
+        } else {
+            "LOCAL"
+        };
         loop {
             let node = &mut self.nodes[index];
             if let Ok(Some(status)) = node.child.try_wait() {
@@ -143,7 +197,7 @@ impl Cluster {
             }
             if let Some((200, body)) = health(&node.http).await
                 && body["status"] == "UP"
-                && body["components"]["bus"] == "UP"
+                && body["components"]["bus"] == bus
             {
                 return;
             }
@@ -212,7 +266,7 @@ pub async fn metric(node: &Node, name: &str) -> f64 {
         .sum()
 }
 
-async fn health(base: &str) -> Option<(u16, Value)> {
+pub async fn health(base: &str) -> Option<(u16, Value)> {
     let resp = reqwest::Client::new()
         .get(format!("{base}/api/health"))
         .timeout(Duration::from_secs(3))
@@ -261,6 +315,20 @@ impl Rest {
         .await
     }
 
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("X-Authorization", format!("Bearer {}", self.token))
+            .send()
+            .await
+            .expect("HTTP request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
     /// Creates a device; returns its id and access token.
     pub async fn device(&self) -> (String, String) {
         let name = format!("cluster-{}", uuid::Uuid::new_v4().simple());
@@ -306,10 +374,17 @@ pub struct Device {
 
 impl Device {
     pub async fn connect(node: &Node, token: &str) -> Self {
+        Self::try_connect(node.mqtt_port, token)
+            .await
+            .unwrap_or_else(|e| panic!("device connect to node {}: {e}", node.name))
+    }
+
+    /// Connects to the MQTT port; an error names what went wrong (refused, no CONNACK in time).
+    pub async fn try_connect(mqtt_port: u16, token: &str) -> Result<Self, String> {
         let mut opts = rumqttc::MqttOptions::new(
             format!("c-{}", uuid::Uuid::new_v4().simple()),
             "127.0.0.1",
-            node.mqtt_port,
+            mqtt_port,
         );
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_credentials(token, "");
@@ -325,13 +400,53 @@ impl Device {
             }
         });
         let mut device = Self { client, events };
-        device
-            .expect("CONNACK", |p| match p {
+        let code = device
+            .try_expect(WAIT, |p| match p {
                 Packet::ConnAck(ack) => Some(ack.code),
                 _ => None,
             })
-            .await;
-        device
+            .await?;
+        match code {
+            rumqttc::ConnectReturnCode::Success => Ok(device),
+            refused => Err(format!("CONNACK {refused:?}")),
+        }
+    }
+
+    /// The first incoming packet `pick` accepts within `wait`, or why there was none.
+    pub async fn try_expect<T>(
+        &mut self,
+        wait: Duration,
+        mut pick: impl FnMut(&Packet) -> Option<T>,
+    ) -> Result<T, String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(Ok(MqttEvent::Incoming(packet)))) => {
+                    if let Some(v) = pick(&packet) {
+                        return Ok(v);
+                    }
+                }
+                Ok(Some(Ok(MqttEvent::Outgoing(_)))) => {}
+                Ok(Some(Err(e))) => return Err(format!("connection failed: {e}")),
+                Ok(None) => return Err("connection gone".to_owned()),
+                Err(_) => return Err(format!("nothing within {wait:?}")),
+            }
+        }
+    }
+
+    /// QoS 1 telemetry; Ok once it is acknowledged, Err when the connection fails first.
+    pub async fn try_telemetry(&mut self, payload: Value) -> Result<(), String> {
+        self.client
+            .publish(
+                "v1/devices/me/telemetry",
+                QoS::AtLeastOnce,
+                false,
+                payload.to_string(),
+            )
+            .await
+            .map_err(|e| format!("publish: {e}"))?;
+        self.try_expect(WAIT, |p| matches!(p, Packet::PubAck(_)).then_some(()))
+            .await
     }
 
     /// The first incoming packet `pick` accepts; other packets are skipped.

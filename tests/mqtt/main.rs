@@ -10,6 +10,7 @@ mod downlink;
 #[allow(dead_code)]
 #[path = "../api/support.rs"]
 mod support;
+mod tls;
 
 use std::time::Duration;
 

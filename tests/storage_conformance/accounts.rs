@@ -34,6 +34,9 @@ pub async fn tenants_and_users(store: &dyn Store) {
         first_name: None,
         last_name: None,
         password_hash: "$argon2id$v=19$x".into(),
+        enabled: true,
+        failed_logins: 0,
+        locked_until: 0,
     };
     store.create_user(&admin).await.unwrap();
     let user = User {
@@ -44,6 +47,9 @@ pub async fn tenants_and_users(store: &dyn Store) {
         authority: Authority::TenantAdmin,
         first_name: Some("Ten".into()),
         last_name: Some("Ant".into()),
+        enabled: false,
+        failed_logins: 2,
+        locked_until: 77,
         ..admin.clone()
     };
     store.create_user(&user).await.unwrap();

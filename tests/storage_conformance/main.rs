@@ -1,5 +1,5 @@
 //! Storage conformance: one suite of cases, run against SQLite (`sqlite::*`) and PostgreSQL
-//! (`postgres::*`), each on a fresh database. Cases live in `accounts`, `devices`,
+//! (`postgres::*`), each on a fresh database. Cases live in `accounts`, `sessions`, `devices`,
 //! `attributes`, `telemetry` and `rpc`.
 
 mod accounts;
@@ -9,6 +9,7 @@ mod common;
 mod devices;
 mod fixtures;
 mod rpc;
+mod sessions;
 mod telemetry;
 
 use ferroboard::config::StorageConfig;
@@ -89,6 +90,12 @@ conformance!(
     rpc_create_get_and_transitions,
     rpc_paging_pending_and_expiry,
     rpc_sent_and_timeout_are_open,
+    login_failures_lock_and_clear,
+    users_are_disabled_and_deleted,
+    tenant_admins_are_counted,
+    sessions_rotate_and_end,
+    sessions_are_bounded_per_user_and_expire,
+    password_change_replaces_every_session,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -97,6 +104,7 @@ use accounts::*;
 use attributes::*;
 use devices::*;
 use rpc::*;
+use sessions::*;
 use telemetry::*;
 
 /// Rough write throughput: `cargo test --release --test storage_conformance -- --ignored --nocapture`.

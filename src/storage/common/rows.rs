@@ -7,8 +7,8 @@
 macro_rules! row_decoders {
     ($row:ty, $json_text:path) => {
         use crate::domain::{
-            CustomerId, Device, DeviceCredentials, DeviceId, DeviceProfile, DeviceProfileId,
-            KvValue, Rpc, RpcStatus, Tenant, TenantId, User, UserId,
+            AuthSession, CustomerId, Device, DeviceCredentials, DeviceId, DeviceProfile,
+            DeviceProfileId, KvValue, Rpc, RpcStatus, Tenant, TenantId, User, UserId,
         };
         use crate::storage::common::Bucket;
         use crate::storage::{Result, StorageError};
@@ -56,6 +56,19 @@ macro_rules! row_decoders {
                 first_name: col(row, "first_name")?,
                 last_name: col(row, "last_name")?,
                 password_hash: col(row, "password_hash")?,
+                enabled: col(row, "enabled")?,
+                failed_logins: col(row, "failed_logins")?,
+                locked_until: col(row, "locked_until")?,
+            })
+        }
+
+        pub(super) fn session_of(row: &$row) -> Result<AuthSession> {
+            Ok(AuthSession {
+                id: col(row, "id")?,
+                user_id: UserId(col(row, "user_id")?),
+                refresh_id: col(row, "refresh_id")?,
+                created_time: col(row, "created_time")?,
+                expires_at: col(row, "expires_at")?,
             })
         }
 

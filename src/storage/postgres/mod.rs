@@ -64,6 +64,7 @@ impl PgStore {
         (1, "init", "0001_init.sql"),
         (2, "rpc", "0002_rpc.sql"),
         (3, "rpc_timeout", "0003_rpc_timeout.sql"),
+        (4, "auth", "0004_auth.sql"),
     );
 
     pub async fn connect(url: &str, options: &StorageConfig) -> Result<Self> {

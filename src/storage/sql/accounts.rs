@@ -6,7 +6,7 @@ pub(crate) fn email_taken(email: &str) -> String {
 }
 
 pub(crate) const USER_SELECT: &str = "SELECT id, created_time, tenant_id, customer_id, email, authority, \
-     first_name, last_name, password_hash FROM users";
+     first_name, last_name, password_hash, enabled, failed_logins, locked_until FROM users";
 
 /// Implements `TenantStore`, `UserStore` and `SettingsStore` for `$store` (see `stores!`).
 macro_rules! account_stores {
@@ -56,7 +56,8 @@ macro_rules! account_stores {
                 async fn create_user(&self, user: &User) -> Result<()> {
                     sqlx::query(
                         "INSERT INTO users (id, created_time, tenant_id, customer_id, email, authority, \
-                         first_name, last_name, password_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                         first_name, last_name, password_hash, enabled, failed_logins, locked_until) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                     )
                     .bind(user.id.0)
                     .bind(user.created_time)
@@ -67,6 +68,9 @@ macro_rules! account_stores {
                     .bind(user.first_name.as_deref())
                     .bind(user.last_name.as_deref())
                     .bind(user.password_hash.as_str())
+                    .bind(user.enabled)
+                    .bind(user.failed_logins)
+                    .bind(user.locked_until)
                     .execute(self.writer())
                     .await
                     .map_err(|e| {
@@ -93,6 +97,76 @@ macro_rules! account_stores {
                         .fetch_optional(self.reader())
                         .await?;
                     row.as_ref().map(user_of).transpose()
+                }
+
+                async fn set_user_enabled(&self, id: UserId, enabled: bool) -> Result<bool> {
+                    let mut tx = self.writer().begin().await?;
+                    let changed = sqlx::query(
+                        "UPDATE users SET enabled = $2, \
+                         failed_logins = CASE WHEN $2 THEN 0 ELSE failed_logins END, \
+                         locked_until = CASE WHEN $2 THEN 0 ELSE locked_until END WHERE id = $1",
+                    )
+                    .bind(id.0)
+                    .bind(enabled)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if !enabled {
+                        sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1")
+                            .bind(id.0)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(changed > 0)
+                }
+
+                async fn count_tenant_admins(&self, tenant: TenantId) -> Result<i64> {
+                    Ok(sqlx::query_scalar(
+                        "SELECT count(*) FROM users WHERE tenant_id = $1 AND authority = 'TENANT_ADMIN'",
+                    )
+                    .bind(tenant.0)
+                    .fetch_one(self.reader())
+                    .await?)
+                }
+
+                async fn delete_user(&self, id: UserId) -> Result<bool> {
+                    // The sessions go with the user (ON DELETE CASCADE).
+                    let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
+                        .bind(id.0)
+                        .execute(self.writer())
+                        .await?
+                        .rows_affected();
+                    Ok(deleted > 0)
+                }
+
+                async fn record_login_failure(
+                    &self,
+                    id: UserId,
+                    max: i32,
+                    lock_until: i64,
+                ) -> Result<Option<i64>> {
+                    // Every expression reads the row as it was, so one statement decides
+                    // atomically, also against other nodes.
+                    Ok(sqlx::query_scalar(
+                        "UPDATE users SET \
+                         failed_logins = CASE WHEN failed_logins + 1 > $2 THEN 0 ELSE failed_logins + 1 END, \
+                         locked_until = CASE WHEN failed_logins + 1 > $2 THEN $3 ELSE locked_until END \
+                         WHERE id = $1 RETURNING locked_until",
+                    )
+                    .bind(id.0)
+                    .bind(max)
+                    .bind(lock_until)
+                    .fetch_optional(self.writer())
+                    .await?)
+                }
+
+                async fn clear_login_failures(&self, id: UserId) -> Result<()> {
+                    sqlx::query("UPDATE users SET failed_logins = 0 WHERE id = $1 AND failed_logins <> 0")
+                        .bind(id.0)
+                        .execute(self.writer())
+                        .await?;
+                    Ok(())
                 }
             }
 

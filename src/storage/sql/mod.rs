@@ -10,11 +10,13 @@
 pub(crate) mod accounts;
 pub(crate) mod devices;
 pub(crate) mod rpc;
+pub(crate) mod sessions;
 pub(crate) mod telemetry;
 
 pub(crate) use accounts::account_stores;
 pub(crate) use devices::device_stores;
 pub(crate) use rpc::rpc_store;
+pub(crate) use sessions::session_store;
 pub(crate) use telemetry::telemetry_stores;
 
 /// SQL text that differs between PostgreSQL and SQLite; every other statement is shared.
@@ -73,6 +75,7 @@ macro_rules! stores {
         $crate::storage::sql::account_stores!($store);
         $crate::storage::sql::device_stores!($store, $db);
         $crate::storage::sql::rpc_store!($store);
+        $crate::storage::sql::session_store!($store, $db);
         $crate::storage::sql::telemetry_stores!($store);
 
         #[async_trait::async_trait]

@@ -7,6 +7,7 @@ mod inflight;
 mod limits;
 mod session;
 mod sink;
+pub mod tls;
 pub mod topics;
 mod uplink;
 mod v3;
@@ -29,10 +30,18 @@ pub struct MqttServerHandle {
     pub thread: std::thread::JoinHandle<()>,
 }
 
-/// Starts the MQTT server on its own thread; returns its handle once it runs.
+/// The MQTT-over-TLS listener and its TLS configuration.
+pub struct TlsListener {
+    pub listener: std::net::TcpListener,
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+/// Starts the MQTT server (plain TCP, and TLS when given) on its own thread; returns its handle
+/// once it runs.
 pub fn spawn(
     state: Arc<AppState>,
     listener: std::net::TcpListener,
+    tls: Option<TlsListener>,
 ) -> anyhow::Result<MqttServerHandle> {
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
@@ -40,7 +49,7 @@ pub fn spawn(
         .spawn(move || {
             let sys = ntex_rt::System::new("mqtt", ntex_net::DefaultRuntime);
             let result = sys.block_on(async move {
-                match build(state, listener) {
+                match build(state, listener, tls) {
                     Ok(srv) => {
                         let _ = tx.send(Ok((srv.clone(), ntex_rt::System::current())));
                         if let Err(e) = srv.await {
@@ -77,24 +86,49 @@ fn tcp_limit(max_connections: usize) -> usize {
     max_connections.saturating_add((max_connections / 4).max(16))
 }
 
+/// The MQTT 3.1.1 + 5 service of one connection, the same on every listener.
+macro_rules! mqtt_service {
+    ($state:expr, $inflight:expr, $gate:expr) => {{
+        let (s3, s5) = ($state.clone(), $state.clone());
+        let (g3, g5) = ($gate.clone(), $gate.clone());
+        MqttServer::new()
+            .v3(
+                ntex_mqtt::v3::MqttServer::new(async |s: &v3::Session, p| v3::publish(s, p).await)
+                    .protocol(async |s: &v3::Session, m| v3::protocol(s, m).await)
+                    .control(async |s: &v3::Session, c| v3::control(s, c).await)
+                    .replace_middlewares($inflight)
+                    .build(async move |hs| v3::connect(&s3, &g3, hs).await),
+            )
+            .v5(
+                ntex_mqtt::v5::MqttServer::new(async |s: &v5::Session, p| v5::publish(s, p).await)
+                    .protocol(async |s: &v5::Session, m| v5::protocol(s, m).await)
+                    .control(async |s: &v5::Session, c| v5::control(s, c).await)
+                    .build(async move |hs| v5::connect(&s5, &g5, hs).await),
+            )
+    }};
+}
+
 fn build(
     state: Arc<AppState>,
     listener: std::net::TcpListener,
+    tls: Option<TlsListener>,
 ) -> std::io::Result<ntex_server::net::Server> {
     let mqtt = &state.config.mqtt;
     let timeout = Seconds(u16::try_from(mqtt.connect_timeout_secs).unwrap_or(u16::MAX));
-    let config = SharedCfg::new("MQTT").add(
-        MqttServiceConfig::new()
-            .set_max_qos(QoS::AtLeastOnce)
-            .set_max_size(mqtt.max_packet_size)
-            .set_max_receive(mqtt.max_inflight)
-            .set_max_receive_size(0)
-            // a whole packet is read before its handler runs: no partial payloads to track
-            .set_min_chunk_size(mqtt.max_packet_size)
-            .set_connect_timeout(timeout)
-            .set_handshake_timeout(timeout)
-            .protocol_version_timeout(timeout),
-    );
+    let config = || {
+        SharedCfg::new("MQTT").add(
+            MqttServiceConfig::new()
+                .set_max_qos(QoS::AtLeastOnce)
+                .set_max_size(mqtt.max_packet_size)
+                .set_max_receive(mqtt.max_inflight)
+                .set_max_receive_size(0)
+                // a whole packet is read before its handler runs: no partial payloads to track
+                .set_min_chunk_size(mqtt.max_packet_size)
+                .set_connect_timeout(timeout)
+                .set_handshake_timeout(timeout)
+                .protocol_version_timeout(timeout),
+        )
+    };
     let workers = if mqtt.workers == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -102,28 +136,31 @@ fn build(
     };
     let inflight = inflight::InflightLimit(mqtt.max_inflight);
     let gate = Arc::new(gate::Gate::new(mqtt.max_connections));
-    Ok(ntex_server::net::build()
+    let (plain_state, plain_gate) = (state.clone(), gate.clone());
+    let mut builder = ntex_server::net::build()
         .workers(workers)
         .maxconn(tcp_limit(mqtt.max_connections))
         .disable_signals()
         .shutdown_timeout(Seconds(3))
-        .listen("mqtt", listener, config, async move |_| {
-            let (s3, s5) = (state.clone(), state.clone());
-            let (g3, g5) = (gate.clone(), gate.clone());
-            MqttServer::new()
-                .v3(ntex_mqtt::v3::MqttServer::new(async |s: &v3::Session, p| {
-                    v3::publish(s, p).await
+        .listen("mqtt", listener, config(), async move |_| {
+            mqtt_service!(plain_state, inflight, plain_gate)
+        })?;
+    if let Some(TlsListener {
+        listener,
+        config: tls_config,
+    }) = tls
+    {
+        let tls_config = tls_config.clone();
+        builder = builder.listen("mqtts", listener, config(), async move |_| {
+            ntex_service::service(ntex_tls::rustls::TlsAcceptor::new(tls_config.clone()))
+                // A failed TLS handshake ends the connection like a peer that went away.
+                .map_err(|e| {
+                    ntex_mqtt::MqttError::Connect(ntex_mqtt::MqttConnectError::Disconnected(Some(
+                        e,
+                    )))
                 })
-                .protocol(async |s: &v3::Session, m| v3::protocol(s, m).await)
-                .control(async |s: &v3::Session, c| v3::control(s, c).await)
-                .replace_middlewares(inflight)
-                .build(async move |hs| v3::connect(&s3, &g3, hs).await))
-                .v5(ntex_mqtt::v5::MqttServer::new(async |s: &v5::Session, p| {
-                    v5::publish(s, p).await
-                })
-                .protocol(async |s: &v5::Session, m| v5::protocol(s, m).await)
-                .control(async |s: &v5::Session, c| v5::control(s, c).await)
-                .build(async move |hs| v5::connect(&s5, &g5, hs).await))
-        })?
-        .run())
+                .and_then(mqtt_service!(state, inflight, gate))
+        })?;
+    }
+    Ok(builder.run())
 }

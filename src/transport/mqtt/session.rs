@@ -161,6 +161,8 @@ pub struct Connect<'a> {
     pub client_id: &'a str,
     pub username: Option<&'a str>,
     pub password: Option<&'a [u8]>,
+    /// The DER of the TLS client's leaf certificate.
+    pub certificate: Option<Vec<u8>>,
 }
 
 /// Authenticates on the main runtime and registers the session (closing an older one of the device,
@@ -227,16 +229,18 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
 
 async fn lookup(state: &Arc<AppState>, connect: &Connect<'_>) -> AuthResult {
     let services = state.services.clone();
-    let (client_id, username, password) = (
+    let (client_id, username, password, certificate) = (
         connect.client_id.to_owned(),
         connect.username.map(str::to_owned),
         connect.password.map(<[u8]>::to_vec),
+        connect.certificate.clone(),
     );
     let lookup = state.rt.spawn(async move {
         let creds = Credentials {
             client_id: &client_id,
             username: username.as_deref(),
             password: password.as_deref(),
+            certificate: certificate.as_deref(),
         };
         services.authenticate_device(&creds).await
     });

@@ -14,6 +14,7 @@ use super::gate::{self, Gate, Refusal};
 use super::session::DeviceSession;
 use super::session::{self, Admission, SessionError};
 use super::sink::Sink;
+use super::tls;
 use super::uplink::Outcome;
 use crate::state::AppState;
 
@@ -33,6 +34,7 @@ pub async fn connect(
         client_id: &pkt.client_id,
         username: pkt.username.as_deref(),
         password: pkt.password.as_deref(),
+        certificate: tls::peer_certificate(hs.io()),
     };
     let admission = session::admit(state, connect, Sink::V5(hs.sink())).await;
     let keep_alive = pkt.keep_alive;
