@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::domain::Msg;
 use crate::engine::{Engine, ScriptLimits};
+use crate::observability::redact_secrets;
 use crate::services::Services;
 use crate::state::AppState;
 use crate::storage::{self, Writer};
@@ -28,6 +29,7 @@ pub struct RunningApp {
     pub state: Arc<AppState>,
     mqtt: Option<crate::transport::mqtt::MqttServerHandle>,
     http_task: tokio::task::JoinHandle<()>,
+    device_state_task: tokio::task::JoinHandle<()>,
     writer_stop: CancellationToken,
     writer_task: tokio::task::JoinHandle<()>,
 }
@@ -37,7 +39,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     config.validate()?;
     let store = storage::open(&config.database_url, &config.storage)
         .await
-        .with_context(|| format!("cannot open database {}", redact(&config.database_url)))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open database {}: {}",
+                redact_secrets(&config.database_url),
+                redact_secrets(&e.to_string())
+            )
+        })?;
     store.migrate().await.context("database migration failed")?;
     let writer_stop = CancellationToken::new();
     let (writer, writer_task) = Writer::spawn(store.clone(), config.batch(), writer_stop.clone());
@@ -53,7 +61,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     let shutdown = CancellationToken::new();
     let bus = crate::bus::build(config.redis_url.as_deref(), dispatcher, shutdown.clone())
         .await
-        .context("cannot start the bus")?;
+        .map_err(|e| anyhow::anyhow!("cannot start the bus: {}", redact_secrets(&e.to_string())))?;
     let (device_state, state_events) = crate::services::device_state::DeviceStateService::new(
         store.clone(),
         config.rpc.inactivity_timeout_ms,
@@ -72,6 +80,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         },
         device_state,
         bus,
+        auth_cache: crate::services::auth_cache::AuthCache::new(
+            Duration::from_millis(config.mqtt.auth_cache_ttl_ms),
+            config.mqtt.auth_cache_size,
+        ),
+        key_quota: crate::services::key_quota::KeyQuota::new(
+            config.limits.max_timeseries_keys_per_tenant,
+        ),
         logins: crate::services::logins::Logins::new(store.clone(), config.auth.clone()),
     });
     crate::services::accounts::bootstrap(store.as_ref(), &config)
@@ -122,18 +137,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         .engine
         .watch(state.config.rules_dir.clone(), state.shutdown.clone());
     let router = crate::api::router(state.clone());
-    let stop = state.shutdown.clone();
-    let http_task = tokio::spawn(async move {
-        // The client address is kept for the login throttle.
-        let router = router.into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(http_listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let http_task = tokio::spawn(crate::api::serve::serve(
+        http_listener,
+        router,
+        crate::api::serve::ConnLimits::from_config(&state.config.http),
+        state.shutdown.clone(),
+    ));
+    crate::observability::spawn_metrics_upkeep(state.metrics.clone(), state.shutdown.clone());
 
-    crate::services::device_state::spawn(state.services.clone(), state.shutdown.clone());
+    let device_state_task =
+        crate::services::device_state::spawn(state.services.clone(), state.shutdown.clone());
     tokio::spawn(run_device_events(state.clone(), state_events));
     spawn_rpc_sweeper(&state);
     let (tls, tls_cert) = match tls {
@@ -163,15 +176,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         state,
         mqtt: Some(mqtt),
         http_task,
+        device_state_task,
         writer_stop,
         writer_task,
     })
 }
 
+/// The whole shutdown, at most (the operator contract promises 10 s; docs/configuration.md).
+const SHUTDOWN_BUDGET: Duration = Duration::from_secs(9);
+/// Kept back from the writer's drain for closing storage and ending the MQTT thread.
+const CLOSE_RESERVE: Duration = Duration::from_millis(1500);
+
 impl RunningApp {
     /// Stops accepting, closes sessions (MQTT 5: DISCONNECT 0x8B), finishes what is in flight,
-    /// commits what was queued, and closes storage.
+    /// writes the device states, commits what was queued, and closes storage — within
+    /// `SHUTDOWN_BUDGET`; what a step could not finish in its share is logged as dropped.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
+        let left = |cap: Duration| {
+            cap.min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        };
         let state = self.state.clone();
         state.mqtt_accepting.store(false, Ordering::SeqCst);
         state.shutdown.cancel();
@@ -180,34 +204,74 @@ impl RunningApp {
             .close_all(crate::bus::CloseReason::ServerShutdown);
         let mqtt = self.mqtt.take();
         if let Some(mqtt) = &mqtt
-            && tokio::time::timeout(Duration::from_secs(3), mqtt.server.stop(true))
+            && tokio::time::timeout(left(Duration::from_secs(3)), mqtt.server.stop(true))
                 .await
                 .is_err()
         {
             tracing::warn!("MQTT connections did not close within 3 s; stopping the MQTT runtime");
         }
         let max = u32::try_from(state.config.engine.max_in_flight.max(1)).unwrap_or(u32::MAX);
-        if tokio::time::timeout(Duration::from_secs(2), state.inflight.acquire_many(max))
-            .await
-            .is_err()
-        {
+        let in_flight = tokio::time::timeout(
+            left(Duration::from_secs(2)),
+            state.inflight.acquire_many(max),
+        );
+        let http = tokio::time::timeout(left(Duration::from_secs(2)), &mut self.http_task);
+        let (in_flight, http) = tokio::join!(in_flight, http);
+        if http.is_err() {
+            self.http_task.abort();
+            tracing::warn!("HTTP requests still running after 2 s at shutdown were cut off");
+        }
+        if in_flight.is_err() {
+            let busy = max as usize - state.inflight.available_permits().min(max as usize);
             tracing::warn!(
+                messages = busy,
                 "messages still in processing at shutdown; their senders were not acknowledged"
             );
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.http_task).await;
+        // The device-state task writes its last changes through the writer: before it stops.
+        if tokio::time::timeout(left(Duration::from_secs(1)), &mut self.device_state_task)
+            .await
+            .is_err()
+        {
+            self.device_state_task.abort();
+            tracing::warn!(
+                "device states not written within 1 s at shutdown; the latest activity times were dropped"
+            );
+        }
         self.writer_stop.cancel();
-        let _ = (&mut self.writer_task).await;
-        state.services.store.close().await;
+        let drain = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .saturating_sub(CLOSE_RESERVE);
+        if tokio::time::timeout(drain, &mut self.writer_task)
+            .await
+            .is_err()
+        {
+            let queued = state.services.writer.queued();
+            self.writer_task.abort();
+            tracing::error!(
+                queued_requests = queued,
+                waited_ms = drain.as_millis() as u64,
+                "storage writer did not drain in time at shutdown: the batch being committed and {queued} queued write request(s) were dropped, none of them acknowledged"
+            );
+        }
+        if tokio::time::timeout(
+            left(Duration::from_millis(500)),
+            state.services.store.close(),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!("database connections did not close within 0.5 s at shutdown");
+        }
         if let Some(mqtt) = mqtt {
             // The server has stopped (or was given up on); end its runtime so the thread exits.
             mqtt.system.stop();
             let joined = tokio::task::spawn_blocking(move || mqtt.thread.join());
-            if tokio::time::timeout(Duration::from_secs(2), joined)
+            if tokio::time::timeout(left(Duration::from_secs(1)), joined)
                 .await
                 .is_err()
             {
-                tracing::warn!("MQTT runtime thread did not exit within 2 s");
+                tracing::warn!("MQTT runtime thread did not exit in time");
             }
         }
         tracing::info!("ferroboard stopped");
@@ -304,18 +368,4 @@ fn spawn_rpc_sweeper(state: &Arc<AppState>) {
             }
         }
     });
-}
-
-/// The URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod auth;
+mod validate;
 pub use auth::AuthConfig;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -25,6 +26,7 @@ pub struct Config {
     pub sysadmin_password: Option<String>,
     pub admin_email: String,
     pub admin_password: Option<String>,
+    pub http: HttpConfig,
     pub mqtt: MqttConfig,
     pub storage: StorageConfig,
     pub engine: EngineConfig,
@@ -34,13 +36,27 @@ pub struct Config {
     pub auth: AuthConfig,
 }
 
-/// Per-device transport rate limits (grammar `capacity:seconds[,...]`); unset = unlimited.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+/// Per-device transport rate limits (grammar `capacity:seconds[,...]`; unset = unlimited) and
+/// the per-tenant key quota.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     pub messages: Option<String>,
     pub telemetry_messages: Option<String>,
     pub telemetry_data_points: Option<String>,
+    /// Distinct time-series keys the devices of one tenant may use, at most.
+    pub max_timeseries_keys_per_tenant: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            messages: None,
+            telemetry_messages: None,
+            telemetry_data_points: None,
+            max_timeseries_keys_per_tenant: 10_000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -66,6 +82,31 @@ impl Default for RpcConfig {
     }
 }
 
+/// The HTTP listener's connection limits.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Open HTTP connections, at most; beyond it new ones get 503 and are closed.
+    pub max_connections: usize,
+    /// How long a client has to send a request's headers (ms); a slower one is disconnected.
+    pub header_read_timeout_ms: u64,
+    /// How long one request may take, body and answer included (ms).
+    pub request_timeout_ms: u64,
+    /// Largest accepted request body (bytes).
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 120_000,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
@@ -82,6 +123,12 @@ pub struct MqttConfig {
     pub ack_timeout_ms: u64,
     /// How long a client-side RPC waits for the rules' answer before `{"error":"timeout"}` (ms).
     pub client_rpc_timeout_ms: u64,
+    /// Authenticated MQTT sessions on this node, at most; a CONNECT beyond it is refused.
+    pub max_connections: usize,
+    /// How long a refused set of credentials is answered from memory, without a lookup (ms).
+    pub auth_cache_ttl_ms: u64,
+    /// Refused credentials remembered, at most (the oldest are forgotten first).
+    pub auth_cache_size: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -102,6 +149,8 @@ pub struct EngineConfig {
     pub max_in_flight: usize,
     pub script_max_operations: u64,
     pub script_timeout_ms: u64,
+    /// Scripts running at once, at most (each on a blocking thread, off the async workers).
+    pub script_workers: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -130,6 +179,7 @@ impl Default for Config {
             sysadmin_password: None,
             admin_email: "tenant@thingsboard.org".into(),
             admin_password: None,
+            http: HttpConfig::default(),
             mqtt: MqttConfig::default(),
             storage: StorageConfig::default(),
             engine: EngineConfig::default(),
@@ -151,6 +201,9 @@ impl Default for MqttConfig {
             outbound_queue: 256,
             ack_timeout_ms: 10_000,
             client_rpc_timeout_ms: 60_000,
+            max_connections: 10_000,
+            auth_cache_ttl_ms: 5000,
+            auth_cache_size: 10_000,
         }
     }
 }
@@ -173,6 +226,7 @@ impl Default for EngineConfig {
             max_in_flight: 8192,
             script_max_operations: 200_000,
             script_timeout_ms: 100,
+            script_workers: 4,
         }
     }
 }
@@ -209,9 +263,6 @@ pub enum ConfigError {
     #[error("{0}")]
     Invalid(String),
 }
-
-/// Accepted `json.max_value_size`: 1 KiB to 64 MiB.
-const MAX_VALUE_SIZE_RANGE: std::ops::RangeInclusive<usize> = 1024..=64 * 1024 * 1024;
 
 /// Prefix of every configuration variable.
 const ENV_PREFIX: &str = "FERROBOARD_";
@@ -280,46 +331,6 @@ impl Config {
         })?;
         config.validate()?;
         Ok(config)
-    }
-
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.mqtts_addr.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
-            return Err(ConfigError::Invalid(
-                "FERROBOARD_MQTTS_ADDR needs FERROBOARD_TLS_CERT and FERROBOARD_TLS_KEY".into(),
-            ));
-        }
-        if self.mqtt.max_inflight == 0 {
-            return Err(ConfigError::Invalid(
-                "mqtt.max_inflight must be at least 1".into(),
-            ));
-        }
-        for (name, spec) in [
-            ("limits.messages", &self.limits.messages),
-            ("limits.telemetry_messages", &self.limits.telemetry_messages),
-            (
-                "limits.telemetry_data_points",
-                &self.limits.telemetry_data_points,
-            ),
-        ] {
-            if let Some(spec) = spec {
-                crate::transport::mqtt::parse_rate_limit(spec)
-                    .map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))?;
-            }
-        }
-        self.auth.validate(self.jwt_secret.as_deref())?;
-        if !(MAX_VALUE_SIZE_RANGE).contains(&self.json.max_value_size) {
-            return Err(ConfigError::Invalid(format!(
-                "json.max_value_size must be between {} and {} bytes",
-                MAX_VALUE_SIZE_RANGE.start(),
-                MAX_VALUE_SIZE_RANGE.end()
-            )));
-        }
-        if self.mqtt.max_packet_size < 1024 {
-            return Err(ConfigError::Invalid(
-                "mqtt.max_packet_size must be at least 1024".into(),
-            ));
-        }
-        Ok(())
     }
 
     pub fn batch(&self) -> crate::storage::BatchConfig {

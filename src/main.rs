@@ -81,7 +81,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let text = format!("{e:#}");
+            eprintln!(
+                "error: {}",
+                ferroboard::observability::redact_secrets(&text)
+            );
             ExitCode::FAILURE
         }
     }

@@ -1,4 +1,13 @@
-//! Logging (tracing to stdout), optional OTLP trace export, and the Prometheus metrics registry.
+//! Logging (tracing to stdout), optional OTLP trace export, and the Prometheus metrics registry;
+//! `escape` keeps input from forging log lines, `log_limit` rate-limits lines input can repeat,
+//! `redact` keeps secrets out of them.
+
+mod escape;
+mod log_limit;
+mod redact;
+
+pub use log_limit::LogLimiter;
+pub use redact::redact_secrets;
 
 pub mod log_gate;
 
@@ -40,7 +49,7 @@ pub fn init_tracing() -> Telemetry {
     });
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer())
+        .with(tracing_subscriber::fmt::layer().fmt_fields(escape::EscapedFields))
         .with(otel)
         .try_init();
     Telemetry { provider }
@@ -88,4 +97,62 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// How often the metrics registry folds recorded histogram samples into its buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the registry's upkeep until `stop`: histogram samples are otherwise kept until the next
+/// scrape, so memory would grow without bound while nobody scrapes `/metrics`.
+pub fn spawn_metrics_upkeep(
+    handle: PrometheusHandle,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    spawn_every(UPKEEP_EVERY, stop, move || handle.run_upkeep())
+}
+
+/// Runs `f` every `period` until `stop`.
+fn spawn_every(
+    period: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+    f: impl Fn() + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => f(),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// The periodic task runs on its own, scrape or not, until the node stops.
+    #[tokio::test]
+    async fn periodic_upkeep_runs_until_stopped() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = super::spawn_every(Duration::from_millis(10), stop.clone(), move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while runs.load(Ordering::SeqCst) < 3 {
+            assert!(Instant::now() < deadline, "ran {runs:?} times");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("ends when stopped")
+            .unwrap();
+    }
 }

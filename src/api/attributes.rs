@@ -150,7 +150,7 @@ async fn values_all_scopes(
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let device = resolve_entity(&state, caller.tenant, &entity_type, &entity_id).await?;
-    let keys = requested_keys(&params);
+    let keys = requested_keys(&params)?;
     let keys = (!keys.is_empty()).then_some(keys.as_slice());
     let mut rows = Vec::new();
     for scope in AttributeScope::ALL {
@@ -173,7 +173,7 @@ async fn values_of_scope(
 ) -> Result<Json<Value>, ApiError> {
     let scope = parse_scope(&scope)?;
     let device = resolve_entity(&state, caller.tenant, &entity_type, &entity_id).await?;
-    let keys = requested_keys(&params);
+    let keys = requested_keys(&params)?;
     let keys = (!keys.is_empty()).then_some(keys.as_slice());
     let rows = state
         .services
@@ -259,7 +259,7 @@ async fn remove(
     let scope = parse_scope(scope)?;
     let raw_keys = params.required("keys")?;
     let device = resolve_entity(state, tenant, entity_type, entity_id).await?;
-    let keys = requested_keys(params);
+    let keys = requested_keys(params)?;
     if keys.is_empty() {
         return Err(ApiError::text_bad_request(format!(
             "Empty keys: [{raw_keys}]"

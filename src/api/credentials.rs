@@ -141,6 +141,7 @@ async fn save_credentials(
         ..existing
     };
     let saved = state.services.store.update_credentials(&updated).await?;
+    state.services.auth_cache.invalidate();
     close_sessions(&state, device.id).await;
     Ok(Json(credentials_json(&saved)))
 }

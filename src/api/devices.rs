@@ -128,12 +128,19 @@ async fn devices_by_ids(
     caller: TenantAdmin,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let mut out = Vec::new();
-    for id in params
+    let ids: Vec<&str> = params
         .required("deviceIds")?
         .split(',')
         .filter(|s| !s.trim().is_empty())
-    {
+        .collect();
+    if ids.len() > super::limits::MAX_DEVICE_IDS {
+        return Err(ApiError::bad_request(format!(
+            "Too many deviceIds: at most {} per request",
+            super::limits::MAX_DEVICE_IDS
+        )));
+    }
+    let mut out = Vec::new();
+    for id in ids {
         let id = DeviceId(parse_uuid(id)?);
         if let Some(d) = state.services.store.get_device(caller.tenant, id).await? {
             out.push(device_json(&d));
@@ -349,6 +356,7 @@ async fn create_device(
         .store
         .create_device(&device, &credentials)
         .await?;
+    state.services.auth_cache.invalidate();
     Ok(device)
 }
 

@@ -8,11 +8,13 @@ mod credentials;
 mod devices;
 pub mod error;
 mod health;
+mod limits;
 mod metrics;
 mod paging;
 mod profiles;
 mod rpc;
 mod rpc_persistent;
+pub mod serve;
 mod telemetry;
 mod users;
 
@@ -27,12 +29,10 @@ use axum::routing::get;
 use crate::state::AppState;
 use error::{ApiError, ITEM_NOT_FOUND_MSG};
 
-/// Largest accepted REST request body.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
 type State = Arc<AppState>;
 
 pub fn router(state: State) -> Router {
+    let max_body = state.config.http.max_body_bytes;
     Router::new()
         .route("/", get(index))
         .merge(auth_routes::routes())
@@ -47,7 +47,11 @@ pub fn router(state: State) -> Router {
         .merge(metrics::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_timeout,
+        ))
         .layer(middleware::from_fn(count_requests))
         .with_state(state)
 }
@@ -62,6 +66,28 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// Ends a request that takes longer than `http.request_timeout_ms` with ThingsBoard's error JSON
+/// (408), whatever it was waiting for.
+async fn request_timeout(
+    axum::extract::State(state): axum::extract::State<State>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let limit = std::time::Duration::from_millis(state.config.http.request_timeout_ms);
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let status = axum::http::StatusCode::REQUEST_TIMEOUT;
+            let message = format!(
+                "Request took longer than {} ms (http.request_timeout_ms)",
+                limit.as_millis()
+            );
+            let body = error::error_json(status, &message, error::code::GENERAL);
+            (status, axum::Json(body)).into_response()
+        }
+    }
 }
 
 /// Counts requests by route template (not raw path, to keep label cardinality bounded) and status.

@@ -8,7 +8,8 @@ use crate::domain::{Page, PageQuery, SortOrder};
 /// Sort properties the storage layer understands.
 const SORT_PROPERTIES: [&str; 4] = ["createdTime", "name", "label", "type"];
 
-/// Reads `pageSize`, `page`, `textSearch`, `sortProperty`, `sortOrder` with ThingsBoard's validation.
+/// Reads `pageSize`, `page`, `textSearch`, `sortProperty`, `sortOrder` with ThingsBoard's validation;
+/// `pageSize` is capped at `MAX_PAGE_SIZE`.
 pub fn page_query(params: &Params) -> Result<PageQuery, ApiError> {
     params.required("pageSize")?;
     params.required("page")?;
@@ -36,7 +37,8 @@ pub fn page_query(params: &Params) -> Result<PageQuery, ApiError> {
         Some(p) => return Err(ApiError::BadRequest(format!("Invalid sort property: {p}"))),
     };
     Ok(PageQuery {
-        page_size: u32::try_from(page_size.min(i64::from(u32::MAX))).unwrap_or(u32::MAX),
+        page_size: u32::try_from(page_size.min(i64::from(super::limits::MAX_PAGE_SIZE)))
+            .unwrap_or(super::limits::MAX_PAGE_SIZE),
         page: u32::try_from(page.min(i64::from(u32::MAX))).unwrap_or(u32::MAX),
         text_search: params
             .get("textSearch")
@@ -100,5 +102,20 @@ mod tests {
         let v = page_json(&page, &q, |n| json!(n));
         assert_eq!(v["totalPages"], 3);
         assert_eq!(v["hasNext"], true);
+    }
+
+    #[test]
+    fn page_sizes_are_capped() {
+        let q = page_query(&params(&[("pageSize", "2147483647"), ("page", "0")])).unwrap();
+        assert_eq!(q.page_size, crate::api::limits::MAX_PAGE_SIZE);
+        let page = Page {
+            data: vec![0; 1000],
+            total_elements: 2500,
+        };
+        let v = page_json(&page, &q, |n| json!(n));
+        assert_eq!(
+            (v["totalPages"].as_i64(), v["hasNext"].as_bool()),
+            (Some(3), Some(true))
+        );
     }
 }

@@ -57,8 +57,9 @@ pub async fn resolve_entity(
         })
 }
 
-/// Requested keys: repeated `key` wins (keys may contain commas), else the comma list `keys`.
-pub fn requested_keys(params: &Params) -> Vec<String> {
+/// Requested keys: repeated `key` wins (keys may contain commas), else the comma list `keys`;
+/// at most `MAX_KEYS` of them.
+pub fn requested_keys(params: &Params) -> Result<Vec<String>, ApiError> {
     let repeated = params.all("key");
     let raw: Vec<&str> = if repeated.is_empty() {
         params
@@ -71,10 +72,16 @@ pub fn requested_keys(params: &Params) -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();
     for key in raw.into_iter().map(str::trim).filter(|k| !k.is_empty()) {
         if !keys.iter().any(|k| k == key) {
+            if keys.len() == super::limits::MAX_KEYS {
+                return Err(ApiError::bad_request(format!(
+                    "Too many keys: at most {} keys per request",
+                    super::limits::MAX_KEYS
+                )));
+            }
             keys.push(key.to_owned());
         }
     }
-    keys
+    Ok(keys)
 }
 
 /// A body parsed as strict JSON, whatever its Content-Type.
@@ -169,7 +176,7 @@ async fn latest_or_history(
         return history_of(&state, &device, &params).await;
     }
     let strict = params.bool("useStrictDataTypes")?.unwrap_or(false);
-    let keys = requested_keys(&params);
+    let keys = requested_keys(&params)?;
     let store = &state.services.store;
     let mut out = Map::new();
     if keys.is_empty() {
@@ -285,14 +292,16 @@ async fn history_of(
     if hp.end_ts <= hp.start_ts {
         return Ok(Json(Value::Object(out)));
     }
-    for key in requested_keys(params) {
+    let keys = requested_keys(params)?;
+    let limit = super::limits::history_limit(hp.limit, keys.len());
+    for key in keys {
         let query = HistoryQuery {
             key: key.clone(),
             start_ts: hp.start_ts,
             end_ts: hp.end_ts,
             interval: hp.interval,
             agg: hp.agg,
-            limit: hp.limit,
+            limit,
             order: hp.order,
         };
         let points = state.services.store.history(device.id.0, &query).await?;
@@ -325,7 +334,7 @@ async fn delete_timeseries(
     params: Params,
 ) -> Result<StatusCode, ApiError> {
     let device = resolve_entity(&state, caller.tenant, &entity_type, &entity_id).await?;
-    let keys = requested_keys(&params);
+    let keys = requested_keys(&params)?;
     if keys.is_empty() {
         return Err(ApiError::text_bad_request(format!(
             "Empty keys: [{}]",

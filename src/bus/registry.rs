@@ -76,7 +76,11 @@ impl Registry {
         let (close, signal) = watch::channel(None);
         let old = self.lock().insert(device, Entry { session, tx, close });
         if let Some(old) = old {
-            tracing::info!(device = %device, "newer session of the device connected; closing the older one");
+            static TAKE_OVER_LOG: crate::observability::LogLimiter =
+                crate::observability::LogLimiter::new(1000, 10);
+            if let Some(suppressed) = TAKE_OVER_LOG.allow() {
+                tracing::info!(device = %device, suppressed, "newer session of the device connected; closing the older one");
+            }
             old.close(CloseReason::TakenOver);
         }
         metrics::gauge!("ferroboard_mqtt_sessions").set(self.len() as f64);

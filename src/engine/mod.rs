@@ -46,6 +46,8 @@ pub enum EngineError {
 pub struct ScriptLimits {
     pub max_operations: u64,
     pub timeout: std::time::Duration,
+    /// Scripts running at once, at most; each runs on a blocking thread.
+    pub workers: usize,
 }
 
 impl ScriptLimits {
@@ -54,6 +56,7 @@ impl ScriptLimits {
         Self {
             max_operations: engine.script_max_operations,
             timeout: std::time::Duration::from_millis(engine.script_timeout_ms),
+            workers: engine.script_workers,
         }
     }
 }
@@ -63,6 +66,7 @@ impl Default for ScriptLimits {
         Self {
             max_operations: 200_000,
             timeout: std::time::Duration::from_millis(100),
+            workers: 4,
         }
     }
 }

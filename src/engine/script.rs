@@ -1,5 +1,6 @@
-//! The Rhai sandbox: one shared engine with limits and a wall-clock deadline, scripts compiled once,
-//! and the `serde_json::Value` <-> `rhai::Dynamic` conversions (serde_json's `arbitrary_precision`
+//! The Rhai sandbox: one shared engine with limits and a wall-clock deadline, scripts compiled once
+//! and run on blocking threads (at most `ScriptLimits::workers` at once, so a slow script never
+//! holds an async worker that HTTP, health probes and timers need), and the `serde_json::Value` <-> `rhai::Dynamic` conversions (serde_json's `arbitrary_precision`
 //! makes `rhai::serde` mis-handle numbers, so the conversions are written out here).
 
 use std::cell::Cell;
@@ -43,6 +44,8 @@ impl Drop for DeadlineGuard {
 pub struct Sandbox {
     engine: rhai::Engine,
     limits: ScriptLimits,
+    /// Places for running scripts: `limits.workers` of them.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Sandbox {
@@ -71,14 +74,19 @@ impl Sandbox {
                 None
             }
         });
-        Self { engine, limits }
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.workers.max(1)));
+        Self {
+            engine,
+            limits,
+            slots,
+        }
     }
 
     /// Compiles a script; the error names `file:line:column`.
     pub fn compile(self: &Arc<Self>, file: &str, text: &str) -> Result<Script, String> {
         match self.engine.compile(text) {
             Ok(ast) => Ok(Script {
-                ast,
+                ast: Arc::new(ast),
                 sandbox: self.clone(),
             }),
             Err(e) => {
@@ -112,22 +120,36 @@ impl Sandbox {
 
 /// A compiled script, ready to run against messages.
 pub struct Script {
-    ast: AST,
+    ast: Arc<AST>,
     sandbox: Arc<Sandbox>,
 }
 
 impl Script {
     /// Runs the script with `msg`, `metadata` and `msgType` in scope; errors and budget hits are text.
-    pub fn run(&self, msg: &Msg) -> Result<Dynamic, String> {
+    /// Waits for a free place when `workers` scripts are running; the run itself happens on a
+    /// blocking thread. A caller that goes away leaves the run to end within its budget.
+    pub async fn run(&self, msg: &Msg) -> Result<Dynamic, String> {
         let mut scope = Scope::new();
         scope.push_dynamic("msg", json_to_dynamic(msg.data()));
         scope.push_dynamic("metadata", metadata_to_dynamic(&msg.metadata));
         scope.push_dynamic("msgType", text(msg.msg_type.as_str()));
-        let _deadline = DeadlineGuard::set(self.sandbox.limits.timeout);
-        self.sandbox
-            .engine
-            .eval_ast_with_scope::<Dynamic>(&mut scope, &self.ast)
-            .map_err(|e| self.sandbox.describe(&e))
+        let permit = self
+            .sandbox
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| "script pool closed".to_owned())?;
+        let (sandbox, ast) = (self.sandbox.clone(), self.ast.clone());
+        let job = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let _deadline = DeadlineGuard::set(sandbox.limits.timeout);
+            sandbox
+                .engine
+                .eval_ast_with_scope::<Dynamic>(&mut scope, &ast)
+                .map_err(|e| sandbox.describe(&e))
+        });
+        job.await.map_err(|e| format!("script run aborted: {e}"))?
     }
 }
 
@@ -247,6 +269,7 @@ mod tests {
         Arc::new(Sandbox::new(ScriptLimits {
             max_operations,
             timeout: Duration::from_millis(timeout_ms),
+            workers: 2,
         }))
     }
 
@@ -281,15 +304,15 @@ mod tests {
         assert_eq!(back["a"].to_string(), r#"[true,"s"]"#);
     }
 
-    #[test]
-    fn script_sees_msg_metadata_and_type() {
+    #[tokio::test]
+    async fn script_sees_msg_metadata_and_type() {
         let s = sandbox(10_000, 1000);
         let script = s
             .compile("t.rhai", r#"msg.t * 2 + metadata.k.parse_int() + if msgType == "POST_TELEMETRY_REQUEST" { 1 } else { 0 }"#)
             .unwrap();
         let mut m = msg(r#"{"t":20}"#);
         m.metadata.insert("k".into(), "3".into());
-        assert_eq!(script.run(&m).unwrap().as_int().unwrap(), 44);
+        assert_eq!(script.run(&m).await.unwrap().as_int().unwrap(), 44);
     }
 
     #[test]
@@ -301,53 +324,92 @@ mod tests {
         assert!(err.starts_with("bad.rhai:2:"), "{err}");
     }
 
-    #[test]
-    fn infinite_loop_stops_on_operations_budget() {
+    #[tokio::test]
+    async fn infinite_loop_stops_on_operations_budget() {
         let script = sandbox(50_000, 60_000)
             .compile("l.rhai", "loop {}")
             .unwrap();
-        let err = script.run(&msg("{}")).unwrap_err();
+        let err = script.run(&msg("{}")).await.unwrap_err();
         assert!(err.contains("operations budget"), "{err}");
     }
 
-    #[test]
-    fn infinite_loop_stops_on_deadline() {
+    #[tokio::test]
+    async fn infinite_loop_stops_on_deadline() {
         let script = sandbox(0, 20)
             .compile("l.rhai", "let x = 0; loop { x += 1; }")
             .unwrap();
         let started = Instant::now();
-        let err = script.run(&msg("{}")).unwrap_err();
+        let err = script.run(&msg("{}")).await.unwrap_err();
         assert!(err.contains("timed out after 20 ms"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert_eq!(DEADLINE.get(), None, "deadline cleared after the run");
     }
 
     #[test]
-    fn sandbox_limits_apply() {
+    fn the_deadline_is_cleared_however_a_run_ends() {
+        {
+            let _guard = DeadlineGuard::set(Duration::from_secs(60));
+            assert!(DEADLINE.get().is_some());
+        }
+        assert_eq!(DEADLINE.get(), None);
+    }
+
+    /// A script that runs for its whole budget does not hold the async thread: on a
+    /// single-threaded runtime a timer still fires while it runs, and the pool's one place is
+    /// taken meanwhile.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_script_does_not_stall_the_runtime() {
+        let s = Arc::new(Sandbox::new(ScriptLimits {
+            max_operations: u64::MAX,
+            timeout: Duration::from_secs(2),
+            workers: 1,
+        }));
+        let slow = s.compile("slow.rhai", "loop {}").unwrap();
+        let m = msg("{}");
+        let run = slow.run(&m);
+        tokio::pin!(run);
+        tokio::select! {
+            biased;
+            r = &mut run => panic!("the script ended before the timer: {r:?}"),
+            () = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+        assert_eq!(s.slots.available_permits(), 0, "the one place is taken");
+        let err = run.await.unwrap_err();
+        assert!(err.contains("timed out"), "{err}");
+        assert_eq!(s.slots.available_permits(), 1, "and freed afterwards");
+    }
+
+    #[tokio::test]
+    async fn sandbox_limits_apply() {
         let s = sandbox(1_000_000, 5_000);
         let grow = s
             .compile("g.rhai", r#"let s = "x"; loop { s += s; }"#)
             .unwrap();
-        assert!(grow.run(&msg("{}")).unwrap_err().contains("too large"));
+        assert!(
+            grow.run(&msg("{}"))
+                .await
+                .unwrap_err()
+                .contains("too large")
+        );
         let recurse = s.compile("r.rhai", "fn f(x) { f(x) } f(1)").unwrap();
         assert!(
             recurse
                 .run(&msg("{}"))
+                .await
                 .unwrap_err()
                 .contains("Stack overflow")
         );
         let import = s.compile("i.rhai", r#"import "secret" as m; 1"#).unwrap();
-        assert!(import.run(&msg("{}")).is_err());
+        assert!(import.run(&msg("{}")).await.is_err());
         assert!(s.compile("e.rhai", r#"eval("1")"#).is_err());
     }
 
-    #[test]
-    fn deep_values_are_refused_not_overflowed() {
+    #[tokio::test]
+    async fn deep_values_are_refused_not_overflowed() {
         let s = sandbox(1_000_000, 5_000);
         let deep = s
             .compile("d.rhai", "let x = []; for i in 0..500 { x = [x]; } x")
             .unwrap();
-        let value = deep.run(&msg("{}")).unwrap();
+        let value = deep.run(&msg("{}")).await.unwrap();
         assert!(
             dynamic_to_json(&value)
                 .unwrap_err()

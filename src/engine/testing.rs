@@ -74,6 +74,7 @@ pub fn limits() -> ScriptLimits {
     ScriptLimits {
         max_operations: 100_000,
         timeout: Duration::from_millis(1_000),
+        workers: 4,
     }
 }
 

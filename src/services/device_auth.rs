@@ -1,7 +1,10 @@
 //! Device authentication: the credential lookup of an MQTT CONNECT — access tokens, MQTT basic
 //! credentials and X.509 client certificates — with outcomes the transport maps to its CONNACK codes.
 
+use std::time::Duration;
+
 use super::Services;
+use super::auth_cache::{AuthCache, Begin, Key, NegativeCache, Refused};
 use crate::domain::credentials::sha3_hex;
 use crate::domain::x509::DeviceCertificate;
 use crate::domain::{Device, StorageError};
@@ -28,17 +31,95 @@ pub struct Credentials<'a> {
     pub certificate: Option<&'a [u8]>,
 }
 
+/// Longest a credential lookup may take; a slower one answers "server unavailable".
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Services {
-    /// Finds the device the CONNECT's credentials belong to.
+    /// Finds the device the CONNECT's credentials belong to. Credentials refused a moment ago
+    /// are refused again from memory, and an unknown token is not looked up again
+    /// (`auth_cache`); a lookup is bounded by `LOOKUP_TIMEOUT`.
     pub async fn authenticate_device(&self, creds: &Credentials<'_>) -> AuthResult {
-        match check(&self.store, creds).await {
-            Ok(r) => r,
-            Err(e) => AuthResult::Unavailable(e),
+        if creds.certificate.is_some() {
+            // Certificates are not cached: the TLS handshake before costs more than the lookup.
+            return self.timed_check(creds).await;
+        }
+        let username = creds.username.filter(|u| !u.is_empty());
+        if username.is_none() && creds.client_id.is_empty() {
+            return AuthResult::NoCredentials;
+        }
+        let key = AuthCache::key(creds.client_id, creds.username, creds.password);
+        let checked = through(
+            &self.auth_cache.connects,
+            key,
+            || self.timed_check(creds),
+            |result| match result {
+                AuthResult::NoCredentials => Some(Refused::NoCredentials),
+                AuthResult::NotAuthorized => Some(Refused::NotAuthorized),
+                AuthResult::Accepted(_) | AuthResult::Unavailable(_) => None,
+            },
+        )
+        .await;
+        match checked {
+            Through::Cached(Refused::NoCredentials) => AuthResult::NoCredentials,
+            Through::Cached(Refused::NotAuthorized) => AuthResult::NotAuthorized,
+            Through::Looked(result) => result,
+        }
+    }
+
+    /// The credential check, bounded by `LOOKUP_TIMEOUT`.
+    async fn timed_check(&self, creds: &Credentials<'_>) -> AuthResult {
+        let check = check(&self.store, &self.auth_cache.tokens, creds);
+        match tokio::time::timeout(LOOKUP_TIMEOUT, check).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => AuthResult::Unavailable(e),
+            Err(_) => AuthResult::Unavailable(StorageError::Database(format!(
+                "credential lookup took longer than {} s",
+                LOOKUP_TIMEOUT.as_secs()
+            ))),
         }
     }
 }
 
-async fn check(store: &DynStore, creds: &Credentials<'_>) -> Result<AuthResult, StorageError> {
+/// A lookup run through a negative cache: answered by it, or run.
+enum Through<T> {
+    Cached(Refused),
+    Looked(T),
+}
+
+/// Runs `lookup` for `key` unless `cache` refused the key recently; waits (once, bounded) for a
+/// concurrent lookup of the same key instead of running a second one. `refusal` says which
+/// results the cache remembers.
+async fn through<T, Fut>(
+    cache: &NegativeCache,
+    key: Key,
+    lookup: impl FnOnce() -> Fut,
+    refusal: impl Fn(&T) -> Option<Refused>,
+) -> Through<T>
+where
+    Fut: Future<Output = T>,
+{
+    let mut may_wait = true;
+    let ticket = loop {
+        match cache.begin(key, may_wait) {
+            Begin::Cached(r) => return Through::Cached(r),
+            Begin::Lookup(ticket) => break ticket,
+            Begin::Wait(mut done) => {
+                may_wait = false;
+                // Resolves when the other lookup ends (its sender is dropped).
+                let _ = tokio::time::timeout(LOOKUP_TIMEOUT, done.changed()).await;
+            }
+        }
+    };
+    let result = lookup().await;
+    cache.finish(ticket, refusal(&result));
+    Through::Looked(result)
+}
+
+async fn check(
+    store: &DynStore,
+    tokens: &NegativeCache,
+    creds: &Credentials<'_>,
+) -> Result<AuthResult, StorageError> {
     // A client certificate decides alone, as in ThingsBoard: username and password are not used.
     if let Some(der) = creds.certificate {
         return x509(store, der).await;
@@ -63,7 +144,19 @@ async fn check(store: &DynStore, creds: &Credentials<'_>) -> Result<AuthResult, 
             _ => {}
         }
     }
-    let Some((device, stored)) = store.find_by_credentials_id(username).await? else {
+    // The user name as a credentials id (an access token, or an MQTT_BASIC user name alone):
+    // an unknown one is remembered, whatever client id comes with it next.
+    let found = through(
+        tokens,
+        AuthCache::key("", Some(username), None),
+        || store.find_by_credentials_id(username),
+        |found| matches!(found, Ok(None)).then_some(Refused::NotAuthorized),
+    )
+    .await;
+    let Through::Looked(found) = found else {
+        return Ok(AuthResult::NotAuthorized);
+    };
+    let Some((device, stored)) = found? else {
         return Ok(AuthResult::NotAuthorized);
     };
     Ok(match stored.credentials_type.as_str() {

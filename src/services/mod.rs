@@ -1,8 +1,10 @@
 //! Business operations shared by the transport, the rule engine and the REST API.
 
 pub mod accounts;
+pub mod auth_cache;
 pub mod device_auth;
 pub mod device_state;
+pub mod key_quota;
 pub mod login_throttle;
 pub mod logins;
 pub mod passwords;
@@ -22,6 +24,10 @@ pub struct Services {
     pub bus: std::sync::Arc<dyn crate::bus::Bus>,
     pub rpc: rpc::RpcService,
     pub device_state: device_state::DeviceStateService,
+    /// Recently refused CONNECT credentials (see `auth_cache`).
+    pub auth_cache: auth_cache::AuthCache,
+    /// Time-series keys per tenant, bounded (`limits.max_timeseries_keys_per_tenant`).
+    pub key_quota: key_quota::KeyQuota,
     pub logins: logins::Logins,
 }
 

@@ -61,6 +61,11 @@ impl Writer {
         (Self { tx }, task)
     }
 
+    /// Write requests waiting for the writer now.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Queues the writes and waits until they are committed. Data that no database can hold is
     /// refused with `Invalid` before it is queued.
     pub async fn write(&self, ops: Vec<WriteOp>) -> Result<()> {

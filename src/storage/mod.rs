@@ -212,6 +212,8 @@ pub trait TimeseriesStore: Send + Sync {
     async fn history(&self, entity: uuid::Uuid, query: &HistoryQuery) -> Result<Vec<TsKv>>;
     /// Keys that have any stored point or latest value, sorted.
     async fn timeseries_keys(&self, entity: uuid::Uuid) -> Result<Vec<String>>;
+    /// Time-series keys with a latest value on any device of the tenant (its key quota's count).
+    async fn tenant_timeseries_keys(&self, tenant: uuid::Uuid) -> Result<Vec<String>>;
     /// Deletes points in `[start, end)` (all when None); with `delete_latest` also the latest values.
     async fn delete_timeseries(
         &self,
@@ -316,6 +318,7 @@ pub async fn open(url: &str, options: &crate::config::StorageConfig) -> Result<D
         return Ok(Arc::new(sqlite::SqliteStore::connect(url, options).await?));
     }
     Err(StorageError::Database(format!(
-        "unsupported database URL '{url}': expected sqlite://PATH or postgres://..."
+        "unsupported database URL '{}': expected sqlite://PATH or postgres://...",
+        crate::observability::redact_secrets(url)
     )))
 }

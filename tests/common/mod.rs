@@ -1,6 +1,8 @@
 //! Test harness: the real server started on port 0 by `app::start`, a fresh database per test.
 #![allow(dead_code)]
 
+pub mod raw_mqtt;
+
 use std::time::{Duration, Instant};
 
 use ferroboard::app::RunningApp;

@@ -32,7 +32,7 @@ impl RuleNode for ScriptFilter {
         msg: Msg,
         _services: &S,
     ) -> Result<Outcome, EngineError> {
-        Ok(match self.script.run(&msg) {
+        Ok(match self.script.run(&msg).await {
             Ok(result) => match result.as_bool() {
                 Ok(true) => Outcome::on(msg, Relation::True),
                 Ok(false) => Outcome::on(msg, Relation::False),

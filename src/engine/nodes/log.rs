@@ -30,8 +30,8 @@ impl Log {
     }
 
     /// The script's text; non-strings are logged as JSON, as TBEL does.
-    fn text(script: &Script, msg: &Msg) -> Result<String, String> {
-        let result = script.run(msg)?;
+    async fn text(script: &Script, msg: &Msg) -> Result<String, String> {
+        let result = script.run(msg).await?;
         if let Ok(s) = result.as_immutable_string_ref() {
             return Ok(s.as_str().to_owned());
         }
@@ -49,7 +49,7 @@ impl RuleNode for Log {
             services.log(&self.node, &msg, None);
             return Ok(Outcome::success(msg));
         };
-        Ok(match Self::text(script, &msg) {
+        Ok(match Self::text(script, &msg).await {
             Ok(text) => {
                 services.log(&self.node, &msg, Some(&text));
                 Outcome::success(msg)

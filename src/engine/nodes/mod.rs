@@ -25,7 +25,7 @@ use super::script::{Sandbox, Script};
 use crate::bus::RpcRequest;
 use crate::domain::StorageError;
 use crate::domain::kv::Typing;
-use crate::domain::{AttributeScope, DeviceId, Kv, Msg, TsKv};
+use crate::domain::{AttributeScope, DeviceId, Kv, Msg, TenantId, TsKv};
 use crate::services::Services;
 
 /// The relation a node emits a message on; matched case-insensitively against connection types.
@@ -101,6 +101,11 @@ impl Outcome {
     }
 }
 
+/// Lines all log nodes together write per second, at most; `suppressed` counts the others.
+const RULE_LOG_PER_SECOND: u32 = 100;
+static RULE_LOG: crate::observability::LogLimiter =
+    crate::observability::LogLimiter::new(1000, RULE_LOG_PER_SECOND);
+
 /// What nodes need from the service layer; `Services` in production, a fake in unit tests.
 pub trait EngineServices: Sync {
     fn typing(&self) -> Typing;
@@ -119,6 +124,16 @@ pub trait EngineServices: Sync {
         ts: i64,
     ) -> impl Future<Output = Result<(), StorageError>> + Send;
 
+    /// Checks the time-series keys of a message against its tenant's key quota: `Some(reason)`
+    /// when refused (naming the limit and the key).
+    fn admit_timeseries_keys(
+        &self,
+        _tenant: TenantId,
+        _keys: &[&str],
+    ) -> impl Future<Output = Result<Option<String>, StorageError>> + Send {
+        async { Ok(None) }
+    }
+
     /// Hands a server-side RPC to the device's session, wherever it is.
     fn send_rpc(
         &self,
@@ -131,11 +146,18 @@ pub trait EngineServices: Sync {
     /// What a `log` node produced: its script's text, or `None` for the built-in format of `msg`.
     /// The server writes it to the log at INFO (target `ferroboard::rules::log`).
     fn log(&self, node: &str, msg: &Msg, text: Option<&str>) {
+        // Every message may reach a log node: at most `RULE_LOG_PER_SECOND` lines a second.
+        let Some(suppressed) = RULE_LOG.allow() else {
+            return;
+        };
         match text {
-            Some(text) => tracing::info!(target: "ferroboard::rules::log", node = %node, "{text}"),
+            Some(text) => {
+                tracing::info!(target: "ferroboard::rules::log", node = %node, suppressed, "{text}");
+            }
             None => tracing::info!(
                 target: "ferroboard::rules::log",
                 node = %node,
+                suppressed,
                 msg_type = msg.msg_type.as_str(),
                 originator = %msg.originator.uuid(),
                 data = %msg.data(),
@@ -178,6 +200,19 @@ impl EngineServices for Services {
         ts: i64,
     ) -> impl Future<Output = Result<(), StorageError>> + Send {
         Services::save_attributes(self, entity, scope, kvs, ts)
+    }
+
+    async fn admit_timeseries_keys(
+        &self,
+        tenant: TenantId,
+        keys: &[&str],
+    ) -> Result<Option<String>, StorageError> {
+        use crate::services::key_quota::QuotaError;
+        match self.key_quota.admit(&self.store, tenant, keys).await {
+            Ok(()) => Ok(None),
+            Err(e @ QuotaError::Exceeded { .. }) => Ok(Some(e.to_string())),
+            Err(QuotaError::Storage(e)) => Err(e),
+        }
     }
 
     async fn send_rpc(&self, device: DeviceId, request: RpcRequest) -> Result<(), String> {

@@ -6,6 +6,9 @@ use super::{EngineServices, Outcome, RuleNode};
 use crate::domain::{Msg, MsgType, TsKv, now_ms, payload};
 use crate::engine::EngineError;
 
+/// A tenant over its key quota refuses every message with a new key: one line a second.
+static QUOTA_LOG: crate::observability::LogLimiter = crate::observability::LogLimiter::per_second();
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -63,6 +66,13 @@ impl RuleNode for SaveTimeseries {
         if points.is_empty() {
             let error = format!("Msg body is empty: {}", msg.data());
             return Ok(Outcome::failure(msg, error));
+        }
+        let keys: Vec<&str> = points.iter().map(|p| p.key.as_str()).collect();
+        if let Some(refused) = services.admit_timeseries_keys(msg.tenant, &keys).await? {
+            if let Some(suppressed) = QUOTA_LOG.allow() {
+                tracing::warn!(tenant = %msg.tenant.0, suppressed, "{refused}");
+            }
+            return Ok(Outcome::failure(msg, refused));
         }
         services
             .save_timeseries(msg.originator.uuid(), points)

@@ -33,10 +33,12 @@ impl RuleNode for ScriptSwitch {
         msg: Msg,
         _services: &S,
     ) -> Result<Outcome, EngineError> {
-        Ok(match self.script.run(&msg).and_then(|r| relations(&r)) {
-            Ok(rels) => Outcome::One(msg, rels),
-            Err(e) => Outcome::failure(msg, e),
-        })
+        Ok(
+            match self.script.run(&msg).await.and_then(|r| relations(&r)) {
+                Ok(rels) => Outcome::One(msg, rels),
+                Err(e) => Outcome::failure(msg, e),
+            },
+        )
     }
 }
 

@@ -40,7 +40,7 @@ impl RuleNode for ScriptTransform {
         msg: Msg,
         _services: &S,
     ) -> Result<Outcome, EngineError> {
-        Ok(match self.script.run(&msg) {
+        Ok(match self.script.run(&msg).await {
             Ok(result) => apply(msg, &result),
             Err(e) => Outcome::failure(msg, e),
         })

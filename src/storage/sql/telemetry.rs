@@ -23,6 +23,11 @@ pub(crate) const TS_KEYS: &str = "WITH RECURSIVE k(key_id) AS ( \
        (SELECT key_id FROM k WHERE key_id IS NOT NULL UNION SELECT key_id FROM ts_kv_latest WHERE entity_id = $1) \
      ORDER BY d.key";
 
+/// Time-series keys with a latest value on any device of tenant `$1`.
+pub(crate) const TENANT_TS_KEYS: &str = "SELECT DISTINCT k.key FROM ts_kv_latest l \
+     JOIN ts_kv_dictionary k ON k.key_id = l.key_id JOIN devices d ON d.id = l.entity_id \
+     WHERE d.tenant_id = $1";
+
 /// The history limit; 0 means none.
 pub(crate) fn sql_limit(limit: u32) -> i64 {
     if limit == 0 {
@@ -208,6 +213,13 @@ macro_rules! telemetry_stores {
                 async fn timeseries_keys(&self, entity: Uuid) -> Result<Vec<String>> {
                     Ok(sqlx::query_scalar(TS_KEYS)
                         .bind(entity)
+                        .fetch_all(self.reader())
+                        .await?)
+                }
+
+                async fn tenant_timeseries_keys(&self, tenant: Uuid) -> Result<Vec<String>> {
+                    Ok(sqlx::query_scalar(TENANT_TS_KEYS)
+                        .bind(tenant)
                         .fetch_all(self.reader())
                         .await?)
                 }

@@ -2,6 +2,7 @@
 //! Runs on its own thread with ntex workers; crosses to the main runtime through `AppState::rt`.
 
 mod downlink;
+mod gate;
 mod inflight;
 mod limits;
 mod session;
@@ -97,24 +98,32 @@ pub fn spawn(
     }
 }
 
+/// TCP connections one MQTT worker holds at most, CONNECT or not: the session cap plus room to
+/// answer the excess with a refusal; beyond it the worker stops accepting and new connections
+/// wait in the listen backlog. (ntex keeps this setting process-wide: one server per process.)
+fn tcp_limit(max_connections: usize) -> usize {
+    max_connections.saturating_add((max_connections / 4).max(16))
+}
+
 /// The MQTT 3.1.1 + 5 service of one connection, the same on every listener.
 macro_rules! mqtt_service {
-    ($state:expr, $inflight:expr) => {{
+    ($state:expr, $inflight:expr, $gate:expr) => {{
         let (s3, s5) = ($state.clone(), $state.clone());
+        let (g3, g5) = ($gate.clone(), $gate.clone());
         MqttServer::new()
             .v3(
                 ntex_mqtt::v3::MqttServer::new(async |s: &v3::Session, p| v3::publish(s, p).await)
                     .protocol(async |s: &v3::Session, m| v3::protocol(s, m).await)
                     .control(async |s: &v3::Session, c| v3::control(s, c).await)
                     .replace_middlewares($inflight.clone())
-                    .build(async move |hs| v3::connect(&s3, hs).await),
+                    .build(async move |hs| v3::connect(&s3, &g3, hs).await),
             )
             .v5(
                 ntex_mqtt::v5::MqttServer::new(async |s: &v5::Session, p| v5::publish(s, p).await)
                     .protocol(async |s: &v5::Session, m| v5::protocol(s, m).await)
                     .control(async |s: &v5::Session, c| v5::control(s, c).await)
                     .replace_middlewares($inflight.clone())
-                    .build(async move |hs| v5::connect(&s5, hs).await),
+                    .build(async move |hs| v5::connect(&s5, &g5, hs).await),
             )
     }};
 }
@@ -152,13 +161,15 @@ fn build(
         max: mqtt.max_inflight,
         stats: state.mqtt.inflight.clone(),
     };
-    let (plain_state, plain_inflight) = (state.clone(), inflight.clone());
+    let gate = Arc::new(gate::Gate::new(mqtt.max_connections));
+    let (plain_state, plain_inflight, plain_gate) = (state.clone(), inflight.clone(), gate.clone());
     let mut builder = ntex_server::net::build()
         .workers(workers)
+        .maxconn(tcp_limit(mqtt.max_connections))
         .disable_signals()
         .shutdown_timeout(Seconds(3))
         .listen("mqtt", listener, config(), async move |_| {
-            mqtt_service!(plain_state, plain_inflight)
+            mqtt_service!(plain_state, plain_inflight, plain_gate)
         })?;
     if let Some(TlsListener {
         listener,
@@ -174,7 +185,7 @@ fn build(
                         e,
                     )))
                 })
-                .and_then(mqtt_service!(state, inflight))
+                .and_then(mqtt_service!(state, inflight, gate))
         })?;
     }
     Ok(builder.run())

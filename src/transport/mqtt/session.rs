@@ -117,6 +117,8 @@ pub struct DeviceSession {
     /// The device's rate limits, shared with its other sessions (earlier ones included).
     pub limits: Arc<super::limits::SessionLimits>,
     pub closed: Cell<bool>,
+    /// The session's place under `mqtt.max_connections`, freed when it ends.
+    pub slot: Cell<Option<super::gate::Slot>>,
 }
 
 impl Drop for DeviceSession {
@@ -220,6 +222,7 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
         rpc: RefCell::new(RpcState::default()),
         client_rpc: RefCell::new(HashMap::new()),
         closed: Cell::new(false),
+        slot: Cell::new(None),
     };
     Admission::Accepted(Rc::new(sess), rx, close)
 }

@@ -298,7 +298,22 @@ impl DeviceSession {
         if id.is_empty() || id.parse::<i64>().is_err() {
             return Outcome::Malformed(format!("client RPC request id '{id}' is not an integer"));
         }
-        self.client_rpc.borrow_mut().insert(id.to_owned(), v2);
+        {
+            // Each waiting request holds an entry and a timer: at most `max_inflight` of them.
+            let mut waiting = self.client_rpc.borrow_mut();
+            if waiting.contains_key(id) {
+                return Outcome::Malformed(format!(
+                    "client RPC request id {id} is already waiting for its answer"
+                ));
+            }
+            let max = usize::from(self.state.config.mqtt.max_inflight);
+            if waiting.len() >= max {
+                return Outcome::Malformed(format!(
+                    "more than {max} client RPC requests waiting for their answer (mqtt.max_inflight)"
+                ));
+            }
+            waiting.insert(id.to_owned(), v2);
+        }
         if method == "getSessionLimits" && !v2 {
             let config = &self.state.config;
             let limits = super::limits::session_limits_json(

@@ -8,6 +8,7 @@ use ntex_mqtt::{Control, Reason};
 use ntex_util::time::Seconds;
 
 use super::downlink;
+use super::gate::{self, Gate, Refusal};
 use super::session::DeviceSession;
 use super::session::{self, Admission, SessionError};
 use super::sink::Sink;
@@ -17,11 +18,20 @@ use crate::state::AppState;
 
 pub type Session = v3::Session<Rc<DeviceSession>>;
 
+/// Devices choose how often they send invalid payloads: one line a second at most.
+static INVALID_PAYLOAD_LOG: crate::observability::LogLimiter =
+    crate::observability::LogLimiter::per_second();
+
 pub async fn connect(
     state: &Arc<AppState>,
+    gate: &Gate,
     hs: v3::Connect,
 ) -> Result<v3::ConnectAck<Rc<DeviceSession>>, SessionError> {
     let pkt = hs.packet();
+    let Some(slot) = gate.enter() else {
+        gate::refused(Refusal::ConnectionLimit, &pkt.client_id);
+        return Ok(hs.service_unavailable());
+    };
     let connect = session::Connect {
         client_id: &pkt.client_id,
         username: pkt.username.as_deref(),
@@ -30,15 +40,26 @@ pub async fn connect(
     };
     let admission = session::admit(state, connect, Sink::V3(hs.sink())).await;
     let keep_alive = pkt.keep_alive;
+    let client_id = pkt.client_id.to_string();
     Ok(match admission {
         Admission::Accepted(sess, rx, close) => {
+            sess.slot.set(Some(slot));
             ntex_rt::spawn(downlink::run(Rc::downgrade(&sess), rx, close));
             let idle = session::idle_timeout(keep_alive).map_or(Seconds::ZERO, Seconds);
             hs.ack(sess, false).idle_timeout(idle)
         }
-        Admission::NoCredentials => hs.bad_username_or_pwd(),
-        Admission::NotAuthorized => hs.not_authorized(),
-        Admission::Unavailable => hs.service_unavailable(),
+        Admission::NoCredentials => {
+            gate::refused(Refusal::NoCredentials, &client_id);
+            hs.bad_username_or_pwd()
+        }
+        Admission::NotAuthorized => {
+            gate::refused(Refusal::NotAuthorized, &client_id);
+            hs.not_authorized()
+        }
+        Admission::Unavailable => {
+            gate::refused(Refusal::Unavailable, &client_id);
+            hs.service_unavailable()
+        }
     })
 }
 
@@ -57,7 +78,9 @@ pub async fn publish(sess: &Session, p: v3::Publish) -> Result<(), SessionError>
             Ok(())
         }
         Outcome::InvalidPayload(e) => {
-            tracing::info!(device = %sess.device.id, error = %e, "invalid payload from an MQTT 3.1.1 client; closing the connection");
+            if let Some(suppressed) = INVALID_PAYLOAD_LOG.allow() {
+                tracing::info!(device = %sess.device.id, error = %e, suppressed, "invalid payload from an MQTT 3.1.1 client; closing the connection");
+            }
             Err(SessionError::InvalidPayload(e))
         }
         Outcome::RateLimited(limit) => Err(SessionError::RateLimited(limit.to_owned())),
@@ -83,7 +106,7 @@ pub async fn protocol(
                         QoS::AtMostOnce
                     }),
                     None => {
-                        tracing::debug!(filter = %sub.topic(), "SUBSCRIBE to a filter devices may not use; refused");
+                        tracing::debug!(filter = ?sub.topic(), "SUBSCRIBE to a filter devices may not use; refused");
                         sub.fail();
                     }
                 }

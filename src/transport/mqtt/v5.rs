@@ -10,6 +10,7 @@ use ntex_mqtt::v5::{self, PublishAck};
 use ntex_mqtt::{Control, Reason};
 
 use super::downlink;
+use super::gate::{self, Gate, Refusal};
 use super::session::DeviceSession;
 use super::session::{self, Admission, SessionError};
 use super::sink::Sink;
@@ -21,9 +22,14 @@ pub type Session = v5::Session<Rc<DeviceSession>>;
 
 pub async fn connect(
     state: &Arc<AppState>,
+    gate: &Gate,
     hs: v5::Connect,
 ) -> Result<v5::ConnectAck<Rc<DeviceSession>>, SessionError> {
     let pkt = hs.packet();
+    let Some(slot) = gate.enter() else {
+        gate::refused(Refusal::ConnectionLimit, &pkt.client_id);
+        return Ok(hs.failed(ConnectAckReason::ServerBusy));
+    };
     let connect = session::Connect {
         client_id: &pkt.client_id,
         username: pkt.username.as_deref(),
@@ -32,8 +38,10 @@ pub async fn connect(
     };
     let admission = session::admit(state, connect, Sink::V5(hs.sink())).await;
     let keep_alive = pkt.keep_alive;
+    let client_id = pkt.client_id.to_string();
     Ok(match admission {
         Admission::Accepted(sess, rx, close) => {
+            sess.slot.set(Some(slot));
             ntex_rt::spawn(downlink::run(Rc::downgrade(&sess), rx, close));
             // ntex-mqtt 9.0.0 maps keep-alive 0 to a 30 s idle timeout; MQTT says 0 means none.
             let idle = session::idle_timeout(keep_alive).unwrap_or(u16::MAX);
@@ -41,9 +49,18 @@ pub async fn connect(
                 .keep_alive(idle)
                 .with(|ack| ack.max_qos = QoS::AtLeastOnce)
         }
-        Admission::NoCredentials => hs.failed(ConnectAckReason::BadUserNameOrPassword),
-        Admission::NotAuthorized => hs.failed(ConnectAckReason::NotAuthorized),
-        Admission::Unavailable => hs.failed(ConnectAckReason::ServerUnavailable),
+        Admission::NoCredentials => {
+            gate::refused(Refusal::NoCredentials, &client_id);
+            hs.failed(ConnectAckReason::BadUserNameOrPassword)
+        }
+        Admission::NotAuthorized => {
+            gate::refused(Refusal::NotAuthorized, &client_id);
+            hs.failed(ConnectAckReason::NotAuthorized)
+        }
+        Admission::Unavailable => {
+            gate::refused(Refusal::Unavailable, &client_id);
+            hs.failed(ConnectAckReason::ServerUnavailable)
+        }
     })
 }
 
@@ -103,7 +120,7 @@ pub async fn protocol(
                         QoS::AtMostOnce
                     }),
                     None => {
-                        tracing::debug!(filter = %sub.topic(), "SUBSCRIBE to a filter devices may not use; refused");
+                        tracing::debug!(filter = ?sub.topic(), "SUBSCRIBE to a filter devices may not use; refused");
                         sub.fail(SubscribeAckReason::TopicFilterInvalid);
                     }
                 }
