@@ -35,7 +35,7 @@ impl Config {
             ),
         ] {
             if let Some(spec) = spec {
-                crate::transport::mqtt::parse_rate_limit(spec)
+                crate::transport::limits::parse(spec)
                     .map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))?;
             }
         }
@@ -73,7 +73,21 @@ impl Config {
             h.max_body_bytes,
             1024,
             64 * 1024 * 1024,
-        )
+        )?;
+        let d = &self.http_device;
+        range(
+            "http_device.poll_timeout_ms",
+            d.poll_timeout_ms,
+            100,
+            HOUR_MS,
+        )?;
+        range(
+            "http_device.max_poll_timeout_ms",
+            d.max_poll_timeout_ms,
+            d.poll_timeout_ms,
+            HOUR_MS,
+        )?;
+        range("http_device.max_polls", d.max_polls, 1, 1_000_000)
     }
 
     fn validate_mqtt(&self) -> Result<(), ConfigError> {

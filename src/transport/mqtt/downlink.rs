@@ -139,14 +139,7 @@ impl DeviceSession {
         let id = self.state.services.rpc.sent.allocate(tenant, device, &req);
         req.request_id = id;
         self.rpc.borrow_mut().sending.insert(req.rpc);
-        let params: serde_json::Value = serde_json::from_str(&req.params).unwrap_or_else(|_| {
-            if req.params.is_empty() {
-                serde_json::Value::Null
-            } else {
-                serde_json::Value::String(req.params.clone())
-            }
-        });
-        let body = serde_json::json!({"method": req.method, "params": params}).to_string();
+        let body = crate::transport::uplink::rpc_request_json(&req, None).to_string();
         let topic = sub.filter.replace('+', &id.to_string());
         let timeout = self.ack_timeout(&req);
         let (sess, qos1) = (self.clone(), sub.qos1);
