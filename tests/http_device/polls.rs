@@ -212,3 +212,31 @@ pub async fn client_side_rpc_is_answered_by_the_rules(app: &TestApp) {
     assert!(time >= before, "{time} < {before}");
     polls_open(app, 0).await;
 }
+
+pub async fn a_credentials_change_ends_the_long_poll(app: &TestApp) {
+    let api = Api::tenant(app).await;
+    let (id, _) = api
+        .create_device(json!({"name": format!("poll-{}", uuid::Uuid::new_v4().simple())}))
+        .await;
+    let token = api.token_of(&id).await;
+    let dev = Http::new(app, &token);
+    let poll = dev.get("rpc?timeout=20000");
+    let change = async {
+        polls_open(app, 1).await;
+        api.post(
+            "/api/device/credentials",
+            json!({
+                "deviceId": {"entityType": "DEVICE", "id": id},
+                "credentialsType": "ACCESS_TOKEN",
+                "credentialsId": format!("renewed-{}", uuid::Uuid::new_v4().simple()),
+            }),
+        )
+        .await
+        .ok();
+    };
+    let (answer, ()) = tokio::join!(poll, change);
+    assert_eq!(answer.status, 403, "{}", answer.text);
+    polls_open(app, 0).await;
+    // The old token is refused from now on.
+    dev.get("attributes").await.error(401, 10);
+}

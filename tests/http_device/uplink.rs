@@ -61,6 +61,9 @@ pub async fn bad_requests_are_refused_with_their_reason(app: &TestApp) {
     for path in ["telemetry", "attributes"] {
         unknown.post(path, "{}").await.error(401, 10);
     }
+    // An unknown token is remembered: asking again costs no lookup.
+    let tokens = &clients::state(app).services.auth_cache.tokens;
+    let lookups = tokens.lookups();
     unknown.get("attributes").await.error(401, 10);
     unknown.get("rpc?timeout=100").await.error(401, 10);
     unknown
