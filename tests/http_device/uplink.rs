@@ -75,6 +75,11 @@ pub async fn bad_requests_are_refused_with_their_reason(app: &TestApp) {
         .post("rpc", r#"{"method": "m"}"#)
         .await
         .error(401, 10);
+    assert_eq!(
+        tokens.lookups(),
+        lookups,
+        "the unknown token was looked up again"
+    );
 
     let message = dev.post("telemetry", "{not json").await.error(400, 31);
     assert!(message.contains("JSON"), "{message}");
