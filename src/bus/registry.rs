@@ -267,14 +267,12 @@ impl Registry {
         }
     }
 
-    /// Persistent RPCs wait in the database: the MQTT session and the oldest RPC poll load them.
+    /// Persistent RPCs wait in the database: the oldest RPC poll loads them, or else the MQTT
+    /// session (as a server-side RPC is handed out).
     pub fn signal_pending_rpc(&self, device: DeviceId) {
         if let Some(sessions) = self.lock().get(&device) {
-            for entry in sessions
-                .main
-                .iter()
-                .chain(sessions.polls_of(PollKind::Rpc).take(1))
-            {
+            let poll = sessions.polls_of(PollKind::Rpc).next();
+            if let Some(entry) = poll.or(sessions.main.as_ref()) {
                 let _ = entry.tx.try_send(SessionCmd::PendingRpc);
             }
         }

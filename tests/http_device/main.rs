@@ -149,3 +149,21 @@ async fn long_polls_are_capped_and_client_rpcs_time_out() {
     assert!(started.elapsed() >= Duration::from_millis(500));
     app.shutdown().await;
 }
+
+/// A long poll open at shutdown is answered 503 at once; the shutdown does not wait for its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_long_polls_with_503() {
+    let app = common::spawn_app(common::Backend::Sqlite).await;
+    let (_, token) = clients::create_device(&app).await;
+    let dev = Http::new(&app, &token);
+    let poll = dev.get("attributes/updates?timeout=60000");
+    let stop = async move {
+        polls_open(&app, 1).await;
+        let started = std::time::Instant::now();
+        app.shutdown().await;
+        started.elapsed()
+    };
+    let (answer, took) = tokio::join!(poll, stop);
+    assert_eq!(answer.status, 503, "{}", answer.text);
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+}

@@ -105,13 +105,22 @@ impl Poll {
     /// their bound, or when the device's credentials changed since its token was checked.
     pub fn open(device: HttpDevice, kind: PollKind, timeout: Duration) -> Result<Self, ApiError> {
         let state = device.state.clone();
+        if state.shutdown.is_cancelled() {
+            return Err(closed(CloseReason::ServerShutdown));
+        }
         let slot = state.http_polls.take()?;
         // One command: a poll ends with the first thing it gets.
         let (tx, rx) = mpsc::channel(1);
         let (session, close) = state
             .sessions
             .register_poll(device.device.id, kind, tx)
-            .map_err(|e| ApiError::TooManyRequests(e.to_string(), 1))?;
+            .map_err(|e| {
+                static DEVICE_FULL_LOG: LogLimiter = LogLimiter::new(1000, 1);
+                if let Some(suppressed) = DEVICE_FULL_LOG.allow() {
+                    tracing::warn!(device = %device.device.id, suppressed, "HTTP long poll refused: {e}");
+                }
+                ApiError::TooManyRequests(e.to_string(), 1)
+            })?;
         let poll = Self {
             session,
             rx,
