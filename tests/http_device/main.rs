@@ -112,6 +112,7 @@ both_backends!(
     a_client_that_goes_away_leaves_no_poll_behind,
     client_side_rpc_is_answered_by_the_rules,
     a_credentials_change_ends_the_long_poll,
+    a_persistent_rpc_is_delivered_to_the_poll_and_answered,
 );
 
 /// The node's long-poll cap refuses the excess with 429; a client-side RPC no rule answers ends

@@ -240,3 +240,42 @@ pub async fn a_credentials_change_ends_the_long_poll(app: &TestApp) {
     // The old token is refused from now on.
     dev.get("attributes").await.error(401, 10);
 }
+
+/// The status of a persistent RPC, once it is `status`.
+async fn rpc_with_status(api: &Api, rpc: &str, status: &str) -> serde_json::Value {
+    eventually(&format!("RPC {rpc} is {status}"), WAIT, || async {
+        let body = api.get(&format!("/api/rpc/persistent/{rpc}")).await.ok();
+        (body["status"] == status).then_some(body)
+    })
+    .await
+}
+
+pub async fn a_persistent_rpc_is_delivered_to_the_poll_and_answered(app: &TestApp) {
+    let (id, token) = clients::create_device(app).await;
+    let dev = Http::new(app, &token);
+    let api = Api::tenant(app).await;
+    let created = api
+        .post(
+            &format!("/api/rpc/twoway/{id}"),
+            json!({"method": "setGpio", "params": {"pin": 7}, "persistent": true, "timeout": 60000}),
+        )
+        .await
+        .ok();
+    let rpc = created["rpcId"].as_str().expect("rpcId").to_owned();
+    rpc_with_status(&api, &rpc, "QUEUED").await;
+    // Stored before the device polled: the poll loads it.
+    let request = dev.get("rpc?timeout=10000").await;
+    assert_eq!(request.status, 200, "{}", request.text);
+    let request = request.json();
+    assert_eq!(request["method"], "setGpio", "{request}");
+    assert_eq!(request["params"], json!({"pin": 7}));
+    rpc_with_status(&api, &rpc, "DELIVERED").await;
+    let reply = dev
+        .post(&format!("rpc/{}", request["id"]), r#"{"ok": true}"#)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let done = rpc_with_status(&api, &rpc, "SUCCESSFUL").await;
+    assert_eq!(done["response"], json!({"ok": true}));
+    // Delivered once: the next poll has nothing.
+    assert_eq!(dev.get("rpc?timeout=300").await.status, 408);
+}
