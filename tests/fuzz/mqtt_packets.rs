@@ -68,10 +68,10 @@ pub fn run() {
     std::panic::set_hook(Box::new(move |info| {
         let thread = std::thread::current();
         let name = thread.name().unwrap_or("unnamed");
-        if !TEST_THREADS.contains(&name) {
-            if let Ok(mut seen) = SERVER_PANICS.lock() {
-                seen.push(format!("{name}: {info}"));
-            }
+        if !TEST_THREADS.contains(&name)
+            && let Ok(mut seen) = SERVER_PANICS.lock()
+        {
+            seen.push(format!("{name}: {info}"));
         }
         previous(info);
     }));
@@ -88,7 +88,7 @@ pub fn run() {
             rt.block_on(exchange(app.mqtt_port, &bytes));
             assert_no_server_panic(&bytes);
             if n % 256 == 255 {
-                rt.block_on(alive(&app, &probe_token));
+                rt.block_on(alive(app, &probe_token));
             }
         });
     rt.block_on(alive(&app, &probe_token));
