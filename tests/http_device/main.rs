@@ -168,3 +168,31 @@ async fn shutdown_ends_long_polls_with_503() {
     assert_eq!(answer.status, 503, "{}", answer.text);
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
 }
+
+/// The rate limits of `[limits]` are the device's, whatever the transport: what its MQTT session
+/// used counts for its HTTP requests, and the excess is 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_shared_with_the_mqtt_session() {
+    let app = common::spawn_app_with(common::Backend::Sqlite, |c| {
+        c.limits.telemetry_messages = Some("2:600".to_owned());
+    })
+    .await;
+    let (_, token) = clients::create_device(&app).await;
+    let mut mqtt = clients::v3(&app, Some(&token), 30);
+    clients::v3_connack(&mut mqtt).await.expect("CONNACK");
+    mqtt.client
+        .publish(
+            "v1/devices/me/telemetry",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            r#"{"a":1}"#,
+        )
+        .await
+        .expect("publish");
+    clients::v3_puback(&mut mqtt).await;
+    let dev = Http::new(&app, &token);
+    assert_eq!(dev.post("telemetry", r#"{"a":2}"#).await.status, 200);
+    let message = dev.post("telemetry", r#"{"a":3}"#).await.error(429, 33);
+    assert!(message.contains("telemetryMessages"), "{message}");
+    app.shutdown().await;
+}
