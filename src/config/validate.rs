@@ -219,6 +219,16 @@ mod tests {
         assert!(e.starts_with("http.header_read_timeout_ms = 5 "), "{e}");
         let e = invalid(|c| c.http.max_connections = 0);
         assert!(e.starts_with("http.max_connections = 0 "), "{e}");
+        let e = invalid(|c| c.http_device.max_polls = 0);
+        assert!(e.starts_with("http_device.max_polls = 0 "), "{e}");
+        let e = invalid(|c| {
+            c.http_device.poll_timeout_ms = 5000;
+            c.http_device.max_poll_timeout_ms = 4000;
+        });
+        assert!(
+            e.starts_with("http_device.max_poll_timeout_ms = 4000 "),
+            "{e}"
+        );
         let e = invalid(|c| c.mqtt.max_connections = 0);
         assert!(e.starts_with("mqtt.max_connections = 0 "), "{e}");
         let e = invalid(|c| c.mqtt.max_packet_size = 512);
