@@ -199,12 +199,19 @@ impl DeviceSession {
     }
 
     /// The device subscribed to RPC: send what waited, and the persistent RPCs stored for it.
+    /// Requests sent to the device meanwhile by another of its sessions (an HTTP long poll,
+    /// another node) are not sent again.
     pub(super) fn rpc_subscribed(self: &Rc<Self>) {
         let Some(sub) = self.rpc_sub.borrow().clone() else {
             return;
         };
         let queued: Vec<RpcRequest> = self.rpc.borrow_mut().queued.drain(..).collect();
+        let sent = &self.state.services.rpc.sent;
         for req in queued {
+            if sent.holds(self.device.id, req.rpc) {
+                tracing::debug!(device = %self.device.id, rpc = %req.rpc, "queued RPC sent meanwhile by another session; not sent again");
+                continue;
+            }
             self.send_rpc(&sub, req);
         }
         load_persistent(self);
