@@ -11,6 +11,7 @@ mod health;
 mod limits;
 mod metrics;
 mod paging;
+mod profile_save;
 mod profiles;
 mod rpc;
 mod rpc_persistent;

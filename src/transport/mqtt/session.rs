@@ -190,7 +190,10 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
         return Admission::NotAuthorized;
     }
     let (tx, rx) = mpsc::channel(state.config.mqtt.outbound_queue.max(1));
-    let (session, close) = state.sessions.register(device.id, tx);
+    let (session, close) =
+        state
+            .sessions
+            .register_of_profile(device.id, Some(device.profile_id), tx);
     // A revocation between the check above and the registration found no session to close.
     if state.sessions.revoked_since(device.id, authenticated_at) {
         state.sessions.unregister(device.id, session);
