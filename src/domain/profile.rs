@@ -1,11 +1,14 @@
 //! Device-profile settings: ThingsBoard's `profileData` checked and completed when a profile is
 //! saved (`normalise`), and the typed MQTT transport and provisioning settings read from it.
 
+pub mod mqtt;
 pub mod payload_type;
+pub mod proto;
 pub mod topic;
 
 use serde_json::{Map, Value, json};
 
+pub use mqtt::{MqttSettings, PayloadCodec};
 pub use topic::TopicFilter;
 
 pub const DEFAULT_TELEMETRY_TOPIC: &str = "v1/devices/me/telemetry";

@@ -153,6 +153,21 @@ async fn profile_validation(app: &TestApp) {
             json!({"name": "p", "profileData": {"transportConfiguration": {"type": "MQTT", "sendAckOnValidationException": "yes"}}}),
             "sendAckOnValidationException should be a boolean",
         ),
+        (
+            json!({"name": "p", "profileData": {"transportConfiguration": {"type": "MQTT", "transportPayloadTypeConfiguration": {
+                "transportPayloadType": "PROTOBUF",
+                "deviceTelemetryProtoSchema": "syntax = \"proto3\";\nmessage T {\n  double x = 1\n}\n",
+                "deviceAttributesProtoSchema": "syntax = \"proto3\";\nmessage A { string v = 1; }\n"
+            }}}}),
+            "failed to compile telemetry proto schema: line 4",
+        ),
+        (
+            json!({"name": "p", "profileData": {"transportConfiguration": {"type": "MQTT", "transportPayloadTypeConfiguration": {
+                "transportPayloadType": "PROTOBUF",
+                "deviceTelemetryProtoSchema": "syntax = \"proto3\";\nmessage T { double x = 1; }\n"
+            }}}}),
+            "attributes proto schema should be specified!",
+        ),
     ];
     for (body, expected) in cases {
         let msg = api

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::sink::Sink;
 use crate::bus::{Event, RpcRequest, SessionCmd};
 use crate::domain::Device;
+use crate::domain::profile::MqttSettings;
 use crate::services::device_auth::{AuthResult, Credentials};
 use crate::state::AppState;
 
@@ -105,6 +106,8 @@ impl RpcState {
 pub struct DeviceSession {
     pub state: Arc<AppState>,
     pub device: Device,
+    /// The MQTT settings of the device's profile when the session opened (a change closes it).
+    pub settings: Arc<MqttSettings>,
     pub session: u64,
     pub sink: Sink,
     pub attributes_sub: RefCell<Option<Granted>>,
@@ -189,6 +192,13 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
     if state.sessions.revoked_since(device.id, authenticated_at) {
         return Admission::NotAuthorized;
     }
+    let settings = match profile_settings(state, &device).await {
+        Ok(settings) => settings,
+        Err(e) => {
+            tracing::error!(device = %device.id, error = %e, "settings of the device's profile unavailable; CONNECT answered 'server unavailable'");
+            return Admission::Unavailable;
+        }
+    };
     let (tx, rx) = mpsc::channel(state.config.mqtt.outbound_queue.max(1));
     let (session, close) =
         state
@@ -215,6 +225,7 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
     });
     let sess = DeviceSession {
         limits: state.mqtt.limits.of(device.id),
+        settings,
         state: state.clone(),
         device: *device,
         session,
@@ -228,6 +239,20 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
         slot: Cell::new(None),
     };
     Admission::Accepted(Rc::new(sess), rx, close)
+}
+
+/// The settings of the device's profile, read on the main runtime.
+async fn profile_settings(
+    state: &Arc<AppState>,
+    device: &Device,
+) -> Result<Arc<MqttSettings>, crate::domain::StorageError> {
+    let services = state.services.clone();
+    let device = device.clone();
+    let read = state
+        .rt
+        .spawn(async move { services.profile_settings.of(&services.store, &device).await });
+    read.await
+        .unwrap_or_else(|e| Err(crate::domain::StorageError::Database(e.to_string())))
 }
 
 async fn lookup(state: &Arc<AppState>, connect: &Connect<'_>) -> AuthResult {

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tracing::Instrument as _;
 
 use super::session::{DeviceSession, Granted};
-use super::topics::{Subscription, Uplink};
+use super::topics::{Format, Subscription, Uplink};
 use crate::domain::payload::{self, PayloadError};
 use crate::domain::{AttributeScope, EntityId, Kv, Msg, MsgType, now_ms};
 
@@ -51,10 +51,10 @@ impl DeviceSession {
     }
 
     async fn route(self: &Rc<Self>, topic: &str, payload: Bytes, permit: Permit) -> Outcome {
-        let uplink = Uplink::parse(topic);
+        let uplink = Uplink::parse(topic, &self.settings);
         let msgs = match &uplink {
-            Uplink::Telemetry(_) => self.telemetry(&payload),
-            Uplink::Attributes(_) => self.attributes(&payload),
+            Uplink::Telemetry(format) => self.telemetry(*format, &payload),
+            Uplink::Attributes(format) => self.attributes(*format, &payload),
             _ => {
                 if let Err(limit) = self.limits.admit_message() {
                     return Outcome::RateLimited(limit);
@@ -120,8 +120,46 @@ impl DeviceSession {
         }
     }
 
-    fn telemetry(&self, payload: &[u8]) -> Result<Vec<Msg>, Rejected> {
-        let value = payload::parse_lenient(payload)?;
+    /// The payload as JSON: parsed, or decoded with the profile's protobuf schema for telemetry
+    /// (`attributes` false) or attributes.
+    fn decode(
+        &self,
+        format: Format,
+        attributes: bool,
+        payload: &[u8],
+    ) -> Result<Value, PayloadError> {
+        use crate::domain::profile::PayloadCodec;
+        let codec = &self.settings.codec;
+        let (message, json_fallback) = match (format, codec) {
+            (Format::Json, _) | (Format::Profile, PayloadCodec::Json) => {
+                return payload::parse_lenient(payload);
+            }
+            (Format::Protobuf, PayloadCodec::Json) => {
+                return Err(PayloadError::Protobuf(
+                    "the device profile has no protobuf schema".to_owned(),
+                ));
+            }
+            (
+                _,
+                PayloadCodec::Protobuf {
+                    telemetry,
+                    attributes: a,
+                    json_fallback,
+                },
+            ) => (
+                if attributes { a } else { telemetry },
+                *json_fallback && format == Format::Profile,
+            ),
+        };
+        match crate::domain::profile::proto::decode(message, payload) {
+            Ok(value) => Ok(value),
+            Err(_) if json_fallback => payload::parse_lenient(payload),
+            Err(e) => Err(PayloadError::Protobuf(e)),
+        }
+    }
+
+    fn telemetry(&self, format: Format, payload: &[u8]) -> Result<Vec<Msg>, Rejected> {
+        let value = self.decode(format, false, payload)?;
         let groups = payload::telemetry(&value, self.state.services.typing)?;
         let points = groups.iter().map(|g| g.values.len()).sum();
         self.limits
@@ -139,8 +177,8 @@ impl DeviceSession {
             .collect())
     }
 
-    fn attributes(&self, payload: &[u8]) -> Result<Vec<Msg>, Rejected> {
-        let value = payload::parse_lenient(payload)?;
+    fn attributes(&self, format: Format, payload: &[u8]) -> Result<Vec<Msg>, Rejected> {
+        let value = self.decode(format, true, payload)?;
         let kvs = payload::attributes(&value, self.state.services.typing)?;
         self.limits
             .admit_telemetry(kvs.len())
@@ -352,13 +390,18 @@ impl DeviceSession {
 
     /// SUBSCRIBE of one filter; returns the granted QoS (true = 1) or None when refused.
     pub fn subscribe(self: &Rc<Self>, filter: &str, qos1: bool) -> Option<bool> {
-        let kind = Subscription::parse(filter)?;
+        let kind = Subscription::parse(filter, &self.settings)?;
         let granted = Granted {
-            filter: filter.to_owned(),
+            filter: kind.publish_topic(filter).to_owned(),
             qos1,
         };
         match kind {
-            Subscription::AttributeUpdates => *self.attributes_sub.borrow_mut() = Some(granted),
+            Subscription::AttributeUpdates => {
+                *self.attributes_sub.borrow_mut() = Some(granted);
+                if self.settings.send_shared_attributes_on_subscribe {
+                    self.send_shared_attributes();
+                }
+            }
             Subscription::RpcRequests => {
                 *self.rpc_sub.borrow_mut() = Some(granted);
                 self.rpc_subscribed();
@@ -374,7 +417,7 @@ impl DeviceSession {
 
     /// UNSUBSCRIBE of one filter; false when the filter is not one devices may use.
     pub fn unsubscribe(&self, filter: &str) -> bool {
-        match Subscription::parse(filter) {
+        match Subscription::parse(filter, &self.settings) {
             Some(Subscription::AttributeUpdates) => *self.attributes_sub.borrow_mut() = None,
             Some(Subscription::RpcRequests) => *self.rpc_sub.borrow_mut() = None,
             Some(Subscription::Responses) => self
@@ -384,6 +427,36 @@ impl DeviceSession {
             None => return false,
         }
         true
+    }
+}
+
+impl DeviceSession {
+    /// Sends the device its current shared attributes, in the push format, through its own queue
+    /// (after the SUBACK: the read takes a hop to the main runtime). Nothing when it has none.
+    fn send_shared_attributes(self: &Rc<Self>) {
+        let state = self.state.clone();
+        let device = self.device.id;
+        self.state.rt.spawn(async move {
+            match state
+                .services
+                .store
+                .find_attributes(device.0, AttributeScope::Shared, None)
+                .await
+            {
+                Ok(rows) if rows.is_empty() => {}
+                Ok(rows) => {
+                    let payload: serde_json::Map<String, Value> =
+                        rows.into_iter().map(|r| (r.key, r.value.to_json())).collect();
+                    let downlink = crate::bus::Downlink::Attributes {
+                        payload: Value::Object(payload).to_string(),
+                    };
+                    state.sessions.deliver(device, downlink);
+                }
+                Err(e) => {
+                    tracing::warn!(device = %device, error = %e, "shared attributes not sent on subscribe");
+                }
+            }
+        });
     }
 }
 

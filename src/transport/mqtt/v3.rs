@@ -68,8 +68,16 @@ pub async fn publish(sess: &Session, p: v3::Publish) -> Result<(), SessionError>
         .read_all()
         .await
         .map_err(|e| SessionError::Payload(format!("{e:?}")))?;
+    let qos1 = p.qos() == QoS::AtLeastOnce;
     match sess.publish(p.publish_topic(), payload).await {
         Outcome::Accepted | Outcome::TopicInvalid => Ok(()),
+        // The profile's "send PUBACK on PUBLISH message validation failure".
+        Outcome::InvalidPayload(e) if qos1 && sess.settings.send_ack_on_validation_exception => {
+            if let Some(suppressed) = INVALID_PAYLOAD_LOG.allow() {
+                tracing::info!(device = %sess.device.id, error = %e, suppressed, "invalid payload from an MQTT 3.1.1 client; acknowledged as its profile asks (sendAckOnValidationException)");
+            }
+            Ok(())
+        }
         Outcome::Unsupported(what) => {
             tracing::warn!(
                 topic = p.publish_topic(),
