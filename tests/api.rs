@@ -15,6 +15,8 @@ mod hostile;
 mod logins;
 #[path = "api/profiles.rs"]
 mod profiles;
+#[path = "api/provision.rs"]
+mod provision;
 #[path = "api/support.rs"]
 mod support;
 #[path = "api/telemetry.rs"]

@@ -9,6 +9,7 @@ pub mod login_throttle;
 pub mod logins;
 pub mod passwords;
 pub mod profile_settings;
+pub mod provisioning;
 pub mod rpc;
 
 use uuid::Uuid;
