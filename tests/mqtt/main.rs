@@ -11,6 +11,7 @@ mod credentials;
 mod downlink;
 mod hostile;
 mod profiles;
+mod provision;
 mod real_clients;
 mod rpc_answers;
 #[allow(dead_code)]
@@ -29,6 +30,7 @@ use profiles::{
     profile_topics_and_protobuf, shared_attributes_on_subscribe_and_profile_changes,
     validation_exception_ack,
 };
+use provision::provisioning_over_mqtt;
 use real_clients::{
     attribute_example_is_stored, back_to_back_qos0_runs_are_all_stored,
     publishes_before_disconnect_or_close_are_stored,
@@ -303,6 +305,7 @@ async fn keep_alive_is_enforced(app: &TestApp) {
 both_backends!(
     connack_codes,
     profile_topics_and_protobuf,
+    provisioning_over_mqtt,
     validation_exception_ack,
     shared_attributes_on_subscribe_and_profile_changes,
     downlink_requests_and_pushes,

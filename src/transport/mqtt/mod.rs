@@ -5,6 +5,7 @@ mod downlink;
 mod gate;
 mod inflight;
 mod limits;
+mod provision;
 mod session;
 mod sink;
 pub mod tls;

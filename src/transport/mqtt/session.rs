@@ -28,6 +28,8 @@ pub enum SessionError {
     RateLimited(String),
     #[error("{0}")]
     Malformed(String),
+    #[error("topic '{0}' is not allowed here")]
+    TopicInvalid(String),
 }
 
 impl SessionError {
@@ -39,6 +41,7 @@ impl SessionError {
             Self::Payload(_) => R::MalformedPacket,
             Self::RateLimited(_) => R::MessageRateTooHigh,
             Self::Malformed(_) => R::ImplementationSpecificError,
+            Self::TopicInvalid(_) => R::TopicNameInvalid,
         }
     }
 }
@@ -147,6 +150,13 @@ impl Drop for DeviceSession {
     }
 }
 
+/// What an accepted connection is: a device's session or a provisioning connection.
+#[derive(Clone)]
+pub enum Conn {
+    Device(Rc<DeviceSession>),
+    Provision(Rc<super::provision::ProvisionSession>),
+}
+
 /// The result of authenticating a CONNECT.
 pub enum Admission {
     Accepted(
@@ -154,6 +164,8 @@ pub enum Admission {
         mpsc::Receiver<SessionCmd>,
         crate::bus::registry::CloseSignal,
     ),
+    /// A provisioning connection (`provision` as user name or client id).
+    Provision(Rc<super::provision::ProvisionSession>),
     NoCredentials,
     NotAuthorized,
     Unavailable,
@@ -176,6 +188,9 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
         .load(std::sync::atomic::Ordering::SeqCst)
     {
         return Admission::Unavailable;
+    }
+    if super::provision::is_provisioning(connect.client_id, connect.username) {
+        return Admission::Provision(super::provision::ProvisionSession::new(state.clone(), sink));
     }
     // A credentials change committed while the lookup ran is caught below (revoked_since).
     let authenticated_at = std::time::Instant::now();
