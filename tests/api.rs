@@ -13,6 +13,10 @@ mod devices;
 mod hostile;
 #[path = "api/logins.rs"]
 mod logins;
+#[path = "api/profiles.rs"]
+mod profiles;
+#[path = "api/provision.rs"]
+mod provision;
 #[path = "api/support.rs"]
 mod support;
 #[path = "api/telemetry.rs"]
