@@ -17,6 +17,8 @@ mod logins;
 mod support;
 #[path = "api/telemetry.rs"]
 mod telemetry;
+#[path = "api/tenancy.rs"]
+mod tenancy;
 #[path = "api/tokens.rs"]
 mod tokens;
 #[path = "api/users.rs"]

@@ -134,9 +134,9 @@ async fn device_errors_are_thingsboard_json(app: &TestApp) {
     api.get("/api/no/such/route").await.error(404, 32);
 }
 
-async fn other_tenants_device_is_not_found(app: &TestApp) {
+async fn other_tenants_device_is_forbidden(app: &TestApp) {
     let api = Api::tenant(app).await;
-    // Another tenant's device is "not found", never "forbidden".
+    // Another tenant's device is forbidden, as in ThingsBoard; it is never listed.
     let state = &app.app.as_ref().expect("running").state;
     let store = &state.services.store;
     let other = ferroboard::storage::Tenant {
@@ -171,13 +171,13 @@ async fn other_tenants_device_is_not_found(app: &TestApp) {
     store.create_device(&device, &creds).await.expect("device");
     api.get(&format!("/api/device/{}", device.id))
         .await
-        .error(404, 32);
+        .error(403, 20);
     api.get(&format!("/api/device/{}/credentials", device.id))
         .await
-        .error(404, 32);
+        .error(403, 20);
     api.delete(&format!("/api/device/{}", device.id))
         .await
-        .error(404, 32);
+        .error(403, 20);
     let listed = api
         .get("/api/tenant/devices?pageSize=100&page=0")
         .await
@@ -524,7 +524,7 @@ crate::both_backends!(
     device_update_and_delete,
     device_type_and_token,
     device_errors_are_thingsboard_json,
-    other_tenants_device_is_not_found,
+    other_tenants_device_is_forbidden,
     device_paging,
     device_profiles,
     credentials_update,

@@ -20,6 +20,7 @@ pub(crate) const DEVICE_NAME_TAKEN: &str = "Device with such name already exists
 pub(crate) const CREDENTIALS_TAKEN: &str = "Specified credentials are already registered!";
 pub(crate) const PROFILE_NAME_TAKEN: &str = "Device profile with such name already exists!";
 pub(crate) const DEFAULT_PROFILE_TAKEN: &str = "Default device profile already exists!";
+pub(crate) const CUSTOMER_TITLE_TAKEN: &str = "Customer with such title already exists!";
 
 /// A migrator over embedded `(version, description, sql)` migrations.
 pub(crate) fn migrator(migrations: &[(i64, &str, &'static str)]) -> sqlx::migrate::Migrator {
@@ -270,6 +271,29 @@ pub(crate) fn device_order(property: Option<&str>, order: SortOrder) -> String {
         _ => None,
     };
     order_by(column, "d", order)
+}
+
+/// `ORDER BY` for a page of tenants (alias `t`).
+pub(crate) fn tenant_order(property: Option<&str>, order: SortOrder) -> String {
+    let column = matches!(property, Some("title" | "name")).then_some("t.title");
+    order_by(column, "t", order)
+}
+
+/// `ORDER BY` for a page of customers (alias `c`).
+pub(crate) fn customer_order(property: Option<&str>, order: SortOrder) -> String {
+    let column = matches!(property, Some("title" | "name")).then_some("c.title");
+    order_by(column, "c", order)
+}
+
+/// `ORDER BY` for a page of users (alias `u`).
+pub(crate) fn user_order(property: Option<&str>, order: SortOrder) -> String {
+    let column = match property {
+        Some("email" | "name") => Some("u.email"),
+        Some("firstName") => Some("u.first_name"),
+        Some("lastName") => Some("u.last_name"),
+        _ => None,
+    };
+    order_by(column, "u", order)
 }
 
 /// `ORDER BY` for a page of device profiles.

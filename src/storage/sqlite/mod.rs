@@ -79,6 +79,8 @@ impl SqliteStore {
         (2, "rpc", "0002_rpc.sql"),
         (3, "rpc_timeout", "0003_rpc_timeout.sql"),
         (4, "auth", "0004_auth.sql"),
+        (6, "tenancy", "0006_tenancy.sql"),
+        (9, "claims", "0009_claims.sql"),
     );
 
     /// Opens (creating if missing) the database file named by `sqlite://PATH` or `sqlite:PATH`.
