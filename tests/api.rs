@@ -11,6 +11,8 @@ mod auth;
 mod devices;
 #[path = "api/hostile.rs"]
 mod hostile;
+#[path = "api/isolation.rs"]
+mod isolation;
 #[path = "api/logins.rs"]
 mod logins;
 #[path = "api/support.rs"]

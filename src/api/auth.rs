@@ -288,6 +288,22 @@ pub struct TenantUser {
     pub customer: Option<CustomerId>,
 }
 
+/// Which devices a request reaches: those of `tenant`, and of `customer` when it is Some.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scope {
+    pub tenant: TenantId,
+    pub customer: Option<CustomerId>,
+}
+
+impl TenantUser {
+    pub fn scope(&self) -> Scope {
+        Scope {
+            tenant: self.tenant,
+            customer: self.customer,
+        }
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for TenantUser {
     type Rejection = ApiError;
 

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::State as AppStateRef;
-use super::auth::TenantAdmin;
+use super::auth::{TenantAdmin, TenantUser};
 use super::error::{ApiError, ITEM_NOT_FOUND_MSG, JsonBody, Params, parse_uuid};
 use super::paging::{page_json, page_query};
 use crate::domain::ids::NULL_UUID;
@@ -103,20 +103,20 @@ pub async fn load_device(
 
 async fn get_device(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(device_json(
-        &load_device(&state, caller.tenant, &id).await?,
+        &device_for(&state, caller.tenant, caller.customer, &id).await?,
     )))
 }
 
 async fn get_device_info(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let device = load_device(&state, caller.tenant, &id).await?;
+    let device = device_for(&state, caller.tenant, caller.customer, &id).await?;
     let active = state.services.device_state.is_active(device.id).await;
     let title = customer_title(&state, device.customer_id).await?;
     Ok(Json(device_info_json(&device, title.as_deref(), active)))
@@ -140,9 +140,10 @@ async fn delete_device(
     Ok(StatusCode::OK)
 }
 
+/// The caller's devices among the ids; others (another tenant's or customer's) are left out.
 async fn devices_by_ids(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let ids: Vec<&str> = params
@@ -159,7 +160,9 @@ async fn devices_by_ids(
     let mut out = Vec::new();
     for id in ids {
         let id = DeviceId(parse_uuid(id)?);
-        if let Some(d) = state.services.store.get_device(caller.tenant, id).await? {
+        if let Some(d) = state.services.store.get_device(caller.tenant, id).await?
+            && caller.customer.is_none_or(|c| d.customer_id == Some(c))
+        {
             out.push(device_json(&d));
         }
     }
@@ -417,12 +420,7 @@ async fn update_device(
     id: Uuid,
     input: DeviceInput,
 ) -> Result<Device, ApiError> {
-    let mut device = state
-        .services
-        .store
-        .get_device(tenant, DeviceId(id))
-        .await?
-        .ok_or_else(|| device_not_found(id))?;
+    let mut device = load_device(state, tenant, &id.to_string()).await?;
     if input.version.is_some_and(|v| v != device.version) {
         return Err(ApiError::VersionConflict(format!(
             "Device with id [{id}] was already changed by someone else"
