@@ -7,6 +7,8 @@ mod common;
 mod attributes;
 #[path = "api/auth.rs"]
 mod auth;
+#[path = "api/claiming.rs"]
+mod claiming;
 #[path = "api/devices.rs"]
 mod devices;
 #[path = "api/hostile.rs"]

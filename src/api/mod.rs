@@ -8,6 +8,7 @@ mod auth_routes;
 mod credentials;
 mod customer_devices;
 mod customers;
+mod device_claim;
 mod devices;
 pub mod error;
 mod health;
@@ -45,6 +46,7 @@ pub fn router(state: State) -> Router {
         .merge(tenants::routes())
         .merge(customers::routes())
         .merge(customer_devices::routes())
+        .merge(device_claim::routes())
         .merge(devices::routes())
         .merge(credentials::routes())
         .merge(profiles::routes())

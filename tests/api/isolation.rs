@@ -368,6 +368,46 @@ fn rows() -> Vec<(Caller, &'static str, String, Option<Value>, u16)> {
     add(Ca, POST, "/api/customer/{cA1}/device/{dA0}", None, 403);
     add(Ta, DELETE, "/api/customer/device/{dB}", None, 403);
     add(Ca, DELETE, "/api/customer/device/{dA1}", None, 403);
+    // Claiming: by name within the caller's tenant; customer users only.
+    let key = json!({"secretKey": ""});
+    add(
+        Ta,
+        POST,
+        "/api/customer/device/a-unassigned/claim",
+        Some(key.clone()),
+        403,
+    );
+    add(
+        Sys,
+        POST,
+        "/api/customer/device/a-unassigned/claim",
+        Some(key.clone()),
+        403,
+    );
+    add(
+        Ca,
+        POST,
+        "/api/customer/device/b-device/claim",
+        Some(key.clone()),
+        404,
+    );
+    add(
+        Ca,
+        DELETE,
+        "/api/customer/device/a-unassigned/claim",
+        None,
+        403,
+    );
+    add(Ca, DELETE, "/api/customer/device/b-device/claim", None, 404);
+    add(Ta, DELETE, "/api/customer/device/b-device/claim", None, 404);
+    add(
+        Sys,
+        DELETE,
+        "/api/customer/device/b-device/claim",
+        None,
+        403,
+    );
+    add(Anon, POST, "/api/v1/no-such-token/claim", Some(key), 401);
     // Users.
     for who in [Ta, Ca] {
         add(who, GET, "/api/user/{uB}", None, 403);
