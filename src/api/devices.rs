@@ -353,17 +353,21 @@ pub fn validate_token(token: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `POST /api/device`: create without `id`, update with it.
+/// `POST /api/device`: create without `id`, update with it. A customer user may update its
+/// customer's devices but create none (ThingsBoard's customer permissions).
 async fn save_device(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     params: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let input = parse_device_input(&body)?;
-    let device = match input.id {
-        Some(id) => update_device(&state, caller.tenant, id, input).await?,
-        None => create_device(&state, caller.tenant, params.get("accessToken"), input).await?,
+    let device = match (input.id, caller.customer) {
+        (Some(id), customer) => update_device(&state, caller.tenant, customer, id, input).await?,
+        (None, None) => {
+            create_device(&state, caller.tenant, params.get("accessToken"), input).await?
+        }
+        (None, Some(_)) => return Err(ApiError::PermissionDenied),
     };
     Ok(Json(device_json(&device)))
 }
@@ -417,10 +421,11 @@ async fn create_device(
 async fn update_device(
     state: &AppStateRef,
     tenant: TenantId,
+    customer: Option<CustomerId>,
     id: Uuid,
     input: DeviceInput,
 ) -> Result<Device, ApiError> {
-    let mut device = load_device(state, tenant, &id.to_string()).await?;
+    let mut device = device_for(state, tenant, customer, &id.to_string()).await?;
     if input.version.is_some_and(|v| v != device.version) {
         return Err(ApiError::VersionConflict(format!(
             "Device with id [{id}] was already changed by someone else"

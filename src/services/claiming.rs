@@ -43,8 +43,10 @@ pub fn parse_request(payload: &[u8]) -> Result<ClaimRequest, String> {
     }
     let duration_ms = match obj.get("durationMs") {
         None | Some(Value::Null) => 0,
+        // Numeric strings count, as ThingsBoard's JSON reader coerces them.
         Some(v) => v
             .as_i64()
+            .or_else(|| v.as_str().and_then(|t| t.trim().parse().ok()))
             .ok_or_else(|| "durationMs must be an integer".to_owned())?,
     };
     Ok(ClaimRequest {
@@ -252,6 +254,13 @@ mod tests {
             }
         );
         assert_eq!(parse_request(b"{}").unwrap(), ClaimRequest::default());
+        assert_eq!(
+            parse_request(br#"{"secretKey":42,"durationMs":"5000"}"#).unwrap(),
+            ClaimRequest {
+                secret_key: "42".into(),
+                duration_ms: 5000
+            }
+        );
         assert!(parse_request(b"[1]").is_err());
         assert!(parse_request(b"{\"durationMs\":\"soon\"}").is_err());
         assert!(parse_request(b"{not json").is_err());

@@ -88,6 +88,20 @@ fn rows() -> Vec<(Caller, &'static str, String, Option<Value>, u16)> {
         403,
     );
     add(
+        Ca,
+        POST,
+        "/api/device",
+        Some(json!({"id": {"id": "{dA0}"}, "name": "not-its-own"})),
+        403,
+    );
+    add(
+        Ca,
+        POST,
+        "/api/device",
+        Some(json!({"id": {"id": "{dA1}"}, "name": "a-assigned", "label": "by its customer"})),
+        200,
+    );
+    add(
         Sys,
         POST,
         "/api/device",
@@ -126,13 +140,14 @@ fn rows() -> Vec<(Caller, &'static str, String, Option<Value>, u16)> {
     );
     add(Ca, POST, "/api/device/credentials", Some(creds), 403);
     // Device profiles.
-    for path in [
-        "/api/deviceProfiles?pageSize=10&page=0",
-        "/api/deviceProfileInfos?pageSize=10&page=0",
-        "/api/deviceProfileInfo/default",
+    for (path, customer) in [
+        ("/api/deviceProfiles?pageSize=10&page=0", 403),
+        ("/api/deviceProfileInfos?pageSize=10&page=0", 200),
+        ("/api/deviceProfileInfo/default", 200),
     ] {
         add(Sys, GET, path, None, 403);
         add(Ta, GET, path, None, 200);
+        add(Ca, GET, path, None, customer);
     }
     add(Ta, GET, "/api/deviceProfile/{miss}", None, 404);
     add(Ta, GET, "/api/deviceProfileInfo/{miss}", None, 404);
@@ -619,8 +634,19 @@ async fn isolation_table(app: &TestApp) {
         .ok();
     tb.get(&format!("/api/rpc/persistent/{r_b}")).await.ok();
     let unassigned = ta.get(&format!("/api/device/{d_a0}")).await.ok();
-    assert_eq!(unassigned["customerId"]["id"], NULL_UUID);
-    ta.get(&format!("/api/device/{d_a1}")).await.ok();
+    assert_eq!(
+        (
+            unassigned["name"].clone(),
+            unassigned["customerId"]["id"].clone()
+        ),
+        (json!("a-unassigned"), json!(NULL_UUID))
+    );
+    // The customer's own update kept the device its customer's.
+    let own = ta.get(&format!("/api/device/{d_a1}")).await.ok();
+    assert_eq!(
+        (own["label"].clone(), own["customerId"]["id"].clone()),
+        (json!("by its customer"), json!(c_a1.as_str()))
+    );
     ta.get(&format!("/api/customer/{c_a1}")).await.ok();
     // Lists hold only the caller's rows.
     assert_eq!(
