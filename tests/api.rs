@@ -7,10 +7,14 @@ mod common;
 mod attributes;
 #[path = "api/auth.rs"]
 mod auth;
+#[path = "api/claiming.rs"]
+mod claiming;
 #[path = "api/devices.rs"]
 mod devices;
 #[path = "api/hostile.rs"]
 mod hostile;
+#[path = "api/isolation.rs"]
+mod isolation;
 #[path = "api/logins.rs"]
 mod logins;
 #[path = "api/profiles.rs"]
@@ -21,6 +25,8 @@ mod provision;
 mod support;
 #[path = "api/telemetry.rs"]
 mod telemetry;
+#[path = "api/tenancy.rs"]
+mod tenancy;
 #[path = "api/tokens.rs"]
 mod tokens;
 #[path = "api/users.rs"]

@@ -10,11 +10,11 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::State as AppStateRef;
-use super::auth::TenantAdmin;
+use super::auth::{Scope, TenantUser};
 use super::error::{ApiError, Params, RawBody};
 use super::telemetry::{PREFIX, parse_body, requested_keys, resolve_entity};
 use crate::domain::{AttributeKv, Device};
-use crate::domain::{AttributeScope, DeviceId, Kv, TenantId, now_ms, payload};
+use crate::domain::{AttributeScope, DeviceId, Kv, now_ms, payload};
 
 pub fn routes() -> Router<AppStateRef> {
     let p = |suffix: &str| format!("{PREFIX}/{suffix}");
@@ -44,13 +44,13 @@ fn rows_json(rows: &[AttributeKv]) -> Value {
 
 async fn save_legacy(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path((device_id, scope)): Path<(String, String)>,
     RawBody(body): RawBody,
 ) -> Result<StatusCode, ApiError> {
     save(
         &state,
-        caller.tenant,
+        caller.scope(),
         DeviceId::ENTITY_TYPE,
         &device_id,
         &scope,
@@ -61,13 +61,13 @@ async fn save_legacy(
 
 async fn save_v1(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path((entity_type, entity_id, scope)): Path<(String, String, String)>,
     RawBody(body): RawBody,
 ) -> Result<StatusCode, ApiError> {
     save(
         &state,
-        caller.tenant,
+        caller.scope(),
         &entity_type,
         &entity_id,
         &scope,
@@ -78,14 +78,14 @@ async fn save_v1(
 
 async fn save(
     state: &AppStateRef,
-    tenant: TenantId,
+    reach: Scope,
     entity_type: &str,
     entity_id: &str,
     scope: &str,
     body: &[u8],
 ) -> Result<StatusCode, ApiError> {
     let scope = parse_scope(scope)?;
-    let device = resolve_entity(state, tenant, entity_type, entity_id).await?;
+    let device = resolve_entity(state, reach, entity_type, entity_id).await?;
     if scope == AttributeScope::Client {
         return Err(ApiError::text_bad_request(format!(
             "Invalid scope: {}",
@@ -145,11 +145,11 @@ async fn after_attributes_deleted(
 
 async fn values_all_scopes(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path((entity_type, entity_id)): Path<(String, String)>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let device = resolve_entity(&state, caller.tenant, &entity_type, &entity_id).await?;
+    let device = resolve_entity(&state, caller.scope(), &entity_type, &entity_id).await?;
     let keys = requested_keys(&params)?;
     let keys = (!keys.is_empty()).then_some(keys.as_slice());
     let mut rows = Vec::new();
@@ -167,12 +167,12 @@ async fn values_all_scopes(
 
 async fn values_of_scope(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path((entity_type, entity_id, scope)): Path<(String, String, String)>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let scope = parse_scope(&scope)?;
-    let device = resolve_entity(&state, caller.tenant, &entity_type, &entity_id).await?;
+    let device = resolve_entity(&state, caller.scope(), &entity_type, &entity_id).await?;
     let keys = requested_keys(&params)?;
     let keys = (!keys.is_empty()).then_some(keys.as_slice());
     let rows = state
@@ -185,10 +185,10 @@ async fn values_of_scope(
 
 async fn keys_all_scopes(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path((entity_type, entity_id)): Path<(String, String)>,
 ) -> Result<Json<Vec<String>>, ApiError> {
-    let device = resolve_entity(&state, caller.tenant, &entity_type, &entity_id).await?;
+    let device = resolve_entity(&state, caller.scope(), &entity_type, &entity_id).await?;
     Ok(Json(
         state
             .services
@@ -200,11 +200,11 @@ async fn keys_all_scopes(
 
 async fn keys_of_scope(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path((entity_type, entity_id, scope)): Path<(String, String, String)>,
 ) -> Result<Json<Vec<String>>, ApiError> {
     let scope = parse_scope(&scope)?;
-    let device = resolve_entity(&state, caller.tenant, &entity_type, &entity_id).await?;
+    let device = resolve_entity(&state, caller.scope(), &entity_type, &entity_id).await?;
     Ok(Json(
         state
             .services
@@ -216,13 +216,13 @@ async fn keys_of_scope(
 
 async fn delete_legacy(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path((device_id, scope)): Path<(String, String)>,
     params: Params,
 ) -> Result<StatusCode, ApiError> {
     remove(
         &state,
-        caller.tenant,
+        caller.scope(),
         DeviceId::ENTITY_TYPE,
         &device_id,
         &scope,
@@ -233,13 +233,13 @@ async fn delete_legacy(
 
 async fn delete_v1(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path((entity_type, entity_id, scope)): Path<(String, String, String)>,
     params: Params,
 ) -> Result<StatusCode, ApiError> {
     remove(
         &state,
-        caller.tenant,
+        caller.scope(),
         &entity_type,
         &entity_id,
         &scope,
@@ -250,7 +250,7 @@ async fn delete_v1(
 
 async fn remove(
     state: &AppStateRef,
-    tenant: TenantId,
+    reach: Scope,
     entity_type: &str,
     entity_id: &str,
     scope: &str,
@@ -258,7 +258,7 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let scope = parse_scope(scope)?;
     let raw_keys = params.required("keys")?;
-    let device = resolve_entity(state, tenant, entity_type, entity_id).await?;
+    let device = resolve_entity(state, reach, entity_type, entity_id).await?;
     let keys = requested_keys(params)?;
     if keys.is_empty() {
         return Err(ApiError::text_bad_request(format!(

@@ -258,6 +258,76 @@ impl FromRequestParts<Arc<AppState>> for TenantAdmin {
     }
 }
 
+/// The system administrator.
+#[derive(Clone, Debug)]
+pub struct SysAdmin {
+    pub user: AuthUser,
+}
+
+impl FromRequestParts<Arc<AppState>> for SysAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        match user.authority {
+            Authority::SysAdmin => Ok(Self { user }),
+            _ => Err(ApiError::PermissionDenied),
+        }
+    }
+}
+
+/// A tenant administrator or a customer user: who may act on devices. `customer` is Some for a
+/// customer user, who reaches only the devices of its customer.
+#[derive(Clone, Debug)]
+pub struct TenantUser {
+    pub user: AuthUser,
+    pub tenant: TenantId,
+    pub customer: Option<CustomerId>,
+}
+
+/// Which devices a request reaches: those of `tenant`, and of `customer` when it is Some.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scope {
+    pub tenant: TenantId,
+    pub customer: Option<CustomerId>,
+}
+
+impl TenantUser {
+    pub fn scope(&self) -> Scope {
+        Scope {
+            tenant: self.tenant,
+            customer: self.customer,
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for TenantUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        match (user.authority, user.tenant_id, user.customer_id) {
+            (Authority::TenantAdmin, Some(tenant), _) => Ok(Self {
+                user,
+                tenant,
+                customer: None,
+            }),
+            (Authority::CustomerUser, Some(tenant), Some(customer)) => Ok(Self {
+                user,
+                tenant,
+                customer: Some(customer),
+            }),
+            _ => Err(ApiError::PermissionDenied),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

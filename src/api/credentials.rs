@@ -7,8 +7,8 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::State as AppStateRef;
-use super::auth::TenantAdmin;
-use super::devices::{id_field, load_device, validate_token};
+use super::auth::{TenantAdmin, TenantUser};
+use super::devices::{device_for, id_field, load_device, validate_token};
 use super::error::{ApiError, JsonBody};
 use crate::bus::Event;
 use crate::domain::DeviceCredentials;
@@ -37,10 +37,10 @@ pub fn credentials_json(c: &DeviceCredentials) -> Value {
 
 async fn get_credentials(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let device = load_device(&state, caller.tenant, &id).await?;
+    let device = device_for(&state, caller.tenant, caller.customer, &id).await?;
     let credentials = state
         .services
         .store

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::State as AppStateRef;
-use super::auth::TenantAdmin;
+use super::auth::{TenantAdmin, TenantUser};
 use super::error::{ApiError, ITEM_NOT_FOUND_MSG, JsonBody, Params, parse_uuid};
 use super::paging::{page_json, page_query};
 use crate::domain::ids::NULL_UUID;
@@ -52,10 +52,10 @@ pub fn device_json(d: &Device) -> Value {
 }
 
 /// DeviceInfo: the Device plus customer and profile details and whether it is active.
-pub fn device_info_json(d: &Device, active: bool) -> Value {
+pub fn device_info_json(d: &Device, customer_title: Option<&str>, active: bool) -> Value {
     let mut v = device_json(d);
     if let Some(obj) = v.as_object_mut() {
-        obj.insert("customerTitle".to_owned(), Value::Null);
+        obj.insert("customerTitle".to_owned(), customer_title.into());
         obj.insert("customerIsPublic".to_owned(), Value::Bool(false));
         obj.insert(
             "deviceProfileName".to_owned(),
@@ -70,39 +70,56 @@ fn device_not_found(id: Uuid) -> ApiError {
     ApiError::NotFound(format!("Device with id [{id}] is not found"))
 }
 
-/// The caller's device by path id: 400 for a malformed id, 404 when absent or another tenant's.
+/// The caller's device by path id: 400 for a malformed id, 404 when absent, 403 when another
+/// tenant's or, for a customer user (`customer` Some), not its customer's (ThingsBoard's
+/// `checkDeviceId`).
+pub async fn device_for(
+    state: &AppStateRef,
+    tenant: TenantId,
+    customer: Option<CustomerId>,
+    id: &str,
+) -> Result<Device, ApiError> {
+    let id = parse_uuid(id)?;
+    let device = state
+        .services
+        .store
+        .find_device(DeviceId(id))
+        .await?
+        .ok_or_else(|| device_not_found(id))?;
+    if device.tenant_id != tenant || customer.is_some_and(|c| device.customer_id != Some(c)) {
+        return Err(ApiError::PermissionDenied);
+    }
+    Ok(device)
+}
+
+/// A tenant administrator's device by path id (see `device_for`).
 pub async fn load_device(
     state: &AppStateRef,
     tenant: TenantId,
     id: &str,
 ) -> Result<Device, ApiError> {
-    let id = parse_uuid(id)?;
-    state
-        .services
-        .store
-        .get_device(tenant, DeviceId(id))
-        .await?
-        .ok_or_else(|| device_not_found(id))
+    device_for(state, tenant, None, id).await
 }
 
 async fn get_device(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(device_json(
-        &load_device(&state, caller.tenant, &id).await?,
+        &device_for(&state, caller.tenant, caller.customer, &id).await?,
     )))
 }
 
 async fn get_device_info(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let device = load_device(&state, caller.tenant, &id).await?;
+    let device = device_for(&state, caller.tenant, caller.customer, &id).await?;
     let active = state.services.device_state.is_active(device.id).await;
-    Ok(Json(device_info_json(&device, active)))
+    let title = customer_title(&state, device.customer_id).await?;
+    Ok(Json(device_info_json(&device, title.as_deref(), active)))
 }
 
 async fn delete_device(
@@ -110,22 +127,23 @@ async fn delete_device(
     caller: TenantAdmin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_uuid(&id)?;
+    let device = load_device(&state, caller.tenant, &id).await?;
     if !state
         .services
         .store
-        .delete_device(caller.tenant, DeviceId(id))
+        .delete_device(caller.tenant, device.id)
         .await?
     {
-        return Err(device_not_found(id));
+        return Err(device_not_found(device.id.0));
     }
-    super::credentials::close_sessions(&state, DeviceId(id)).await;
+    super::credentials::close_sessions(&state, device.id).await;
     Ok(StatusCode::OK)
 }
 
+/// The caller's devices among the ids; others (another tenant's or customer's) are left out.
 async fn devices_by_ids(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let ids: Vec<&str> = params
@@ -142,7 +160,9 @@ async fn devices_by_ids(
     let mut out = Vec::new();
     for id in ids {
         let id = DeviceId(parse_uuid(id)?);
-        if let Some(d) = state.services.store.get_device(caller.tenant, id).await? {
+        if let Some(d) = state.services.store.get_device(caller.tenant, id).await?
+            && caller.customer.is_none_or(|c| d.customer_id == Some(c))
+        {
             out.push(device_json(&d));
         }
     }
@@ -175,14 +195,48 @@ async fn tenant_device_infos(
         .store
         .page_devices(caller.tenant, profile, &query)
         .await?;
+    info_page(&state, &page, &query).await
+}
+
+/// The title of a device's customer (None when unassigned).
+async fn customer_title(
+    state: &AppStateRef,
+    customer: Option<CustomerId>,
+) -> Result<Option<String>, ApiError> {
+    let Some(id) = customer else {
+        return Ok(None);
+    };
+    Ok(state
+        .services
+        .store
+        .get_customer(id)
+        .await?
+        .map(|c| c.title))
+}
+
+/// A page of DeviceInfo: each device with its customer's title and whether it is active.
+pub async fn info_page(
+    state: &AppStateRef,
+    page: &crate::domain::Page<Device>,
+    query: &crate::domain::PageQuery,
+) -> Result<Json<Value>, ApiError> {
     let mut active = std::collections::HashSet::new();
+    let mut titles = std::collections::HashMap::new();
     for d in &page.data {
         if state.services.device_state.is_active(d.id).await {
             active.insert(d.id);
         }
+        if let Some(c) = d.customer_id
+            && !titles.contains_key(&c)
+        {
+            titles.insert(c, customer_title(state, Some(c)).await?);
+        }
     }
-    Ok(Json(page_json(&page, &query, |d| {
-        device_info_json(d, active.contains(&d.id))
+    Ok(Json(page_json(page, query, |d| {
+        let title = d
+            .customer_id
+            .and_then(|c| titles.get(&c).cloned().flatten());
+        device_info_json(d, title.as_deref(), active.contains(&d.id))
     })))
 }
 
@@ -251,7 +305,7 @@ pub fn id_field(obj: &Map<String, Value>, name: &str) -> Result<Option<Uuid>, Ap
     }
 }
 
-fn string_field(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, ApiError> {
+pub fn string_field(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, ApiError> {
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -299,17 +353,21 @@ pub fn validate_token(token: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `POST /api/device`: create without `id`, update with it.
+/// `POST /api/device`: create without `id`, update with it. A customer user may update its
+/// customer's devices but create none (ThingsBoard's customer permissions).
 async fn save_device(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     params: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let input = parse_device_input(&body)?;
-    let device = match input.id {
-        Some(id) => update_device(&state, caller.tenant, id, input).await?,
-        None => create_device(&state, caller.tenant, params.get("accessToken"), input).await?,
+    let device = match (input.id, caller.customer) {
+        (Some(id), customer) => update_device(&state, caller.tenant, customer, id, input).await?,
+        (None, None) => {
+            create_device(&state, caller.tenant, params.get("accessToken"), input).await?
+        }
+        (None, Some(_)) => return Err(ApiError::PermissionDenied),
     };
     Ok(Json(device_json(&device)))
 }
@@ -363,15 +421,11 @@ async fn create_device(
 async fn update_device(
     state: &AppStateRef,
     tenant: TenantId,
+    customer: Option<CustomerId>,
     id: Uuid,
     input: DeviceInput,
 ) -> Result<Device, ApiError> {
-    let mut device = state
-        .services
-        .store
-        .get_device(tenant, DeviceId(id))
-        .await?
-        .ok_or_else(|| device_not_found(id))?;
+    let mut device = device_for(state, tenant, customer, &id.to_string()).await?;
     if input.version.is_some_and(|v| v != device.version) {
         return Err(ApiError::VersionConflict(format!(
             "Device with id [{id}] was already changed by someone else"

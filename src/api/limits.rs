@@ -12,6 +12,19 @@ pub const MAX_HISTORY_POINTS: u32 = 100_000;
 /// Ids one `deviceIds` list may hold.
 pub const MAX_DEVICE_IDS: usize = 1000;
 
+/// Longest title (tenants, customers) or e-mail, as ThingsBoard's length validation.
+pub const MAX_NAME_CHARS: usize = 255;
+
+/// 400 when `value` (the `what` of the entity) is longer than `MAX_NAME_CHARS`.
+pub fn check_length(what: &str, value: &str) -> Result<(), super::error::ApiError> {
+    if value.chars().count() > MAX_NAME_CHARS {
+        return Err(super::error::ApiError::BadRequest(format!(
+            "{what} length must be equal or less than {MAX_NAME_CHARS}"
+        )));
+    }
+    Ok(())
+}
+
 /// The per-key `limit` of a history request for `keys` keys.
 pub fn history_limit(requested: u32, keys: usize) -> u32 {
     let keys = u32::try_from(keys.max(1)).unwrap_or(u32::MAX);

@@ -1,10 +1,14 @@
 //! The ThingsBoard-compatible REST API (axum): one router per resource, ThingsBoard error JSON, JWT auth.
 //! Uses domain, services and storage reads; never speaks MQTT.
 
+mod activation;
 mod attributes;
 pub mod auth;
 mod auth_routes;
 mod credentials;
+mod customer_devices;
+mod customers;
+mod device_claim;
 mod devices;
 pub mod error;
 mod health;
@@ -18,6 +22,7 @@ mod rpc;
 mod rpc_persistent;
 pub mod serve;
 mod telemetry;
+mod tenants;
 mod users;
 
 use std::sync::Arc;
@@ -39,6 +44,11 @@ pub fn router(state: State) -> Router {
         .route("/", get(index))
         .merge(auth_routes::routes())
         .merge(users::routes())
+        .merge(activation::routes())
+        .merge(tenants::routes())
+        .merge(customers::routes())
+        .merge(customer_devices::routes())
+        .merge(device_claim::routes())
         .merge(devices::routes())
         .merge(credentials::routes())
         .merge(profiles::routes())

@@ -6,7 +6,17 @@ use super::error::{ApiError, Params};
 use crate::domain::{Page, PageQuery, SortOrder};
 
 /// Sort properties the storage layer understands.
-const SORT_PROPERTIES: [&str; 4] = ["createdTime", "name", "label", "type"];
+const SORT_PROPERTIES: [&str; 9] = [
+    "createdTime",
+    "name",
+    "label",
+    "type",
+    "deviceProfileName",
+    "title",
+    "email",
+    "firstName",
+    "lastName",
+];
 
 /// Reads `pageSize`, `page`, `textSearch`, `sortProperty`, `sortOrder` with ThingsBoard's validation;
 /// `pageSize` is capped at `MAX_PAGE_SIZE`.

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::State as AppStateRef;
-use super::auth::TenantAdmin;
+use super::auth::{TenantAdmin, TenantUser};
 use super::error::{ApiError, JsonBody, Params, parse_uuid};
 use super::paging::{page_json, page_query};
 use crate::domain::DeviceProfile;
@@ -159,7 +159,7 @@ async fn get_profile(
 
 async fn profile_info(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(profile_info_json(
@@ -169,7 +169,7 @@ async fn profile_info(
 
 async fn default_profile_info(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
 ) -> Result<Json<Value>, ApiError> {
     let profile = state
         .services
@@ -196,7 +196,7 @@ async fn page_profiles(
 
 async fn page_profile_infos(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let query = page_query(&params)?;

@@ -13,8 +13,8 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::State as AppStateRef;
-use super::auth::TenantAdmin;
-use super::devices::load_device;
+use super::auth::TenantUser;
+use super::devices::device_for;
 use super::error::{ApiError, JsonBody, code, error_json, parse_uuid};
 use crate::bus::{RpcReply, RpcRequest};
 use crate::domain::{Device, Rpc, RpcStatus};
@@ -36,7 +36,7 @@ enum Version {
 
 async fn call_v1(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path((kind, device)): Path<(String, String)>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -45,7 +45,7 @@ async fn call_v1(
 
 async fn call_v2(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path((kind, device)): Path<(String, String)>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -194,7 +194,7 @@ fn int_field(obj: &Map<String, Value>, name: &str) -> Result<Option<i64>, ApiErr
 
 async fn call(
     state: &AppStateRef,
-    caller: TenantAdmin,
+    caller: TenantUser,
     version: Version,
     kind: &str,
     device: &str,
@@ -209,7 +209,7 @@ async fn call(
             ));
         }
     };
-    let device = load_device(state, caller.tenant, device).await?;
+    let device = device_for(state, caller.tenant, caller.customer, device).await?;
     let call = Call::parse(&body, oneway, &state.config.rpc)?;
     let msg = call.msg(&device, &state.config.node_id);
     if call.persistent {

@@ -7,8 +7,8 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::State as AppStateRef;
-use super::auth::TenantAdmin;
-use super::devices::load_device;
+use super::auth::{TenantAdmin, TenantUser};
+use super::devices::device_for;
 use super::error::{ApiError, Params, parse_uuid};
 use super::paging::{page_json, page_query};
 use crate::domain::{DeviceId, TenantId};
@@ -61,17 +61,22 @@ pub fn rpc_json(rpc: &Rpc) -> Value {
 
 async fn load_rpc(state: &AppStateRef, tenant: TenantId, id: &str) -> Result<Rpc, ApiError> {
     let id = parse_uuid(id)?;
-    state
+    let rpc = state
         .services
         .store
-        .get_rpc(Some(tenant), id)
+        .get_rpc(None, id)
         .await?
-        .ok_or_else(|| rpc_not_found(id))
+        .ok_or_else(|| rpc_not_found(id))?;
+    // Another tenant's RPC exists, but not for this caller (ThingsBoard's `checkRpcId`).
+    if rpc.tenant_id != tenant {
+        return Err(ApiError::PermissionDenied);
+    }
+    Ok(rpc)
 }
 
 async fn get_rpc(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(rpc_json(&load_rpc(&state, caller.tenant, &id).await?)))
@@ -82,7 +87,7 @@ async fn delete_rpc(
     caller: TenantAdmin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_uuid(&id)?;
+    let id = load_rpc(&state, caller.tenant, &id).await?.id;
     if !state.services.store.delete_rpc(caller.tenant, id).await? {
         return Err(rpc_not_found(id));
     }
@@ -91,7 +96,7 @@ async fn delete_rpc(
 
 async fn device_rpcs(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path(device): Path<String>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
@@ -122,7 +127,9 @@ async fn device_rpcs(
     );
     let mut query = page_query(&rest)?;
     query.sort_property = sort;
-    let device: DeviceId = load_device(&state, caller.tenant, &device).await?.id;
+    let device: DeviceId = device_for(&state, caller.tenant, caller.customer, &device)
+        .await?
+        .id;
     let page = state
         .services
         .store

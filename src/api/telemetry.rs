@@ -9,11 +9,11 @@ use axum::{Json, Router};
 use serde_json::{Map, Value};
 
 use super::State as AppStateRef;
-use super::auth::TenantAdmin;
+use super::auth::{Scope, TenantUser};
 use super::error::{ApiError, Params, RawBody, parse_uuid};
 use crate::domain::payload;
 use crate::domain::{Aggregation, Device, HistoryQuery, SortOrder};
-use crate::domain::{DeviceId, TenantId, TsKv, now_ms};
+use crate::domain::{DeviceId, TsKv, now_ms};
 
 pub const PREFIX: &str = "/api/plugins/telemetry";
 /// ThingsBoard's `database.ts_max_intervals`.
@@ -34,7 +34,7 @@ pub fn routes() -> Router<AppStateRef> {
 /// The telemetry owner named by `{entityType}/{entityId}`. Only devices are supported so far.
 pub async fn resolve_entity(
     state: &AppStateRef,
-    tenant: TenantId,
+    scope: Scope,
     entity_type: &str,
     entity_id: &str,
 ) -> Result<Device, ApiError> {
@@ -44,17 +44,29 @@ pub async fn resolve_entity(
         )));
     }
     let id = parse_uuid(entity_id)?;
-    state
+    let device = state
         .services
         .store
-        .get_device(tenant, DeviceId(id))
+        .find_device(DeviceId(id))
         .await?
         .ok_or_else(|| {
             ApiError::Text(
                 StatusCode::NOT_FOUND,
                 "Device with requested id wasn't found!".to_owned(),
             )
-        })
+        })?;
+    // ThingsBoard's access validator: another tenant's, or another customer's, is forbidden.
+    let denied = |text: &str| Err(ApiError::Text(StatusCode::FORBIDDEN, text.to_owned()));
+    if device.tenant_id != scope.tenant {
+        return denied("Device doesn't belong to the current Tenant!");
+    }
+    if scope
+        .customer
+        .is_some_and(|c| device.customer_id != Some(c))
+    {
+        return denied("Device doesn't belong to the current Customer!");
+    }
+    Ok(device)
 }
 
 /// Requested keys: repeated `key` wins (keys may contain commas), else the comma list `keys`;
@@ -91,34 +103,34 @@ pub fn parse_body(bytes: &[u8], invalid: &str) -> Result<Value, ApiError> {
 
 async fn save_timeseries(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path((entity_type, entity_id, _scope)): Path<(String, String, String)>,
     RawBody(body): RawBody,
 ) -> Result<StatusCode, ApiError> {
-    store_timeseries(&state, caller.tenant, &entity_type, &entity_id, &body).await
+    store_timeseries(&state, caller.scope(), &entity_type, &entity_id, &body).await
 }
 
 /// The TTL is accepted and ignored: points are kept until deleted.
 async fn save_timeseries_ttl(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path((entity_type, entity_id, _scope, ttl)): Path<(String, String, String, String)>,
     RawBody(body): RawBody,
 ) -> Result<StatusCode, ApiError> {
     ttl.trim()
         .parse::<i64>()
         .map_err(|_| ApiError::BadRequest(format!("Invalid ttl: {ttl}")))?;
-    store_timeseries(&state, caller.tenant, &entity_type, &entity_id, &body).await
+    store_timeseries(&state, caller.scope(), &entity_type, &entity_id, &body).await
 }
 
 async fn store_timeseries(
     state: &AppStateRef,
-    tenant: TenantId,
+    scope: Scope,
     entity_type: &str,
     entity_id: &str,
     body: &[u8],
 ) -> Result<StatusCode, ApiError> {
-    let device = resolve_entity(state, tenant, entity_type, entity_id).await?;
+    let device = resolve_entity(state, scope, entity_type, entity_id).await?;
     let value = parse_body(body, "Unable to parse time series payload: invalid JSON")?;
     let groups = payload::telemetry(&value, state.services.typing).map_err(|e| {
         if e.is_limit() {
@@ -167,11 +179,11 @@ fn point_json(ts: i64, value: Option<&crate::domain::KvValue>, strict: bool) -> 
 /// The legacy route: history when both `startTs` and `endTs` are given, else latest values.
 async fn latest_or_history(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path((entity_type, entity_id)): Path<(String, String)>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let device = resolve_entity(&state, caller.tenant, &entity_type, &entity_id).await?;
+    let device = resolve_entity(&state, caller.scope(), &entity_type, &entity_id).await?;
     if params.get("startTs").is_some() && params.get("endTs").is_some() {
         return history_of(&state, &device, &params).await;
     }
@@ -202,11 +214,11 @@ async fn latest_or_history(
 
 async fn history(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path((entity_type, entity_id)): Path<(String, String)>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let device = resolve_entity(&state, caller.tenant, &entity_type, &entity_id).await?;
+    let device = resolve_entity(&state, caller.scope(), &entity_type, &entity_id).await?;
     history_of(&state, &device, &params).await
 }
 
@@ -318,10 +330,10 @@ async fn history_of(
 
 async fn timeseries_keys(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path((entity_type, entity_id)): Path<(String, String)>,
 ) -> Result<Json<Vec<String>>, ApiError> {
-    let device = resolve_entity(&state, caller.tenant, &entity_type, &entity_id).await?;
+    let device = resolve_entity(&state, caller.scope(), &entity_type, &entity_id).await?;
     Ok(Json(
         state.services.store.timeseries_keys(device.id.0).await?,
     ))
@@ -329,11 +341,11 @@ async fn timeseries_keys(
 
 async fn delete_timeseries(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path((entity_type, entity_id)): Path<(String, String)>,
     params: Params,
 ) -> Result<StatusCode, ApiError> {
-    let device = resolve_entity(&state, caller.tenant, &entity_type, &entity_id).await?;
+    let device = resolve_entity(&state, caller.scope(), &entity_type, &entity_id).await?;
     let keys = requested_keys(&params)?;
     if keys.is_empty() {
         return Err(ApiError::text_bad_request(format!(

@@ -27,6 +27,19 @@ pub struct AuthConfig {
     /// Shortest new password `POST /api/auth/changePassword` accepts (ThingsBoard's default
     /// password policy: 6).
     pub min_password_length: usize,
+    /// How long an activation link of a new user stays valid (s); reading the link when less
+    /// than 15 minutes are left issues a new one (ThingsBoard's `userActivationTokenTtl`).
+    pub activation_ttl_secs: u64,
+    /// Whether administrators may take a token pair of another user with
+    /// `GET /api/user/{id}/token` (ThingsBoard's `security.user_token_access_enabled`).
+    pub user_token_access: bool,
+    /// The claim window a device opens when its claim message names no duration (ms;
+    /// ThingsBoard's `security.claim.duration`).
+    pub claim_duration_ms: u64,
+    /// Whether any device without a customer may open a claim window; when false only devices
+    /// with the server attribute `claimingAllowed = true` may (ThingsBoard's
+    /// `security.claim.allowClaimingByDefault`).
+    pub claim_allowed_by_default: bool,
 }
 
 impl Default for AuthConfig {
@@ -39,6 +52,10 @@ impl Default for AuthConfig {
             address_max_tracked: 10_000,
             max_sessions_per_user: 100,
             min_password_length: 6,
+            activation_ttl_secs: 86_400,
+            user_token_access: true,
+            claim_duration_ms: 86_400_000,
+            claim_allowed_by_default: true,
         }
     }
 }
@@ -98,6 +115,16 @@ impl AuthConfig {
             "auth.min_password_length",
             self.min_password_length,
             1..=128,
+        )?;
+        in_range(
+            "auth.activation_ttl_secs",
+            self.activation_ttl_secs,
+            60..=365 * 86_400,
+        )?;
+        in_range(
+            "auth.claim_duration_ms",
+            self.claim_duration_ms,
+            1..=365 * 86_400_000,
         )?;
         Ok(())
     }

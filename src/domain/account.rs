@@ -1,4 +1,4 @@
-//! Accounts: tenants, users and their authorities, and the login sessions of users.
+//! Accounts: tenants, customers, users and their authorities, and the login sessions of users.
 
 use super::{CustomerId, TenantId, UserId};
 
@@ -7,6 +7,34 @@ pub struct Tenant {
     pub id: TenantId,
     pub title: String,
     pub created_time: i64,
+}
+
+/// A customer of a tenant: it owns the devices assigned to it and its users see only those.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Customer {
+    pub id: CustomerId,
+    pub tenant_id: TenantId,
+    /// Unique within the tenant.
+    pub title: String,
+    pub created_time: i64,
+}
+
+/// A pending activation: the token of the link that lets a new user set its first password.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Activation {
+    pub user_id: UserId,
+    pub token: String,
+    /// ms since the epoch.
+    pub expires_at: i64,
+}
+
+/// A device's open claim window (ThingsBoard's claim data): a customer user who knows the
+/// secret may take the device until `expiration_time`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimData {
+    pub secret_key: String,
+    /// ms since the epoch.
+    pub expiration_time: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,7 +17,7 @@ pub mod rpc;
 pub mod telemetry;
 pub mod x509;
 
-pub use account::{AuthSession, Authority, Tenant, User};
+pub use account::{Activation, AuthSession, Authority, ClaimData, Customer, Tenant, User};
 pub use device::{Device, DeviceCredentials, DeviceProfile};
 pub use error::StorageError;
 pub use ids::{CustomerId, DeviceId, DeviceProfileId, EntityId, TenantId, UserId};

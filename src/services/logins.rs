@@ -291,6 +291,71 @@ impl Logins {
         })
     }
 
+    /// A new session of `user` without a password check: an administrator taking the user's
+    /// tokens (`GET /api/user/{id}/token`).
+    pub async fn open_for(&self, user: User) -> Result<Grant, AuthError> {
+        if !user.enabled {
+            return Err(AuthError::Disabled);
+        }
+        let grant = Self::open(user);
+        self.store
+            .create_session(&grant.session, self.config.max_sessions_per_user, now_ms())
+            .await?;
+        Ok(grant)
+    }
+
+    /// Uses an activation token: checks it and the password policy, sets the password, enables
+    /// the user and opens its first session.
+    pub async fn activate(&self, token: &str, password: &str) -> Result<Grant, AuthError> {
+        let unknown = || {
+            AuthError::Invalid(format!(
+                "Unable to find user credentials by activateToken [{token}]"
+            ))
+        };
+        let activation = self
+            .store
+            .find_activation(token)
+            .await?
+            .ok_or_else(unknown)?;
+        if activation.expires_at <= now_ms() {
+            return Err(AuthError::Invalid("Activation token expired".to_owned()));
+        }
+        self.check_policy(password)?;
+        let user = self
+            .store
+            .get_user(activation.user_id)
+            .await?
+            .ok_or_else(unknown)?;
+        let hash = hash_password(password.to_owned()).await?;
+        let grant = Self::open(User {
+            password_hash: hash.clone(),
+            enabled: true,
+            ..user
+        });
+        if !self
+            .store
+            .activate_user(grant.user.id, token, &hash, &grant.session)
+            .await?
+        {
+            return Err(AuthError::Invalid(
+                "User credentials already activated".to_owned(),
+            ));
+        }
+        tracing::info!(user = ?grant.user.email, "user activated");
+        Ok(grant)
+    }
+
+    /// ThingsBoard's default password policy: at least `auth.min_password_length` characters.
+    fn check_policy(&self, password: &str) -> Result<(), AuthError> {
+        let min = self.config.min_password_length;
+        if password.chars().count() < min {
+            return Err(AuthError::Invalid(format!(
+                "Password must be {min} or more characters in length."
+            )));
+        }
+        Ok(())
+    }
+
     /// Ends a session: its access and refresh tokens are refused from now on.
     pub async fn logout(&self, session: Uuid) -> Result<(), StorageError> {
         self.store.delete_session(session).await.map(drop)
@@ -323,12 +388,7 @@ impl Logins {
                 "Current password doesn't match!".to_owned(),
             ));
         }
-        let min = self.config.min_password_length;
-        if new.chars().count() < min {
-            return Err(AuthError::Invalid(format!(
-                "Password must be {min} or more characters in length."
-            )));
-        }
+        self.check_policy(new)?;
         if verify_password(user.password_hash.clone(), new.to_owned()).await {
             return Err(AuthError::Invalid(
                 "New password should be different from existing!".to_owned(),

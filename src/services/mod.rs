@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod auth_cache;
+pub mod claiming;
 pub mod device_auth;
 pub mod device_state;
 pub mod key_quota;

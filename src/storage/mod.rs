@@ -14,11 +14,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::domain::{AttributeScope, DeviceId, DeviceProfileId, TenantId, TsKv, UserId};
+use crate::domain::{
+    AttributeScope, CustomerId, DeviceId, DeviceProfileId, TenantId, TsKv, UserId,
+};
 // The entities the stores read and write are domain types; re-exported for the stores' callers.
 pub use crate::domain::{
-    Aggregation, AttributeKv, AuthSession, Authority, Device, DeviceCredentials, DeviceProfile,
-    HistoryQuery, Page, PageQuery, Rpc, RpcStatus, SortOrder, StorageError, Tenant, User,
+    Activation, Aggregation, AttributeKv, AuthSession, Authority, ClaimData, Customer, Device,
+    DeviceCredentials, DeviceProfile, HistoryQuery, Page, PageQuery, Rpc, RpcStatus, SortOrder,
+    StorageError, Tenant, User,
 };
 
 pub use batch::{BatchConfig, Writer};
@@ -59,6 +62,79 @@ pub enum WriteOp {
 pub trait TenantStore: Send + Sync {
     async fn create_tenant(&self, tenant: &Tenant) -> Result<()>;
     async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>>;
+    /// Changes the title; false when absent.
+    async fn update_tenant(&self, tenant: &Tenant) -> Result<bool>;
+    /// All tenants; `text_search` matches the title. Sort properties: `createdTime`, `title`.
+    async fn page_tenants(&self, query: &PageQuery) -> Result<Page<Tenant>>;
+    /// Deletes the tenant and everything it owns (customers, users and their sessions, profiles,
+    /// devices with their credentials, attributes, time series and RPCs), in one transaction.
+    /// Returns the ids of the deleted devices, or None when the tenant is absent.
+    async fn delete_tenant(&self, id: TenantId) -> Result<Option<Vec<DeviceId>>>;
+}
+
+#[async_trait]
+pub trait CustomerStore: Send + Sync {
+    /// `Conflict("Customer with such title already exists!")` for a title taken in the tenant.
+    async fn create_customer(&self, customer: &Customer) -> Result<()>;
+    /// Changes the title (same conflict); false when absent or another tenant's.
+    async fn update_customer(&self, customer: &Customer) -> Result<bool>;
+    /// Any tenant's customer: the caller decides whether it may see it.
+    async fn get_customer(&self, id: CustomerId) -> Result<Option<Customer>>;
+    async fn find_customer_by_title(
+        &self,
+        tenant: TenantId,
+        title: &str,
+    ) -> Result<Option<Customer>>;
+    /// Customers of a tenant; `text_search` matches the title. Sort: `createdTime`, `title`.
+    async fn page_customers(&self, tenant: TenantId, query: &PageQuery) -> Result<Page<Customer>>;
+    /// Deletes the customer and its users; its devices stay with the tenant, unassigned. False
+    /// when absent or another tenant's.
+    async fn delete_customer(&self, tenant: TenantId, id: CustomerId) -> Result<bool>;
+}
+
+/// Which users a page lists: those of a tenant, optionally of one customer and one authority.
+#[derive(Clone, Copy, Debug)]
+pub struct UserFilter {
+    pub tenant: TenantId,
+    pub customer: Option<CustomerId>,
+    pub authority: Option<Authority>,
+}
+
+/// Activation links of users created without a password.
+#[async_trait]
+pub trait ActivationStore: Send + Sync {
+    /// Creates the user (disabled, without password) and its activation in one transaction;
+    /// `Conflict` when the e-mail is taken.
+    async fn create_user_with_activation(&self, user: &User, activation: &Activation)
+    -> Result<()>;
+    /// The user's pending activation.
+    async fn get_activation(&self, user: UserId) -> Result<Option<Activation>>;
+    /// Replaces the user's activation token (a renewed link).
+    async fn put_activation(&self, activation: &Activation) -> Result<()>;
+    async fn find_activation(&self, token: &str) -> Result<Option<Activation>>;
+    /// Uses the activation `token` of `user`: sets the password hash, enables the user and
+    /// replaces its sessions by `session`, in one transaction. False when the token is no longer
+    /// the user's (used meanwhile).
+    async fn activate_user(
+        &self,
+        user: UserId,
+        token: &str,
+        hash: &str,
+        session: &AuthSession,
+    ) -> Result<bool>;
+}
+
+/// Claim windows of devices (see `ClaimData`).
+#[async_trait]
+pub trait ClaimStore: Send + Sync {
+    /// Opens or replaces the device's claim window.
+    async fn put_claim(&self, device: DeviceId, claim: &ClaimData) -> Result<()>;
+    async fn get_claim(&self, device: DeviceId) -> Result<Option<ClaimData>>;
+    /// Assigns the device to `customer` when it has no customer, and closes its claim window, in
+    /// one transaction. False (nothing changed) when the device already has a customer or is gone.
+    async fn claim_device(&self, device: DeviceId, customer: CustomerId) -> Result<bool>;
+    /// Closes the claim window; false when none was open.
+    async fn delete_claim(&self, device: DeviceId) -> Result<bool>;
 }
 
 #[async_trait]
@@ -76,6 +152,11 @@ pub trait UserStore: Send + Sync {
     async fn count_tenant_admins(&self, tenant: TenantId) -> Result<i64>;
     /// Deletes the user with its sessions; false when absent.
     async fn delete_user(&self, id: UserId) -> Result<bool>;
+    /// Changes e-mail, first and last name (`Conflict` when the e-mail is taken); false when absent.
+    async fn update_user_profile(&self, user: &User) -> Result<bool>;
+    /// `text_search` matches the e-mail, first or last name. Sort: `createdTime`, `email`,
+    /// `firstName`, `lastName`.
+    async fn page_users(&self, filter: &UserFilter, query: &PageQuery) -> Result<Page<User>>;
     /// Counts a failed login. Past `max` consecutive failures the count starts again and the
     /// user is locked until `lock_until`. Returns the user's `locked_until` afterwards (None when
     /// the user is absent).
@@ -167,6 +248,8 @@ pub trait DeviceStore: Send + Sync {
     /// Updates name, label, profile, customer and additional info; bumps `version`. `NotFound` if absent.
     async fn update_device(&self, device: &Device) -> Result<Device>;
     async fn get_device(&self, tenant: TenantId, id: DeviceId) -> Result<Option<Device>>;
+    /// Any tenant's device: the caller decides whether it may see it (403 versus 404).
+    async fn find_device(&self, id: DeviceId) -> Result<Option<Device>>;
     async fn find_device_by_name(&self, tenant: TenantId, name: &str) -> Result<Option<Device>>;
     /// Deletes the device with its credentials, attributes and time series; false when absent.
     async fn delete_device(&self, tenant: TenantId, id: DeviceId) -> Result<bool>;
@@ -174,6 +257,14 @@ pub trait DeviceStore: Send + Sync {
     async fn page_devices(
         &self,
         tenant: TenantId,
+        profile_name: Option<&str>,
+        query: &PageQuery,
+    ) -> Result<Page<Device>>;
+    /// Devices of a tenant assigned to `customer`, optionally of one profile name.
+    async fn page_customer_devices(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
         profile_name: Option<&str>,
         query: &PageQuery,
     ) -> Result<Page<Device>>;
@@ -300,7 +391,10 @@ pub trait SettingsStore: Send + Sync {
 #[async_trait]
 pub trait Store:
     TenantStore
+    + CustomerStore
     + UserStore
+    + ActivationStore
+    + ClaimStore
     + SessionStore
     + DeviceProfileStore
     + DeviceStore

@@ -1,4 +1,5 @@
-//! Devices, device profiles and credentials: JSON shapes, paging, errors, tenant isolation.
+//! Devices, device profiles and credentials: JSON shapes, paging, errors (isolation between
+//! tenants and customers is in `isolation`).
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -132,61 +133,6 @@ async fn device_errors_are_thingsboard_json(app: &TestApp) {
         .error(400, 31);
     api.get("/api/tenant/devices").await.error(400, 31);
     api.get("/api/no/such/route").await.error(404, 32);
-}
-
-async fn other_tenants_device_is_not_found(app: &TestApp) {
-    let api = Api::tenant(app).await;
-    // Another tenant's device is "not found", never "forbidden".
-    let state = &app.app.as_ref().expect("running").state;
-    let store = &state.services.store;
-    let other = ferroboard::storage::Tenant {
-        id: ferroboard::domain::TenantId::new(),
-        title: "Other".into(),
-        created_time: now_ms(),
-    };
-    store.create_tenant(&other).await.expect("tenant");
-    let profile = ferroboard::services::accounts::default_profile(other.id, now_ms());
-    store.create_profile(&profile).await.expect("profile");
-    let device = ferroboard::storage::Device {
-        id: ferroboard::domain::DeviceId::new(),
-        tenant_id: other.id,
-        customer_id: None,
-        created_time: now_ms(),
-        name: "foreign".into(),
-        label: None,
-        profile_id: profile.id,
-        profile_name: profile.name.clone(),
-        additional_info: json!({}),
-        version: 1,
-    };
-    let creds = ferroboard::storage::DeviceCredentials {
-        id: uuid::Uuid::new_v4(),
-        device_id: device.id,
-        created_time: now_ms(),
-        credentials_type: "ACCESS_TOKEN".into(),
-        credentials_id: "foreign-token".into(),
-        credentials_value: None,
-        version: 1,
-    };
-    store.create_device(&device, &creds).await.expect("device");
-    api.get(&format!("/api/device/{}", device.id))
-        .await
-        .error(404, 32);
-    api.get(&format!("/api/device/{}/credentials", device.id))
-        .await
-        .error(404, 32);
-    api.delete(&format!("/api/device/{}", device.id))
-        .await
-        .error(404, 32);
-    let listed = api
-        .get("/api/tenant/devices?pageSize=100&page=0")
-        .await
-        .ok();
-    assert_eq!(listed["totalElements"], 0);
-    let ts = api
-        .get(&format!("{TELEMETRY}/{}/keys/timeseries", device.id))
-        .await;
-    assert_eq!(ts.status, 404);
 }
 
 async fn device_paging(app: &TestApp) {
@@ -524,7 +470,6 @@ crate::both_backends!(
     device_update_and_delete,
     device_type_and_token,
     device_errors_are_thingsboard_json,
-    other_tenants_device_is_not_found,
     device_paging,
     device_profiles,
     credentials_update,

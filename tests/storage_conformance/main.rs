@@ -1,6 +1,6 @@
 //! Storage conformance: one suite of cases, run against SQLite (`sqlite::*`) and PostgreSQL
 //! (`postgres::*`), each on a fresh database. Cases live in `accounts`, `sessions`, `devices`,
-//! `profiles`, `attributes`, `telemetry`, `rpc` and `isolation` (the group-commit writer).
+//! `profiles`, `attributes`, `telemetry`, `rpc`, `tenancy` and `isolation` (the group-commit writer).
 
 mod accounts;
 mod attributes;
@@ -13,6 +13,7 @@ mod profiles;
 mod rpc;
 mod sessions;
 mod telemetry;
+mod tenancy;
 
 use ferroboard::config::StorageConfig;
 use ferroboard::domain::KvValue;
@@ -99,6 +100,10 @@ conformance!(
     sessions_rotate_and_end,
     sessions_are_bounded_per_user_and_expire,
     password_change_replaces_every_session,
+    tenants_page_update_and_delete_everything,
+    customers_titles_users_and_devices,
+    activations_are_used_once,
+    claims_assign_once,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -110,6 +115,7 @@ use profiles::*;
 use rpc::*;
 use sessions::*;
 use telemetry::*;
+use tenancy::*;
 
 /// Rough write throughput: `cargo test --release --test storage_conformance -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,7 @@ pub(crate) const PROVISION_KEY_TAKEN: &str =
     "Device profile with such provision device key already exists!";
 pub(crate) const PROFILE_IN_USE: &str =
     "The device profile referenced by the devices cannot be deleted!";
+pub(crate) const CUSTOMER_TITLE_TAKEN: &str = "Customer with such title already exists!";
 
 /// A migrator over embedded `(version, description, sql)` migrations.
 pub(crate) fn migrator(migrations: &[(i64, &str, &'static str)]) -> sqlx::migrate::Migrator {
@@ -275,6 +276,29 @@ pub(crate) fn device_order(property: Option<&str>, order: SortOrder) -> String {
         _ => None,
     };
     order_by(column, "d", order)
+}
+
+/// `ORDER BY` for a page of tenants (alias `t`).
+pub(crate) fn tenant_order(property: Option<&str>, order: SortOrder) -> String {
+    let column = matches!(property, Some("title" | "name")).then_some("t.title");
+    order_by(column, "t", order)
+}
+
+/// `ORDER BY` for a page of customers (alias `c`).
+pub(crate) fn customer_order(property: Option<&str>, order: SortOrder) -> String {
+    let column = matches!(property, Some("title" | "name")).then_some("c.title");
+    order_by(column, "c", order)
+}
+
+/// `ORDER BY` for a page of users (alias `u`).
+pub(crate) fn user_order(property: Option<&str>, order: SortOrder) -> String {
+    let column = match property {
+        Some("email" | "name") => Some("u.email"),
+        Some("firstName") => Some("u.first_name"),
+        Some("lastName") => Some("u.last_name"),
+        _ => None,
+    };
+    order_by(column, "u", order)
 }
 
 /// `ORDER BY` for a page of device profiles.

@@ -7,8 +7,9 @@
 macro_rules! row_decoders {
     ($row:ty, $json_text:path) => {
         use crate::domain::{
-            AuthSession, CustomerId, Device, DeviceCredentials, DeviceId, DeviceProfile,
-            DeviceProfileId, KvValue, Rpc, RpcStatus, Tenant, TenantId, User, UserId,
+            Activation, AuthSession, ClaimData, Customer, CustomerId, Device, DeviceCredentials,
+            DeviceId, DeviceProfile, DeviceProfileId, KvValue, Rpc, RpcStatus, Tenant, TenantId,
+            User, UserId,
         };
         use crate::storage::common::Bucket;
         use crate::storage::{Result, StorageError};
@@ -38,6 +39,30 @@ macro_rules! row_decoders {
                 id: TenantId(col(row, "id")?),
                 title: col(row, "title")?,
                 created_time: col(row, "created_time")?,
+            })
+        }
+
+        pub(super) fn customer_of(row: &$row) -> Result<Customer> {
+            Ok(Customer {
+                id: CustomerId(col(row, "id")?),
+                tenant_id: TenantId(col(row, "tenant_id")?),
+                title: col(row, "title")?,
+                created_time: col(row, "created_time")?,
+            })
+        }
+
+        pub(super) fn activation_of(row: &$row) -> Result<Activation> {
+            Ok(Activation {
+                user_id: UserId(col(row, "user_id")?),
+                token: col(row, "token")?,
+                expires_at: col(row, "expires_at")?,
+            })
+        }
+
+        pub(super) fn claim_of(row: &$row) -> Result<ClaimData> {
+            Ok(ClaimData {
+                secret_key: col(row, "secret_key")?,
+                expiration_time: col(row, "expiration_time")?,
             })
         }
 

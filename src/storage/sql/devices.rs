@@ -49,11 +49,13 @@ pub(crate) const DELETE_DEVICE_DATA: [&str; 4] = [
     "DELETE FROM ts_kv_latest WHERE entity_id = $1",
 ];
 
-/// Devices of a tenant (`$1`), optionally of one profile name (`$2`), optionally matching a text (`$3`).
+/// Devices of a tenant (`$1`), optionally of one profile name (`$2`), optionally matching a text
+/// (`$3`), optionally of one customer (`$4`).
 pub(crate) fn device_filter(find: &str) -> String {
     format!(
         " WHERE d.tenant_id = $1 AND ($2 IS NULL OR p.name = $2) AND ($3 IS NULL \
-         OR {find}(lower(d.name), lower($3)) > 0 OR {find}(lower(coalesce(d.label, '')), lower($3)) > 0)"
+         OR {find}(lower(d.name), lower($3)) > 0 OR {find}(lower(coalesce(d.label, '')), lower($3)) > 0) \
+         AND ($4 IS NULL OR d.customer_id = $4)"
     )
 }
 
@@ -65,7 +67,7 @@ macro_rules! device_stores {
 
             use super::rows::*;
             use crate::domain::{
-                Device, DeviceCredentials, DeviceId, Page, PageQuery, TenantId,
+                CustomerId, Device, DeviceCredentials, DeviceId, Page, PageQuery, TenantId,
             };
             use crate::storage::common::{
                 CREDENTIALS_TAKEN, DEVICE_NAME_TAKEN, conflict, device_order,
@@ -89,6 +91,27 @@ macro_rules! device_stores {
                         .await?;
                     row.as_ref().map(device_of).transpose()
                 }
+                async fn device_page(
+                    &self,
+                    tenant: TenantId,
+                    customer: Option<CustomerId>,
+                    profile_name: Option<&str>,
+                    query: &PageQuery,
+                ) -> Result<Page<Device>> {
+                    let search = query.text_search.as_deref().filter(|s| !s.is_empty());
+                    let filter = device_filter(Self::SQL.find);
+                    let order = device_order(query.sort_property.as_deref(), query.sort_order);
+                    let customer = customer.map(|c| c.0);
+                    self.page(
+                        format!("SELECT count(*) FROM devices d JOIN device_profiles p ON p.id = d.profile_id{filter}"),
+                        format!("{DEVICE_SELECT}{filter}{order} LIMIT $5 OFFSET $6"),
+                        query,
+                        |q| q.bind(tenant.0).bind(profile_name).bind(search).bind(customer),
+                        device_of,
+                    )
+                    .await
+                }
+
             }
 
             #[async_trait]
@@ -199,17 +222,26 @@ macro_rules! device_stores {
                     profile_name: Option<&str>,
                     query: &PageQuery,
                 ) -> Result<Page<Device>> {
-                    let search = query.text_search.as_deref().filter(|s| !s.is_empty());
-                    let filter = device_filter(Self::SQL.find);
-                    let order = device_order(query.sort_property.as_deref(), query.sort_order);
-                    self.page(
-                        format!("SELECT count(*) FROM devices d JOIN device_profiles p ON p.id = d.profile_id{filter}"),
-                        format!("{DEVICE_SELECT}{filter}{order} LIMIT $4 OFFSET $5"),
-                        query,
-                        |q| q.bind(tenant.0).bind(profile_name).bind(search),
-                        device_of,
-                    )
-                    .await
+                    self.device_page(tenant, None, profile_name, query).await
+                }
+
+                async fn page_customer_devices(
+                    &self,
+                    tenant: TenantId,
+                    customer: CustomerId,
+                    profile_name: Option<&str>,
+                    query: &PageQuery,
+                ) -> Result<Page<Device>> {
+                    self.device_page(tenant, Some(customer), profile_name, query).await
+                }
+
+                async fn find_device(&self, id: DeviceId) -> Result<Option<Device>> {
+                    let sql = format!("{DEVICE_SELECT} WHERE d.id = $1");
+                    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(id.0)
+                        .fetch_optional(self.reader())
+                        .await?;
+                    row.as_ref().map(device_of).transpose()
                 }
             }
 

@@ -8,6 +8,7 @@
 //! upserts (`writes.rs`). Statements use `$N` parameters on both databases.
 
 pub(crate) mod accounts;
+pub(crate) mod customers;
 pub(crate) mod devices;
 pub(crate) mod profiles;
 pub(crate) mod rpc;
@@ -15,6 +16,7 @@ pub(crate) mod sessions;
 pub(crate) mod telemetry;
 
 pub(crate) use accounts::account_stores;
+pub(crate) use customers::customer_stores;
 pub(crate) use devices::device_stores;
 pub(crate) use profiles::profile_store;
 pub(crate) use rpc::rpc_store;
@@ -74,7 +76,8 @@ macro_rules! stores {
             $crate::storage::common::row_decoders!(<$db as sqlx::Database>::Row, $json_text);
         }
 
-        $crate::storage::sql::account_stores!($store);
+        $crate::storage::sql::account_stores!($store, $db);
+        $crate::storage::sql::customer_stores!($store);
         $crate::storage::sql::device_stores!($store, $db);
         $crate::storage::sql::profile_store!($store);
         $crate::storage::sql::rpc_store!($store);

@@ -80,6 +80,8 @@ impl SqliteStore {
         (3, "rpc_timeout", "0003_rpc_timeout.sql"),
         (4, "auth", "0004_auth.sql"),
         (5, "profiles", "0005_profiles.sql"),
+        (6, "tenancy", "0006_tenancy.sql"),
+        (9, "claims", "0009_claims.sql"),
     );
 
     /// Opens (creating if missing) the database file named by `sqlite://PATH` or `sqlite:PATH`.
