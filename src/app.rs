@@ -117,7 +117,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         None => None,
     };
 
-    let mqtt = crate::transport::mqtt::MqttShared::new(&config.limits);
+    let mqtt = crate::transport::mqtt::MqttShared::default();
+    let device_limits = crate::transport::limits::DeviceLimits::new(&config.limits);
+    let http_polls = crate::transport::http::Polls::new(config.http_device.max_polls);
     let state = Arc::new(AppState {
         inflight: Arc::new(Semaphore::new(config.engine.max_in_flight.max(1))),
         config,
@@ -130,6 +132,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         shutdown,
         sessions,
         mqtt,
+        device_limits,
+        http_polls,
     });
 
     // Rules are reloaded on change; an invalid directory keeps the running chains (logged).

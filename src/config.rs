@@ -27,6 +27,7 @@ pub struct Config {
     pub admin_email: String,
     pub admin_password: Option<String>,
     pub http: HttpConfig,
+    pub http_device: HttpDeviceConfig,
     pub mqtt: MqttConfig,
     pub storage: StorageConfig,
     pub engine: EngineConfig,
@@ -107,6 +108,28 @@ impl Default for HttpConfig {
     }
 }
 
+/// The HTTP device API (`/api/v1/{token}/...`): its long polls.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpDeviceConfig {
+    /// How long a long poll (and a client-side RPC) waits when the request names no timeout (ms).
+    pub poll_timeout_ms: u64,
+    /// The longest timeout a long poll may ask for (ms); longer ones are cut to it.
+    pub max_poll_timeout_ms: u64,
+    /// Long polls and client-side RPCs waiting at once on this node, at most.
+    pub max_polls: usize,
+}
+
+impl Default for HttpDeviceConfig {
+    fn default() -> Self {
+        Self {
+            poll_timeout_ms: 60_000,
+            max_poll_timeout_ms: 300_000,
+            max_polls: 1000,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
@@ -180,6 +203,7 @@ impl Default for Config {
             admin_email: "tenant@thingsboard.org".into(),
             admin_password: None,
             http: HttpConfig::default(),
+            http_device: HttpDeviceConfig::default(),
             mqtt: MqttConfig::default(),
             storage: StorageConfig::default(),
             engine: EngineConfig::default(),

@@ -27,8 +27,12 @@ pub struct AppState {
     pub mqtt_accepting: AtomicBool,
     pub shutdown: CancellationToken,
     pub sessions: Arc<crate::bus::Registry>,
-    /// State the MQTT sessions share (in-flight statistics, per-device rate limits).
+    /// State the MQTT sessions share (in-flight statistics).
     pub mqtt: crate::transport::mqtt::MqttShared,
+    /// Per-device rate limits, shared by every transport.
+    pub device_limits: crate::transport::limits::DeviceLimits,
+    /// The HTTP device API's long polls (bounded by `http_device.max_polls`).
+    pub http_polls: crate::transport::http::Polls,
 }
 
 impl AppState {

@@ -301,3 +301,81 @@ async fn rpc_round_trip_latency() {
         pick(1.0)
     );
 }
+
+// i. HTTP long polls on B are reached from A, and take nothing over: a shared attribute saved
+// through A ends an attribute poll on B (and reaches the device's MQTT session on A); a two-way
+// RPC called through A ends an RPC poll on B, and the device's HTTP answer on B completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_long_polls_across_nodes() {
+    let cluster = Cluster::start().await;
+    let rest_a = Rest::login(cluster.a()).await;
+    let (id, token) = rest_a.device().await;
+    let mut mqtt_a = Device::connect(cluster.a(), &token).await;
+    mqtt_a.subscribe("v1/devices/me/attributes").await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let on_b = format!("{}/api/v1/{token}", cluster.b().http);
+    let poll_open_on_b = || async {
+        common::eventually("a long poll open on B", WAIT, || async {
+            (metric(cluster.b(), "ferroboard_http_polls").await == 1.0).then_some(())
+        })
+        .await;
+    };
+
+    let poll = http
+        .get(format!("{on_b}/attributes/updates?timeout=20000"))
+        .send();
+    let save = async {
+        poll_open_on_b().await;
+        rest_a.save_shared(&id, json!({"mode": "away"})).await;
+    };
+    let (answer, ()) = tokio::join!(poll, save);
+    let answer = answer.expect("attribute poll");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.json::<Value>().await.expect("JSON"),
+        json!({"mode": "away"})
+    );
+    let (_, pushed) = mqtt_a
+        .publish_on("v1/devices/me/attributes", WAIT)
+        .await
+        .expect("the MQTT session on A got the update too");
+    assert_eq!(pushed, json!({"mode": "away"}));
+
+    let path = format!("/api/plugins/rpc/twoway/{id}");
+    let call = async {
+        poll_open_on_b().await;
+        rest_a
+            .post(
+                &path,
+                json!({"method": "ping", "params": {"n": 3}, "timeout": 10000}),
+            )
+            .await
+    };
+    let device_side = async {
+        let request: Value = http
+            .get(format!("{on_b}/rpc?timeout=20000"))
+            .send()
+            .await
+            .expect("RPC poll")
+            .json()
+            .await
+            .expect("RPC JSON");
+        assert_eq!(request["method"], "ping", "{request}");
+        assert_eq!(request["params"]["n"], 3, "{request}");
+        let reply = http
+            .post(format!("{on_b}/rpc/{}", request["id"]))
+            .body(r#"{"pong": 3}"#)
+            .send()
+            .await
+            .expect("RPC reply");
+        assert_eq!(reply.status(), 200);
+    };
+    let ((status, body), ()) = tokio::join!(call, device_side);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"pong": 3}));
+    // The device's MQTT session on A was not taken over by the polls on B.
+    mqtt_a.telemetry(json!({"still_connected": 1})).await;
+}

@@ -55,13 +55,15 @@ pub fn router(state: State) -> Router {
         .merge(rpc::routes())
         .merge(health::routes())
         .merge(metrics::routes())
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_timeout,
         ))
+        // The device API's long polls outlast the REST deadline: it bounds its requests itself.
+        .merge(crate::transport::http::routes(&state))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(count_requests))
         .with_state(state)
 }
@@ -80,7 +82,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// Ends a request that takes longer than `http.request_timeout_ms` with ThingsBoard's error JSON
 /// (408), whatever it was waiting for.
-async fn request_timeout(
+pub(crate) async fn request_timeout(
     axum::extract::State(state): axum::extract::State<State>,
     req: Request,
     next: Next,

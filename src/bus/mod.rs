@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{DeviceId, TenantId};
-pub use registry::{CloseReason, Registry, SessionCmd};
+pub use registry::{CloseReason, PollKind, Registry, SessionCmd};
 pub use sent::SentRpcs;
 pub use waiters::{Duplicate, RpcWaiters, WaiterKey, Waiting};
 
@@ -28,6 +28,9 @@ pub enum Event {
         node: String,
         session: u64,
     },
+    /// The device waits for a server-side RPC in an HTTP long poll on some node: RPCs waiting for
+    /// it are offered again, as when it connects (no session is taken over).
+    RpcPolled { device: Uuid },
     /// Something for a device's live session, wherever it is.
     ToDevice { device: Uuid, downlink: Downlink },
     /// A device answered a server-side RPC (or it was delivered); the node where the caller
@@ -156,6 +159,7 @@ impl Dispatcher {
                 }
                 self.reoffer(DeviceId(device));
             }
+            Event::RpcPolled { device } => self.reoffer(DeviceId(device)),
             Event::ToDevice { device, downlink } => {
                 self.sessions.deliver(DeviceId(device), downlink);
             }
@@ -261,6 +265,7 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::SessionOpened { .. } => "session_opened",
+            Self::RpcPolled { .. } => "rpc_polled",
             Self::ToDevice { .. } => "to_device",
             Self::RpcReply { .. } => "rpc_reply",
             Self::RpcSent { .. } => "rpc_sent",

@@ -1,4 +1,6 @@
-//! The live-session registry: one session per device, the newest wins.
+//! The live-session registry: one MQTT session per device (the newest wins), and beside it the
+//! device's HTTP long polls, each waiting for one kind of downlink; a long poll never takes an
+//! MQTT session over, nor is it taken over.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -41,6 +43,67 @@ struct Entry {
     close: watch::Sender<Option<CloseReason>>,
 }
 
+/// What an HTTP long poll waits for (it ends with the first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollKind {
+    /// Shared-attribute updates: every poll of the device gets each update, as its MQTT session does.
+    Attributes,
+    /// A server-side RPC: one poll gets it (the oldest), before the MQTT session.
+    Rpc,
+    /// The rules' answer to the client-side RPC the poll made.
+    ClientRpcReply,
+}
+
+/// A device's long polls on this node, at most (beyond it a new one is refused).
+pub const MAX_POLLS_PER_DEVICE: usize = 16;
+
+/// The registration of a long poll was refused: the device has `MAX_POLLS_PER_DEVICE` already.
+#[derive(Debug, thiserror::Error)]
+#[error("the device has {MAX_POLLS_PER_DEVICE} long polls open on this node already")]
+pub struct TooManyPolls;
+
+/// A device's live sessions on this node.
+#[derive(Default)]
+struct DeviceSessions {
+    /// The MQTT session.
+    main: Option<Entry>,
+    /// The long polls, oldest first.
+    polls: Vec<(PollKind, Entry)>,
+}
+
+impl DeviceSessions {
+    fn is_empty(&self) -> bool {
+        self.main.is_none() && self.polls.is_empty()
+    }
+
+    fn polls_of(&self, kind: PollKind) -> impl Iterator<Item = &Entry> {
+        self.polls
+            .iter()
+            .filter(move |(k, _)| *k == kind)
+            .map(|(_, e)| e)
+    }
+
+    /// Every entry (MQTT session first) with this session id.
+    fn by_session(&self, session: u64) -> Option<&Entry> {
+        self.main
+            .iter()
+            .chain(self.polls.iter().map(|(_, e)| e))
+            .find(|e| e.session == session)
+    }
+}
+
+/// Hands a command to one entry's queue; a full queue drops it (counted and logged).
+fn offer(device: DeviceId, entry: &Entry, cmd: SessionCmd) -> bool {
+    match entry.tx.try_send(cmd) {
+        Ok(()) => true,
+        Err(_) => {
+            metrics::counter!("ferroboard_mqtt_outbound_dropped_total").increment(1);
+            tracing::warn!(device = %device, "outbound queue of the session is full (mqtt.outbound_queue); message dropped");
+            false
+        }
+    }
+}
+
 impl Entry {
     /// Asks the session to close; a reason set earlier stays.
     fn close(&self, reason: CloseReason) {
@@ -61,7 +124,7 @@ const REVOCATION_MEMORY: Duration = Duration::from_secs(30);
 /// Live sessions by device. Shared by both runtimes.
 #[derive(Default)]
 pub struct Registry {
-    sessions: Mutex<HashMap<DeviceId, Entry>>,
+    sessions: Mutex<HashMap<DeviceId, DeviceSessions>>,
     next_id: AtomicU64,
     /// Devices whose credentials changed (or which were deleted) recently, and when: a CONNECT
     /// authenticated before that instant must not become a session.
@@ -74,7 +137,14 @@ impl Registry {
     pub fn register(&self, device: DeviceId, tx: mpsc::Sender<SessionCmd>) -> (u64, CloseSignal) {
         let session = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (close, signal) = watch::channel(None);
-        let old = self.lock().insert(device, Entry { session, tx, close });
+        let mut map = self.lock();
+        let old = map
+            .entry(device)
+            .or_default()
+            .main
+            .replace(Entry { session, tx, close });
+        let len = mains(&map);
+        drop(map);
         if let Some(old) = old {
             static TAKE_OVER_LOG: crate::observability::LogLimiter =
                 crate::observability::LogLimiter::new(1000, 10);
@@ -83,29 +153,62 @@ impl Registry {
             }
             old.close(CloseReason::TakenOver);
         }
-        metrics::gauge!("ferroboard_mqtt_sessions").set(self.len() as f64);
+        metrics::gauge!("ferroboard_mqtt_sessions").set(len as f64);
         (session, signal)
     }
 
-    /// Removes the device's entry if it still belongs to `session`.
+    /// Registers an HTTP long poll of `device` waiting for `kind`; the device's MQTT session (if
+    /// any) stays. Returns the poll's session id and close signal.
+    pub fn register_poll(
+        &self,
+        device: DeviceId,
+        kind: PollKind,
+        tx: mpsc::Sender<SessionCmd>,
+    ) -> Result<(u64, CloseSignal), TooManyPolls> {
+        let mut map = self.lock();
+        let sessions = map.entry(device).or_default();
+        if sessions.polls.len() >= MAX_POLLS_PER_DEVICE {
+            return Err(TooManyPolls);
+        }
+        let session = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let (close, signal) = watch::channel(None);
+        sessions.polls.push((kind, Entry { session, tx, close }));
+        Ok((session, signal))
+    }
+
+    /// Removes the device's session or long poll `session` (a newer MQTT session stays).
     pub fn unregister(&self, device: DeviceId, session: u64) {
         let mut map = self.lock();
-        if map.get(&device).is_some_and(|e| e.session == session) {
-            map.remove(&device);
+        if let Some(sessions) = map.get_mut(&device) {
+            if sessions.main.as_ref().is_some_and(|e| e.session == session) {
+                sessions.main = None;
+            }
+            sessions.polls.retain(|(_, e)| e.session != session);
+            if sessions.is_empty() {
+                map.remove(&device);
+            }
         }
-        let len = map.len();
+        let len = mains(&map);
         drop(map);
         metrics::gauge!("ferroboard_mqtt_sessions").set(len as f64);
     }
 
     /// Closes the device's session on this node (a newer one opened on another node, or an
-    /// administrative change to the device).
+    /// administrative change to the device). A take-over closes the MQTT session only; its long
+    /// polls end on an administrative change.
     pub fn close(&self, device: DeviceId, reason: CloseReason) {
         if reason == CloseReason::Administrative {
             self.revoke(device);
         }
-        if let Some(entry) = self.lock().get(&device) {
-            entry.close(reason);
+        if let Some(sessions) = self.lock().get(&device) {
+            if let Some(entry) = &sessions.main {
+                entry.close(reason);
+            }
+            if reason != CloseReason::TakenOver {
+                for (_, entry) in &sessions.polls {
+                    entry.close(reason);
+                }
+            }
         }
     }
 
@@ -127,66 +230,180 @@ impl Registry {
             .is_some_and(|at| *at >= since)
     }
 
-    /// Hands a downlink to the device's session if it lives on this node; false otherwise.
+    /// Hands a downlink to the device's sessions on this node; false when none took it. Shared
+    /// attributes go to the MQTT session and every attributes poll; a server-side RPC to the
+    /// oldest RPC poll that takes it, else the MQTT session; a client-RPC answer to the session
+    /// that asked.
     pub fn deliver(&self, device: DeviceId, downlink: Downlink) -> bool {
         let map = self.lock();
-        let Some(entry) = map.get(&device) else {
+        let Some(sessions) = map.get(&device) else {
             return false;
         };
-        match entry.tx.try_send(SessionCmd::Deliver(Box::new(downlink))) {
-            Ok(()) => true,
-            Err(_) => {
-                metrics::counter!("ferroboard_mqtt_outbound_dropped_total").increment(1);
-                tracing::warn!(device = %device, "outbound queue of the session is full (mqtt.outbound_queue); message dropped");
-                false
+        let cmd = |d: &Downlink| SessionCmd::Deliver(Box::new(d.clone()));
+        match &downlink {
+            Downlink::Attributes { .. } => {
+                let mut taken = sessions
+                    .main
+                    .as_ref()
+                    .is_some_and(|entry| offer(device, entry, cmd(&downlink)));
+                // A poll's queue holds one update: a full one answers with the update it has.
+                for entry in sessions.polls_of(PollKind::Attributes) {
+                    taken |= entry.tx.try_send(cmd(&downlink)).is_ok();
+                }
+                taken
+            }
+            Downlink::Rpc(_) => {
+                let mut polls = sessions.polls_of(PollKind::Rpc);
+                if polls.any(|entry| entry.tx.try_send(cmd(&downlink)).is_ok()) {
+                    return true;
+                }
+                sessions.main.as_ref().is_some_and(|entry| {
+                    offer(device, entry, SessionCmd::Deliver(Box::new(downlink)))
+                })
+            }
+            Downlink::ClientRpcReply { session, .. } => sessions
+                .by_session(*session)
+                .is_some_and(|entry| offer(device, entry, SessionCmd::Deliver(Box::new(downlink)))),
+        }
+    }
+
+    /// Persistent RPCs wait in the database: the oldest RPC poll loads them, or else the MQTT
+    /// session (as a server-side RPC is handed out).
+    pub fn signal_pending_rpc(&self, device: DeviceId) {
+        if let Some(sessions) = self.lock().get(&device) {
+            let poll = sessions.polls_of(PollKind::Rpc).next();
+            if let Some(entry) = poll.or(sessions.main.as_ref()) {
+                let _ = entry.tx.try_send(SessionCmd::PendingRpc);
             }
         }
     }
 
-    pub fn signal_pending_rpc(&self, device: DeviceId) {
-        if let Some(entry) = self.lock().get(&device) {
-            let _ = entry.tx.try_send(SessionCmd::PendingRpc);
-        }
-    }
-
-    /// The session id of the device's live session on this node.
+    /// The session id of the device's MQTT session on this node.
     pub fn session_of(&self, device: DeviceId) -> Option<u64> {
-        self.lock().get(&device).map(|e| e.session)
+        self.lock()
+            .get(&device)
+            .and_then(|s| s.main.as_ref())
+            .map(|e| e.session)
     }
 
-    /// The devices with a live session on this node.
+    /// The devices with a live session or long poll on this node.
     pub fn devices(&self) -> Vec<DeviceId> {
         self.lock().keys().copied().collect()
     }
 
+    /// MQTT sessions on this node.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        mains(&self.lock())
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Whether the device has an MQTT session on this node.
     pub fn is_connected(&self, device: DeviceId) -> bool {
-        self.lock().contains_key(&device)
+        self.lock().get(&device).is_some_and(|s| s.main.is_some())
+    }
+
+    /// Long polls open on this node, all devices.
+    pub fn polls(&self) -> usize {
+        self.lock().values().map(|s| s.polls.len()).sum()
     }
 
     /// Tells every session to close (shutdown).
     pub fn close_all(&self, reason: CloseReason) {
-        for entry in self.lock().values() {
-            entry.close(reason);
+        for sessions in self.lock().values() {
+            for entry in sessions
+                .main
+                .iter()
+                .chain(sessions.polls.iter().map(|(_, e)| e))
+            {
+                entry.close(reason);
+            }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, DeviceSessions>> {
         // A panic while holding this lock cannot leave the map inconsistent (single inserts/removes).
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
+/// MQTT sessions in the map.
+fn mains(map: &HashMap<DeviceId, DeviceSessions>) -> usize {
+    map.values().filter(|s| s.main.is_some()).count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rpc() -> Downlink {
+        Downlink::Rpc(super::super::RpcRequest {
+            rpc: uuid::Uuid::new_v4(),
+            request_id: 0,
+            method: "m".to_owned(),
+            params: "{}".to_owned(),
+            oneway: false,
+            persistent: false,
+            expiration_time: i64::MAX,
+        })
+    }
+
+    #[test]
+    fn long_polls_live_beside_the_mqtt_session() {
+        let reg = Registry::default();
+        let device = DeviceId::new();
+        let (tx, mut mqtt) = mpsc::channel(4);
+        let (main, main_close) = reg.register(device, tx);
+        let (tx, mut attrs) = mpsc::channel(1);
+        let (a, _) = reg.register_poll(device, PollKind::Attributes, tx).unwrap();
+        let (tx, mut rpcs) = mpsc::channel(1);
+        let (r, rpc_close) = reg.register_poll(device, PollKind::Rpc, tx).unwrap();
+        assert_eq!(*main_close.borrow(), None, "a poll takes nothing over");
+        assert_eq!((reg.len(), reg.polls()), (1, 2));
+        // An update reaches the MQTT session and the attributes poll; an RPC only the RPC poll.
+        assert!(reg.deliver(
+            device,
+            Downlink::Attributes {
+                payload: "{}".to_owned()
+            }
+        ));
+        assert!(mqtt.try_recv().is_ok() && attrs.try_recv().is_ok());
+        assert!(reg.deliver(device, rpc()));
+        assert!(rpcs.try_recv().is_ok());
+        assert!(mqtt.try_recv().is_err(), "the RPC went to the poll");
+        // A take-over from another node closes the MQTT session, not the polls.
+        reg.close(device, CloseReason::TakenOver);
+        assert_eq!(*main_close.borrow(), Some(CloseReason::TakenOver));
+        assert_eq!(*rpc_close.borrow(), None);
+        // Without an RPC poll the MQTT session gets the RPC again.
+        reg.unregister(device, r);
+        assert!(reg.deliver(device, rpc()));
+        assert!(mqtt.try_recv().is_ok());
+        reg.close(device, CloseReason::Administrative);
+        reg.unregister(device, a);
+        reg.unregister(device, main);
+        assert!(reg.devices().is_empty(), "nothing left behind");
+    }
+
+    #[test]
+    fn a_device_has_a_bounded_number_of_polls() {
+        let reg = Registry::default();
+        let device = DeviceId::new();
+        let mut keep = Vec::new();
+        for _ in 0..MAX_POLLS_PER_DEVICE {
+            let (tx, rx) = mpsc::channel(1);
+            keep.push((reg.register_poll(device, PollKind::Rpc, tx).unwrap(), rx));
+        }
+        let (tx, _rx) = mpsc::channel(1);
+        assert!(reg.register_poll(device, PollKind::Rpc, tx).is_err());
+        let (tx, _rx) = mpsc::channel(1);
+        assert!(
+            reg.register_poll(DeviceId::new(), PollKind::Rpc, tx)
+                .is_ok()
+        );
+    }
 
     #[test]
     fn connects_authenticated_before_a_revocation_are_refused() {

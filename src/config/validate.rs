@@ -35,7 +35,7 @@ impl Config {
             ),
         ] {
             if let Some(spec) = spec {
-                crate::transport::mqtt::parse_rate_limit(spec)
+                crate::transport::limits::parse(spec)
                     .map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))?;
             }
         }
@@ -73,7 +73,21 @@ impl Config {
             h.max_body_bytes,
             1024,
             64 * 1024 * 1024,
-        )
+        )?;
+        let d = &self.http_device;
+        range(
+            "http_device.poll_timeout_ms",
+            d.poll_timeout_ms,
+            100,
+            HOUR_MS,
+        )?;
+        range(
+            "http_device.max_poll_timeout_ms",
+            d.max_poll_timeout_ms,
+            d.poll_timeout_ms,
+            HOUR_MS,
+        )?;
+        range("http_device.max_polls", d.max_polls, 1, 1_000_000)
     }
 
     fn validate_mqtt(&self) -> Result<(), ConfigError> {
@@ -205,6 +219,16 @@ mod tests {
         assert!(e.starts_with("http.header_read_timeout_ms = 5 "), "{e}");
         let e = invalid(|c| c.http.max_connections = 0);
         assert!(e.starts_with("http.max_connections = 0 "), "{e}");
+        let e = invalid(|c| c.http_device.max_polls = 0);
+        assert!(e.starts_with("http_device.max_polls = 0 "), "{e}");
+        let e = invalid(|c| {
+            c.http_device.poll_timeout_ms = 5000;
+            c.http_device.max_poll_timeout_ms = 4000;
+        });
+        assert!(
+            e.starts_with("http_device.max_poll_timeout_ms = 4000 "),
+            "{e}"
+        );
         let e = invalid(|c| c.mqtt.max_connections = 0);
         assert!(e.starts_with("mqtt.max_connections = 0 "), "{e}");
         let e = invalid(|c| c.mqtt.max_packet_size = 512);

@@ -1,5 +1,6 @@
 //! Device authentication: the credential lookup of an MQTT CONNECT — access tokens, MQTT basic
-//! credentials and X.509 client certificates — with outcomes the transport maps to its CONNACK codes.
+//! credentials and X.509 client certificates — and the access token of an HTTP device request,
+//! with outcomes each transport maps to its answers (CONNACK codes, HTTP statuses).
 
 use std::time::Duration;
 
@@ -63,6 +64,42 @@ impl Services {
             Through::Cached(Refused::NoCredentials) => AuthResult::NoCredentials,
             Through::Cached(Refused::NotAuthorized) => AuthResult::NotAuthorized,
             Through::Looked(result) => result,
+        }
+    }
+
+    /// Finds the device whose ACCESS_TOKEN credentials are `token` (the HTTP device API, which,
+    /// as ThingsBoard's, accepts access tokens only). An unknown token is remembered in the same
+    /// negative cache as the MQTT user names that are tokens, so repeating it costs no lookup.
+    pub async fn authenticate_token(&self, token: &str) -> AuthResult {
+        if token.is_empty() {
+            return AuthResult::NotAuthorized;
+        }
+        let lookup = || async {
+            match tokio::time::timeout(LOOKUP_TIMEOUT, self.store.find_by_credentials_id(token))
+                .await
+            {
+                Ok(found) => found,
+                Err(_) => Err(StorageError::Database(format!(
+                    "credential lookup took longer than {} s",
+                    LOOKUP_TIMEOUT.as_secs()
+                ))),
+            }
+        };
+        let found = through(
+            &self.auth_cache.tokens,
+            AuthCache::key("", Some(token), None),
+            lookup,
+            |found| matches!(found, Ok(None)).then_some(Refused::NotAuthorized),
+        )
+        .await;
+        match found {
+            Through::Looked(Ok(Some((device, stored))))
+                if stored.credentials_type == "ACCESS_TOKEN" =>
+            {
+                AuthResult::Accepted(Box::new(device))
+            }
+            Through::Looked(Err(e)) => AuthResult::Unavailable(e),
+            Through::Looked(Ok(_)) | Through::Cached(_) => AuthResult::NotAuthorized,
         }
     }
 

@@ -139,14 +139,7 @@ impl DeviceSession {
         let id = self.state.services.rpc.sent.allocate(tenant, device, &req);
         req.request_id = id;
         self.rpc.borrow_mut().sending.insert(req.rpc);
-        let params: serde_json::Value = serde_json::from_str(&req.params).unwrap_or_else(|_| {
-            if req.params.is_empty() {
-                serde_json::Value::Null
-            } else {
-                serde_json::Value::String(req.params.clone())
-            }
-        });
-        let body = serde_json::json!({"method": req.method, "params": params}).to_string();
+        let body = crate::transport::uplink::rpc_request_json(&req, None).to_string();
         let topic = sub.filter.replace('+', &id.to_string());
         let timeout = self.ack_timeout(&req);
         let (sess, qos1) = (self.clone(), sub.qos1);
@@ -206,12 +199,19 @@ impl DeviceSession {
     }
 
     /// The device subscribed to RPC: send what waited, and the persistent RPCs stored for it.
+    /// Requests sent to the device meanwhile by another of its sessions (an HTTP long poll,
+    /// another node) are not sent again.
     pub(super) fn rpc_subscribed(self: &Rc<Self>) {
         let Some(sub) = self.rpc_sub.borrow().clone() else {
             return;
         };
         let queued: Vec<RpcRequest> = self.rpc.borrow_mut().queued.drain(..).collect();
+        let sent = &self.state.services.rpc.sent;
         for req in queued {
+            if sent.holds(self.device.id, req.rpc) {
+                tracing::debug!(device = %self.device.id, rpc = %req.rpc, "queued RPC sent meanwhile by another session; not sent again");
+                continue;
+            }
             self.send_rpc(&sub, req);
         }
         load_persistent(self);

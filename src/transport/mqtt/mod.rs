@@ -4,7 +4,6 @@
 mod downlink;
 mod gate;
 mod inflight;
-mod limits;
 mod session;
 mod sink;
 pub mod tls;
@@ -20,26 +19,14 @@ use ntex_service::cfg::SharedCfg;
 use ntex_util::time::Seconds;
 
 pub use inflight::InflightStats;
-pub use limits::parse as parse_rate_limit;
 
 use crate::state::AppState;
 
 /// What the MQTT sessions of one server share, on both runtimes.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct MqttShared {
     /// Publishes in processing (the per-session in-flight bound).
     pub inflight: Arc<InflightStats>,
-    /// Rate-limit buckets by device.
-    pub limits: limits::DeviceLimits,
-}
-
-impl MqttShared {
-    pub fn new(config: &crate::config::LimitsConfig) -> Self {
-        Self {
-            inflight: Arc::default(),
-            limits: limits::DeviceLimits::new(config),
-        }
-    }
 }
 
 /// The running MQTT server: its handle and the runtime thread it lives on.

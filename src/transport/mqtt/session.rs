@@ -115,7 +115,7 @@ pub struct DeviceSession {
     /// Client-side RPC requests waiting for the rules' answer: request id → v2 topic family.
     pub client_rpc: RefCell<HashMap<String, bool>>,
     /// The device's rate limits, shared with its other sessions (earlier ones included).
-    pub limits: Arc<super::limits::SessionLimits>,
+    pub limits: Arc<crate::transport::limits::SessionLimits>,
     pub closed: Cell<bool>,
     /// The session's place under `mqtt.max_connections`, freed when it ends.
     pub slot: Cell<Option<super::gate::Slot>>,
@@ -211,7 +211,7 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
         services.device_state.connected(&connected).await;
     });
     let sess = DeviceSession {
-        limits: state.mqtt.limits.of(device.id),
+        limits: state.device_limits.of(device.id),
         state: state.clone(),
         device: *device,
         session,

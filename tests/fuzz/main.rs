@@ -1,9 +1,17 @@
 //! Fuzz targets (bolero's random engine, which runs under plain `cargo test` on stable): MQTT topic
-//! parsing, payload conversion and number typing, and the rules loader. Each target checks
-//! properties, not only the absence of panics, and prints how many inputs it ran.
+//! parsing, payload conversion and number typing, the rules loader, and raw MQTT packets fed to a
+//! running server. Each target checks properties, not only the absence of panics, and prints how
+//! many inputs it ran.
 //!
 //! `cargo test --test fuzz` runs each for about a second; `scripts/fuzz` runs them longer
 //! (`BOLERO_RANDOM_TEST_TIME_MS` per target) and sums up executions and crashes.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod mqtt_packets;
+#[allow(dead_code)]
+#[path = "../api/support.rs"]
+mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -14,14 +22,14 @@ use ferroboard::transport::mqtt::topics::{Subscription, Uplink};
 
 /// Counts the inputs one target ran (and how many of them parsed as a payload); prints the totals
 /// when dropped (also after a crash).
-struct Executions {
+pub(crate) struct Executions {
     target: &'static str,
     count: AtomicU64,
     parsed: AtomicU64,
 }
 
 impl Executions {
-    fn new(target: &'static str) -> Self {
+    pub(crate) fn new(target: &'static str) -> Self {
         Self {
             target,
             count: AtomicU64::new(0),
@@ -29,8 +37,9 @@ impl Executions {
         }
     }
 
-    fn tick(&self) {
-        self.count.fetch_add(1, Ordering::Relaxed);
+    /// Counts one input; returns how many ran before it.
+    pub(crate) fn tick(&self) -> u64 {
+        self.count.fetch_add(1, Ordering::Relaxed)
     }
 
     fn parsed(&self, yes: bool) {
@@ -330,4 +339,9 @@ fn rules_loader() {
             let _ = ferroboard::engine::check_dir(dir.path());
         },
     );
+}
+
+#[test]
+fn mqtt_packets() {
+    mqtt_packets::run();
 }

@@ -1,0 +1,82 @@
+//! The device of one HTTP request: its access token checked through `device_auth` (and its
+//! negative cache), its rate limits, and the device API's outcomes as HTTP errors.
+
+use std::sync::Arc;
+
+use crate::api::error::ApiError;
+use crate::domain::Device;
+use crate::services::device_auth::AuthResult;
+use crate::state::AppState;
+use crate::transport::limits::SessionLimits;
+use crate::transport::uplink::{DeviceLink, Outcome};
+
+/// An authenticated device for the duration of one request.
+pub struct HttpDevice {
+    pub state: Arc<AppState>,
+    pub device: Device,
+    pub limits: Arc<SessionLimits>,
+    /// When the token was checked: a credentials change after it ends the device's long polls.
+    pub authenticated_at: std::time::Instant,
+}
+
+impl HttpDevice {
+    /// The device whose access token is `token`; an unknown one is 401, as in ThingsBoard.
+    /// Every request counts as activity of the device.
+    pub async fn authenticate(state: &Arc<AppState>, token: &str) -> Result<Self, ApiError> {
+        let authenticated_at = std::time::Instant::now();
+        match state.services.authenticate_token(token).await {
+            AuthResult::Accepted(device) => {
+                state.services.device_state.activity(&device);
+                Ok(Self {
+                    state: state.clone(),
+                    limits: state.device_limits.of(device.id),
+                    device: *device,
+                    authenticated_at,
+                })
+            }
+            AuthResult::NoCredentials | AuthResult::NotAuthorized => Err(ApiError::Authentication(
+                "Invalid device access token".to_owned(),
+            )),
+            AuthResult::Unavailable(e) => Err(ApiError::Database(format!(
+                "device access token lookup failed: {e}"
+            ))),
+        }
+    }
+
+    /// The protocol-independent device API of this device.
+    pub fn link(&self) -> DeviceLink<'_> {
+        DeviceLink {
+            state: &self.state,
+            device: &self.device,
+            limits: &self.limits,
+            transport: "http",
+        }
+    }
+
+    /// Charges one message to the device's `messages` limit (requests other than telemetry and
+    /// attribute posts).
+    pub fn admit_message(&self) -> Result<(), ApiError> {
+        match self.limits.admit_message() {
+            Ok(()) => Ok(()),
+            Err(limit) => self.answer(Outcome::RateLimited(limit)),
+        }
+    }
+
+    /// An outcome of the device API as the request's result.
+    pub fn answer(&self, outcome: Outcome) -> Result<(), ApiError> {
+        Err(match outcome {
+            Outcome::Accepted => return Ok(()),
+            Outcome::InvalidPayload(e) | Outcome::Malformed(e) => ApiError::BadRequest(e),
+            Outcome::RateLimited(limit) => {
+                metrics::counter!("ferroboard_rate_limited_total", "limit" => limit).increment(1);
+                tracing::warn!(device = %self.device.id, name = %self.device.name, limit, "rate limit '{limit}' exceeded; HTTP request refused");
+                ApiError::TooManyRequests(format!("Rate limit '{limit}' exceeded"), 1)
+            }
+            Outcome::Failed(e) => ApiError::Database(e),
+            Outcome::TopicInvalid => {
+                ApiError::NotFound(crate::api::error::ITEM_NOT_FOUND_MSG.to_owned())
+            }
+            Outcome::Unsupported(what) => ApiError::BadRequest(format!("{what} is not supported")),
+        })
+    }
+}
