@@ -423,6 +423,19 @@ fn rows() -> Vec<(Caller, &'static str, String, Option<Value>, u16)> {
         403,
     );
     add(Anon, POST, "/api/v1/no-such-token/claim", Some(key), 401);
+    // The device HTTP API: the access token in the path is the only credential.
+    let payload = json!({"stolen": 1});
+    for (method, path) in [
+        (POST, "/api/v1/no-such-token/telemetry"),
+        (POST, "/api/v1/no-such-token/attributes"),
+        (GET, "/api/v1/no-such-token/attributes"),
+        (GET, "/api/v1/no-such-token/attributes/updates?timeout=1"),
+        (GET, "/api/v1/no-such-token/rpc?timeout=1"),
+        (POST, "/api/v1/no-such-token/rpc"),
+        (POST, "/api/v1/no-such-token/rpc/1"),
+    ] {
+        add(Ta, method, path, Some(payload.clone()), 401);
+    }
     // Users.
     for who in [Ta, Ca] {
         add(who, GET, "/api/user/{uB}", None, 403);
