@@ -70,12 +70,17 @@ async fn load_profile(
     id: &str,
 ) -> Result<DeviceProfile, ApiError> {
     let id = parse_uuid(id)?;
-    state
+    let profile = state
         .services
         .store
-        .get_profile(tenant, DeviceProfileId(id))
+        .find_profile(DeviceProfileId(id))
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("Device profile with id [{id}] is not found")))
+        .ok_or_else(|| ApiError::NotFound(format!("Device profile with id [{id}] is not found")))?;
+    // Another tenant's profile exists, but not for this caller (ThingsBoard's access check).
+    if profile.tenant_id != tenant {
+        return Err(ApiError::PermissionDenied);
+    }
+    Ok(profile)
 }
 
 async fn get_profile(

@@ -212,6 +212,8 @@ pub trait DeviceProfileStore: Send + Sync {
         tenant: TenantId,
         id: DeviceProfileId,
     ) -> Result<Option<DeviceProfile>>;
+    /// Any tenant's profile: the caller decides whether it may see it (403 versus 404).
+    async fn find_profile(&self, id: DeviceProfileId) -> Result<Option<DeviceProfile>>;
     async fn default_profile(&self, tenant: TenantId) -> Result<Option<DeviceProfile>>;
     async fn find_profile_by_name(
         &self,

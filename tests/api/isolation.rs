@@ -149,6 +149,10 @@ fn rows() -> Vec<(Caller, &'static str, String, Option<Value>, u16)> {
         add(Ta, GET, path, None, 200);
         add(Ca, GET, path, None, customer);
     }
+    add(Ta, GET, "/api/deviceProfile/{pB}", None, 403);
+    add(Ta, GET, "/api/deviceProfileInfo/{pB}", None, 403);
+    add(Ca, GET, "/api/deviceProfileInfo/{pB}", None, 403);
+    add(Tb, GET, "/api/deviceProfile/{pB}", None, 200);
     add(Ta, GET, "/api/deviceProfile/{miss}", None, 404);
     add(Ta, GET, "/api/deviceProfileInfo/{miss}", None, 404);
     // Time series and attributes (the legacy and the entity routes).

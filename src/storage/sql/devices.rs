@@ -180,6 +180,15 @@ macro_rules! device_stores {
                     self.profile_where("p.id = $2", tenant, Some(arg)).await
                 }
 
+                async fn find_profile(&self, id: DeviceProfileId) -> Result<Option<DeviceProfile>> {
+                    let sql = format!("{PROFILE_SELECT} WHERE p.id = $1");
+                    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(id.0)
+                        .fetch_optional(self.reader())
+                        .await?;
+                    row.as_ref().map(profile_of).transpose()
+                }
+
                 async fn default_profile(&self, tenant: TenantId) -> Result<Option<DeviceProfile>> {
                     self.profile_where("p.is_default = TRUE", tenant, None)
                         .await
