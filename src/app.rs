@@ -88,6 +88,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
             config.limits.max_timeseries_keys_per_tenant,
         ),
         logins: crate::services::logins::Logins::new(store.clone(), config.auth.clone()),
+        profile_settings: Default::default(),
     });
     crate::services::accounts::bootstrap(store.as_ref(), &config)
         .await

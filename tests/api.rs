@@ -17,6 +17,10 @@ mod hostile;
 mod isolation;
 #[path = "api/logins.rs"]
 mod logins;
+#[path = "api/profiles.rs"]
+mod profiles;
+#[path = "api/provision.rs"]
+mod provision;
 #[path = "api/support.rs"]
 mod support;
 #[path = "api/telemetry.rs"]

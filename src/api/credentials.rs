@@ -12,9 +12,9 @@ use super::devices::{device_for, id_field, load_device, validate_token};
 use super::error::{ApiError, JsonBody};
 use crate::bus::Event;
 use crate::domain::DeviceCredentials;
-use crate::domain::DeviceId;
 use crate::domain::credentials::{BasicError, MqttBasic};
 use crate::domain::x509::DeviceCertificate;
+use crate::domain::{DeviceId, DeviceProfileId};
 
 pub fn routes() -> Router<AppStateRef> {
     Router::new()
@@ -153,5 +153,14 @@ pub(super) async fn close_sessions(state: &AppStateRef, device: DeviceId) {
     let event = Event::CloseSessions { device: device.0 };
     if let Err(e) = state.services.bus.publish(event).await {
         tracing::warn!(device = %device, error = %e, "sessions of the device not closed on other nodes");
+    }
+}
+
+/// Closes the live sessions of the profile's devices on every node (v5 DISCONNECT 0x98): they
+/// reconnect under the profile's new settings.
+pub(super) async fn close_profile_sessions(state: &AppStateRef, profile: DeviceProfileId) {
+    let event = Event::CloseProfileSessions { profile: profile.0 };
+    if let Err(e) = state.services.bus.publish(event).await {
+        tracing::warn!(profile = %profile.0, error = %e, "sessions of the profile's devices not closed on other nodes");
     }
 }

@@ -435,6 +435,7 @@ async fn update_device(
         .type_name
         .as_deref()
         .is_some_and(|t| t != device.profile_name);
+    let old_profile = device.profile_id;
     if input.profile_id.is_some_and(|p| p != device.profile_id.0)
         || (input.profile_id.is_none() && type_changed)
     {
@@ -448,7 +449,12 @@ async fn update_device(
     if let Some(info) = input.additional_info {
         device.additional_info = info;
     }
-    Ok(state.services.store.update_device(&device).await?)
+    let saved = state.services.store.update_device(&device).await?;
+    if saved.profile_id != old_profile {
+        // Its session runs under the old profile's settings: the device reconnects.
+        super::credentials::close_sessions(state, saved.id).await;
+    }
+    Ok(saved)
 }
 
 /// The profile by id; else by `type` name (created when missing); else the tenant default.
@@ -460,12 +466,16 @@ async fn resolve_profile(
 ) -> Result<DeviceProfile, ApiError> {
     let store = &state.services.store;
     if let Some(id) = profile_id {
-        return store
-            .get_profile(tenant, DeviceProfileId(id))
-            .await?
-            .ok_or_else(|| {
-                ApiError::bad_request("Device is referencing non existing device profile!")
-            });
+        let id = DeviceProfileId(id);
+        if let Some(profile) = store.get_profile(tenant, id).await? {
+            return Ok(profile);
+        }
+        return Err(ApiError::bad_request(
+            match store.profile_owner(id).await? {
+                Some(_) => "Device can`t be referencing to device profile from different tenant!",
+                None => "Device is referencing non existing device profile!",
+            },
+        ));
     }
     let Some(name) = type_name else {
         return store.default_profile(tenant).await?.ok_or_else(|| {
@@ -475,14 +485,7 @@ async fn resolve_profile(
     if let Some(p) = store.find_profile_by_name(tenant, name).await? {
         return Ok(p);
     }
-    let profile = DeviceProfile {
-        id: DeviceProfileId::new(),
-        tenant_id: tenant,
-        created_time: now_ms(),
-        name: name.to_owned(),
-        description: None,
-        is_default: false,
-    };
+    let profile = DeviceProfile::new(tenant, name, false, now_ms());
     match store.create_profile(&profile).await {
         Ok(()) => Ok(profile),
         // A concurrent request created it first.

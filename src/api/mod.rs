@@ -15,7 +15,9 @@ mod health;
 mod limits;
 mod metrics;
 mod paging;
+mod profile_save;
 mod profiles;
+mod provision;
 mod rpc;
 mod rpc_persistent;
 pub mod serve;
@@ -50,6 +52,7 @@ pub fn router(state: State) -> Router {
         .merge(devices::routes())
         .merge(credentials::routes())
         .merge(profiles::routes())
+        .merge(provision::routes())
         .merge(telemetry::routes())
         .merge(attributes::routes())
         .merge(rpc::routes())

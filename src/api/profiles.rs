@@ -1,27 +1,34 @@
-//! Device profiles: read one, list a page, and the DeviceProfileInfo views.
+//! Device profiles: save (`profile_save`), read one, list a page, delete, make default, and the
+//! DeviceProfileInfo views.
 
 use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::State as AppStateRef;
 use super::auth::{TenantAdmin, TenantUser};
-use super::error::{ApiError, Params, parse_uuid};
+use super::error::{ApiError, JsonBody, Params, parse_uuid};
 use super::paging::{page_json, page_query};
 use crate::domain::DeviceProfile;
 use crate::domain::{DeviceProfileId, TenantId};
 
 pub fn routes() -> Router<AppStateRef> {
     Router::new()
-        .route("/api/deviceProfile/{profileId}", get(get_profile))
+        .route("/api/deviceProfile", post(save_profile))
+        .route(
+            "/api/deviceProfile/{profileId}",
+            get(get_profile).delete(delete_profile),
+        )
+        .route("/api/deviceProfile/{profileId}/default", post(make_default))
         .route("/api/deviceProfiles", get(page_profiles))
         .route("/api/deviceProfileInfos", get(page_profile_infos))
         .route("/api/deviceProfileInfo/default", get(default_profile_info))
         .route("/api/deviceProfileInfo/{profileId}", get(profile_info))
 }
 
-/// ThingsBoard's DeviceProfile JSON. Every profile here is DEFAULT transport without provisioning.
+/// ThingsBoard's DeviceProfile JSON.
 pub fn profile_json(p: &DeviceProfile) -> Value {
     json!({
         "id": p.id.to_json(),
@@ -32,21 +39,16 @@ pub fn profile_json(p: &DeviceProfile) -> Value {
         "image": null,
         "default": p.is_default,
         "type": "DEFAULT",
-        "transportType": "DEFAULT",
-        "provisionType": "DISABLED",
-        "provisionDeviceKey": null,
+        "transportType": p.transport_type(),
+        "provisionType": p.provision_type(),
+        "provisionDeviceKey": p.provision_device_key,
         "defaultRuleChainId": null,
         "defaultDashboardId": null,
         "defaultQueueName": null,
         "defaultEdgeRuleChainId": null,
         "firmwareId": null,
         "softwareId": null,
-        "profileData": {
-            "configuration": {"type": "DEFAULT"},
-            "transportConfiguration": {"type": "DEFAULT"},
-            "provisionConfiguration": {"type": "DISABLED", "provisionDeviceSecret": null},
-            "alarms": null,
-        },
+        "profileData": p.profile_data,
         "version": 1,
     })
 }
@@ -60,27 +62,89 @@ pub fn profile_info_json(p: &DeviceProfile) -> Value {
         "image": null,
         "defaultDashboardId": null,
         "type": "DEFAULT",
-        "transportType": "DEFAULT",
+        "transportType": p.transport_type(),
     })
 }
 
-async fn load_profile(
+/// The caller's profile by path id: 400 for a malformed id, 403 for another tenant's, 404 when absent.
+pub(super) async fn load_profile(
     state: &AppStateRef,
     tenant: TenantId,
     id: &str,
 ) -> Result<DeviceProfile, ApiError> {
-    let id = parse_uuid(id)?;
-    let profile = state
+    owned_profile(state, tenant, DeviceProfileId(parse_uuid(id)?)).await
+}
+
+/// The caller's profile: 403 when it is another tenant's, 404 when absent.
+pub(super) async fn owned_profile(
+    state: &AppStateRef,
+    tenant: TenantId,
+    id: DeviceProfileId,
+) -> Result<DeviceProfile, ApiError> {
+    let store = &state.services.store;
+    if let Some(profile) = store.get_profile(tenant, id).await? {
+        return Ok(profile);
+    }
+    match store.profile_owner(id).await? {
+        Some(_) => Err(ApiError::PermissionDenied),
+        None => Err(ApiError::NotFound(format!(
+            "Device profile with id [{}] is not found",
+            id.0
+        ))),
+    }
+}
+
+async fn save_profile(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let profile = super::profile_save::save(&state, caller.tenant, &body).await?;
+    Ok(Json(profile_json(&profile)))
+}
+
+/// `DELETE /api/deviceProfile/{id}`: not the default profile, not while devices use it.
+async fn delete_profile(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let profile = load_profile(&state, caller.tenant, &id).await?;
+    if profile.is_default {
+        return Err(ApiError::bad_request(
+            "Deletion of Default Device Profile is prohibited!",
+        ));
+    }
+    if !state
         .services
         .store
-        .find_profile(DeviceProfileId(id))
+        .delete_profile(caller.tenant, profile.id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("Device profile with id [{id}] is not found")))?;
-    // Another tenant's profile exists, but not for this caller (ThingsBoard's access check).
-    if profile.tenant_id != tenant {
-        return Err(ApiError::PermissionDenied);
+    {
+        return Err(ApiError::NotFound(format!(
+            "Device profile with id [{}] is not found",
+            profile.id.0
+        )));
     }
-    Ok(profile)
+    Ok(StatusCode::OK)
+}
+
+/// `POST /api/deviceProfile/{id}/default`: the profile becomes the tenant's default.
+async fn make_default(
+    State(state): State<AppStateRef>,
+    caller: TenantAdmin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let profile = load_profile(&state, caller.tenant, &id).await?;
+    let store = &state.services.store;
+    if !store.set_default_profile(caller.tenant, profile.id).await? {
+        return Err(ApiError::NotFound(format!(
+            "Device profile with id [{}] is not found",
+            profile.id.0
+        )));
+    }
+    let profile = owned_profile(&state, caller.tenant, profile.id).await?;
+    Ok(Json(profile_json(&profile)))
 }
 
 async fn get_profile(

@@ -55,6 +55,8 @@ pub enum Event {
     RpcPending { device: Uuid },
     /// The device's credentials changed or it was deleted: its session, wherever it is, is closed.
     CloseSessions { device: Uuid },
+    /// A device profile's settings changed: sessions of its devices, wherever they are, close.
+    CloseProfileSessions { profile: Uuid },
     /// `node` subscribed again after a Redis outage and may have missed requests published
     /// meanwhile: every node re-offers the RPC requests its callers still wait on.
     BusRecovered { node: String },
@@ -195,6 +197,9 @@ impl Dispatcher {
             Event::CloseSessions { device } => self
                 .sessions
                 .close(DeviceId(device), CloseReason::Administrative),
+            Event::CloseProfileSessions { profile } => self
+                .sessions
+                .close_profile(crate::domain::DeviceProfileId(profile)),
             Event::BusRecovered { node } => self.reoffer_all(&node),
         }
     }
@@ -271,6 +276,7 @@ impl Event {
             Self::RpcSent { .. } => "rpc_sent",
             Self::RpcPending { .. } => "rpc_pending",
             Self::CloseSessions { .. } => "close_sessions",
+            Self::CloseProfileSessions { .. } => "close_profile_sessions",
             Self::BusRecovered { .. } => "bus_recovered",
         }
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::Downlink;
-use crate::domain::DeviceId;
+use crate::domain::{DeviceId, DeviceProfileId};
 
 /// Why the server closes a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +21,9 @@ pub enum CloseReason {
     TakenOver,
     /// The device's credentials changed or it was deleted: MQTT 5 DISCONNECT 0x98.
     Administrative,
+    /// The device's profile (its transport settings) changed: MQTT 5 DISCONNECT 0x98; the device
+    /// reconnects under the new settings.
+    ProfileChanged,
 }
 
 /// Commands to a session's task, which owns the MQTT sink on its worker thread. Closing is not
@@ -39,6 +42,8 @@ pub type CloseSignal = watch::Receiver<Option<CloseReason>>;
 
 struct Entry {
     session: u64,
+    /// The device's profile when the session opened.
+    profile: Option<DeviceProfileId>,
     tx: mpsc::Sender<SessionCmd>,
     close: watch::Sender<Option<CloseReason>>,
 }
@@ -135,14 +140,25 @@ impl Registry {
     /// Registers a new session for `device`; an older session of the device is told to close
     /// (even when its command queue is full). Returns the session id and its close signal.
     pub fn register(&self, device: DeviceId, tx: mpsc::Sender<SessionCmd>) -> (u64, CloseSignal) {
+        self.register_of_profile(device, None, tx)
+    }
+
+    /// As `register`, remembering the device's profile for `close_profile`.
+    pub fn register_of_profile(
+        &self,
+        device: DeviceId,
+        profile: Option<DeviceProfileId>,
+        tx: mpsc::Sender<SessionCmd>,
+    ) -> (u64, CloseSignal) {
         let session = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (close, signal) = watch::channel(None);
         let mut map = self.lock();
-        let old = map
-            .entry(device)
-            .or_default()
-            .main
-            .replace(Entry { session, tx, close });
+        let old = map.entry(device).or_default().main.replace(Entry {
+            session,
+            profile,
+            tx,
+            close,
+        });
         let len = mains(&map);
         drop(map);
         if let Some(old) = old {
@@ -172,7 +188,15 @@ impl Registry {
         }
         let session = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (close, signal) = watch::channel(None);
-        sessions.polls.push((kind, Entry { session, tx, close }));
+        sessions.polls.push((
+            kind,
+            Entry {
+                session,
+                profile: None,
+                tx,
+                close,
+            },
+        ));
         Ok((session, signal))
     }
 
@@ -308,6 +332,15 @@ impl Registry {
     /// Long polls open on this node, all devices.
     pub fn polls(&self) -> usize {
         self.lock().values().map(|s| s.polls.len()).sum()
+    }
+
+    /// Closes the sessions of the profile's devices on this node (its settings changed).
+    pub fn close_profile(&self, profile: DeviceProfileId) {
+        for entry in self.lock().values().filter_map(|s| s.main.as_ref()) {
+            if entry.profile == Some(profile) {
+                entry.close(CloseReason::ProfileChanged);
+            }
+        }
     }
 
     /// Tells every session to close (shutdown).

@@ -12,6 +12,43 @@ pub struct DeviceProfile {
     pub name: String,
     pub description: Option<String>,
     pub is_default: bool,
+    /// ThingsBoard's `profileData` as saved (normalised by `profile::normalise`): device
+    /// configuration, transport configuration, provisioning configuration, alarms.
+    pub profile_data: Value,
+    /// `provisionDeviceKey`: unique across all tenants when set.
+    pub provision_device_key: Option<String>,
+}
+
+impl DeviceProfile {
+    /// A profile with DEFAULT transport and provisioning disabled.
+    pub fn new(tenant_id: TenantId, name: &str, is_default: bool, created_time: i64) -> Self {
+        Self {
+            id: DeviceProfileId::new(),
+            tenant_id,
+            created_time,
+            name: name.to_owned(),
+            description: None,
+            is_default,
+            profile_data: super::profile::default_profile_data(),
+            provision_device_key: None,
+        }
+    }
+
+    /// `profileData.transportConfiguration.type` (`DEFAULT`, `MQTT`, ...).
+    pub fn transport_type(&self) -> &str {
+        self.profile_data
+            .pointer("/transportConfiguration/type")
+            .and_then(Value::as_str)
+            .unwrap_or("DEFAULT")
+    }
+
+    /// `profileData.provisionConfiguration.type` (`DISABLED`, `ALLOW_CREATE_NEW_DEVICES`, ...).
+    pub fn provision_type(&self) -> &str {
+        self.profile_data
+            .pointer("/provisionConfiguration/type")
+            .and_then(Value::as_str)
+            .unwrap_or("DISABLED")
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -12,6 +12,7 @@ pub mod kv;
 pub mod msg;
 pub mod page;
 pub mod payload;
+pub mod profile;
 pub mod rpc;
 pub mod telemetry;
 pub mod x509;

@@ -17,6 +17,8 @@ pub enum PayloadError {
     Ts(String),
     #[error(transparent)]
     Typing(#[from] super::kv::TypingError),
+    #[error("invalid protobuf: {0}")]
+    Protobuf(String),
 }
 
 impl PayloadError {
@@ -26,7 +28,7 @@ impl PayloadError {
         match self {
             Self::TooDeep => true,
             Self::Typing(e) => !matches!(e, super::kv::TypingError::StringTooLong(..)),
-            Self::Json(_) | Self::Shape(_) | Self::Ts(_) => false,
+            Self::Json(_) | Self::Shape(_) | Self::Ts(_) | Self::Protobuf(_) => false,
         }
     }
 }

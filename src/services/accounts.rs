@@ -6,7 +6,7 @@ use rand::RngCore;
 use rand::distr::{Alphanumeric, SampleString};
 
 use crate::config::Config;
-use crate::domain::{DeviceProfileId, TenantId, UserId, now_ms};
+use crate::domain::{TenantId, UserId, now_ms};
 use crate::storage::{Authority, DeviceProfile, Result, StorageError, Store, Tenant, User};
 
 /// The settings key of the generated JWT signing key.
@@ -58,12 +58,8 @@ pub async fn bootstrap(store: &dyn Store, config: &Config) -> Result<()> {
 /// The default device profile ThingsBoard creates for every tenant.
 pub fn default_profile(tenant: TenantId, now: i64) -> DeviceProfile {
     DeviceProfile {
-        id: DeviceProfileId::new(),
-        tenant_id: tenant,
-        created_time: now,
-        name: "default".to_owned(),
         description: Some("Default device profile".to_owned()),
-        is_default: true,
+        ..DeviceProfile::new(tenant, "default", true, now)
     }
 }
 

@@ -9,6 +9,8 @@ pub mod key_quota;
 pub mod login_throttle;
 pub mod logins;
 pub mod passwords;
+pub mod profile_settings;
+pub mod provisioning;
 pub mod rpc;
 
 use uuid::Uuid;
@@ -30,6 +32,8 @@ pub struct Services {
     /// Time-series keys per tenant, bounded (`limits.max_timeseries_keys_per_tenant`).
     pub key_quota: key_quota::KeyQuota,
     pub logins: logins::Logins,
+    /// Compiled MQTT settings of device profiles.
+    pub profile_settings: profile_settings::ProfileSettings,
 }
 
 impl Services {

@@ -25,6 +25,7 @@ pub use crate::domain::{
 };
 
 pub use batch::{BatchConfig, Writer};
+pub(crate) use common::DEFAULT_PROFILE_TAKEN;
 
 impl From<sqlx::Error> for StorageError {
     fn from(e: sqlx::Error) -> Self {
@@ -205,15 +206,27 @@ pub trait SessionStore: Send + Sync {
 
 #[async_trait]
 pub trait DeviceProfileStore: Send + Sync {
-    /// Fails with `Conflict("Device profile with such name already exists!")`.
+    /// `Conflict` texts: "Device profile with such name already exists!", "Device profile with
+    /// such provision device key already exists!", "Another default device profile is present in
+    /// scope of current tenant!".
     async fn create_profile(&self, profile: &DeviceProfile) -> Result<()>;
+    /// Updates name, description, profile data and provisioning key (not the default flag);
+    /// `NotFound` when absent; `Conflict` as `create_profile`.
+    async fn update_profile(&self, profile: &DeviceProfile) -> Result<()>;
+    /// False when absent; `Conflict("The device profile referenced by the devices cannot be
+    /// deleted!")` while devices use it.
+    async fn delete_profile(&self, tenant: TenantId, id: DeviceProfileId) -> Result<bool>;
+    /// Makes the profile the tenant's default (and no other); false, nothing changed, when absent.
+    async fn set_default_profile(&self, tenant: TenantId, id: DeviceProfileId) -> Result<bool>;
+    /// The tenant of the profile with this id, whichever it is (to tell "not yours" from "absent").
+    async fn profile_owner(&self, id: DeviceProfileId) -> Result<Option<TenantId>>;
+    /// The profile of any tenant holding this provisioning key.
+    async fn find_profile_by_provision_key(&self, key: &str) -> Result<Option<DeviceProfile>>;
     async fn get_profile(
         &self,
         tenant: TenantId,
         id: DeviceProfileId,
     ) -> Result<Option<DeviceProfile>>;
-    /// Any tenant's profile: the caller decides whether it may see it (403 versus 404).
-    async fn find_profile(&self, id: DeviceProfileId) -> Result<Option<DeviceProfile>>;
     async fn default_profile(&self, tenant: TenantId) -> Result<Option<DeviceProfile>>;
     async fn find_profile_by_name(
         &self,

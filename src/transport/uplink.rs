@@ -67,13 +67,20 @@ pub struct DeviceLink<'a> {
 }
 
 impl DeviceLink<'_> {
-    /// The messages of a telemetry or attributes payload, or why there are none. Rate limits are
-    /// charged here; a payload breaking a size bound is logged (rate-limited) with the bound.
-    pub fn values(&self, kind: Values, payload: &[u8]) -> Result<Vec<Msg>, Outcome> {
-        let converted = match kind {
-            Values::Telemetry => self.telemetry(payload),
-            Values::Attributes => self.attributes(payload),
-        };
+    /// The messages of a telemetry or attributes payload, decoded by the transport (JSON, or the
+    /// device profile's protobuf schema), or why there are none. Rate limits are charged here; a
+    /// payload breaking a size bound is logged (rate-limited) with the bound.
+    pub fn values(
+        &self,
+        kind: Values,
+        decoded: Result<Value, PayloadError>,
+    ) -> Result<Vec<Msg>, Outcome> {
+        let converted = decoded
+            .map_err(Rejected::Payload)
+            .and_then(|value| match kind {
+                Values::Telemetry => self.telemetry(&value),
+                Values::Attributes => self.attributes(&value),
+            });
         converted.map_err(|rejected| match rejected {
             Rejected::Payload(e) => {
                 if e.is_limit() {
@@ -89,9 +96,8 @@ impl DeviceLink<'_> {
         })
     }
 
-    fn telemetry(&self, payload: &[u8]) -> Result<Vec<Msg>, Rejected> {
-        let value = payload::parse_lenient(payload)?;
-        let groups = payload::telemetry(&value, self.state.services.typing)?;
+    fn telemetry(&self, value: &Value) -> Result<Vec<Msg>, Rejected> {
+        let groups = payload::telemetry(value, self.state.services.typing)?;
         let points = groups.iter().map(|g| g.values.len()).sum();
         self.limits
             .admit_telemetry(points)
@@ -108,9 +114,8 @@ impl DeviceLink<'_> {
             .collect())
     }
 
-    fn attributes(&self, payload: &[u8]) -> Result<Vec<Msg>, Rejected> {
-        let value = payload::parse_lenient(payload)?;
-        let kvs = payload::attributes(&value, self.state.services.typing)?;
+    fn attributes(&self, value: &Value) -> Result<Vec<Msg>, Rejected> {
+        let kvs = payload::attributes(value, self.state.services.typing)?;
         self.limits
             .admit_telemetry(kvs.len())
             .map_err(Rejected::Limit)?;

@@ -254,11 +254,25 @@ fn check_number(text: &str) {
 
 #[test]
 fn topics() {
+    use ferroboard::domain::profile::{MqttSettings, TopicFilter};
     let runs = Executions::new("topics");
+    let default = MqttSettings::default();
+    let custom = MqttSettings {
+        telemetry: TopicFilter::parse("s/+/t/#").expect("filter"),
+        attributes_subscribe: TopicFilter::parse("#").expect("filter"),
+        ..MqttSettings::default()
+    };
     check!().with_type::<String>().for_each(|topic: &String| {
         runs.tick();
-        let _ = Uplink::parse(topic);
-        let _ = Subscription::parse(topic);
+        for settings in [&default, &custom] {
+            let _ = Uplink::parse(topic, settings);
+            let _ = Subscription::parse(topic, settings);
+        }
+        // A profile's filter: checked, then matched against anything.
+        if let Ok(filter) = TopicFilter::parse(topic) {
+            let _ = filter.matches(topic);
+            let _ = filter.matches("v1/devices/me/telemetry");
+        }
         for prefix in [
             "v1/devices/me/",
             "v2/",
@@ -266,8 +280,8 @@ fn topics() {
             "v1/devices/me/attributes/request/",
         ] {
             let t = format!("{prefix}{topic}");
-            let _ = Uplink::parse(&t);
-            let _ = Subscription::parse(&t);
+            let _ = Uplink::parse(&t, &default);
+            let _ = Subscription::parse(&t, &custom);
         }
     });
 }

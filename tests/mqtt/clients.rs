@@ -203,10 +203,10 @@ impl Raw5 {
         &mut self,
         topic: &str,
         qos: v5::mqttbytes::QoS,
-        payload: &str,
+        payload: impl AsRef<[u8]>,
     ) -> u16 {
         self.next_id += 1;
-        let mut p = m5::Publish::new(topic, qos, payload.as_bytes().to_vec(), None);
+        let mut p = m5::Publish::new(topic, qos, payload.as_ref().to_vec(), None);
         p.pkid = self.next_id;
         self.send(m5::Packet::Publish(p)).await;
         self.next_id

@@ -1,6 +1,6 @@
 //! MQTT device API against the real server: CONNECT codes, telemetry and attributes committed before
 //! PUBACK, invalid input, subscriptions, limits, take-over, credentials changed or device deleted over
-//! REST, real mosquitto clients, RPC answers by device and request id, hostile payloads, and
+//! REST, device-profile topics and protobuf, real mosquitto clients, RPC answers by device and request id, hostile payloads, and
 //! shutdown — MQTT 3.1.1 and 5, on SQLite and PostgreSQL.
 
 mod backpressure;
@@ -10,6 +10,8 @@ mod common;
 mod credentials;
 mod downlink;
 mod hostile;
+mod profiles;
+mod provision;
 mod real_clients;
 mod rpc_answers;
 #[allow(dead_code)]
@@ -24,6 +26,11 @@ use common::{TestApp, eventually};
 use credentials::{deleting_the_device_closes_its_session, mqtt_basic_credentials_from_rest};
 use downlink::downlink_requests_and_pushes;
 use ferroboard::domain::{AttributeScope, KvValue};
+use profiles::{
+    profile_topics_and_protobuf, shared_attributes_on_subscribe_and_profile_changes,
+    validation_exception_ack,
+};
+use provision::provisioning_over_mqtt;
 use real_clients::{
     attribute_example_is_stored, back_to_back_qos0_runs_are_all_stored,
     publishes_before_disconnect_or_close_are_stored,
@@ -297,6 +304,10 @@ async fn keep_alive_is_enforced(app: &TestApp) {
 
 both_backends!(
     connack_codes,
+    profile_topics_and_protobuf,
+    provisioning_over_mqtt,
+    validation_exception_ack,
+    shared_attributes_on_subscribe_and_profile_changes,
     downlink_requests_and_pushes,
     telemetry_is_committed_before_puback,
     attributes_are_committed_before_puback,

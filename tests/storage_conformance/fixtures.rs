@@ -1,6 +1,6 @@
 //! Builders and small helpers shared by the conformance cases.
 
-use ferroboard::domain::{AttributeScope, DeviceId, DeviceProfileId, Kv, KvValue, TenantId, TsKv};
+use ferroboard::domain::{AttributeScope, DeviceId, Kv, KvValue, TenantId, TsKv};
 use ferroboard::storage::{
     Aggregation, Device, DeviceCredentials, DeviceProfile, HistoryQuery, PageQuery, SortOrder,
     StorageError, Store, Tenant, WriteOp,
@@ -27,12 +27,8 @@ pub async fn tenant(store: &dyn Store) -> TenantId {
 
 pub fn profile(tenant: TenantId, name: &str, is_default: bool, created_time: i64) -> DeviceProfile {
     DeviceProfile {
-        id: DeviceProfileId::new(),
-        tenant_id: tenant,
-        created_time,
-        name: name.into(),
         description: Some(format!("{name} profile")),
-        is_default,
+        ..DeviceProfile::new(tenant, name, is_default, created_time)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Storage conformance: one suite of cases, run against SQLite (`sqlite::*`) and PostgreSQL
 //! (`postgres::*`), each on a fresh database. Cases live in `accounts`, `sessions`, `devices`,
-//! `attributes`, `telemetry`, `rpc`, `tenancy` and `isolation` (the group-commit writer).
+//! `profiles`, `attributes`, `telemetry`, `rpc`, `tenancy` and `isolation` (the group-commit writer).
 
 mod accounts;
 mod attributes;
@@ -9,6 +9,7 @@ mod common;
 mod devices;
 mod fixtures;
 mod isolation;
+mod profiles;
 mod rpc;
 mod sessions;
 mod telemetry;
@@ -77,6 +78,7 @@ conformance!(
     migrate_twice_is_idempotent,
     tenants_and_users,
     device_profiles,
+    profile_update_delete_and_default,
     devices_crud_and_conflicts,
     credentials_lookup_and_update,
     delete_device_removes_its_data,
@@ -109,6 +111,7 @@ conformance!(
 use accounts::*;
 use attributes::*;
 use devices::*;
+use profiles::*;
 use rpc::*;
 use sessions::*;
 use telemetry::*;

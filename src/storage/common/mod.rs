@@ -19,7 +19,12 @@ use crate::domain::KvValue;
 pub(crate) const DEVICE_NAME_TAKEN: &str = "Device with such name already exists!";
 pub(crate) const CREDENTIALS_TAKEN: &str = "Specified credentials are already registered!";
 pub(crate) const PROFILE_NAME_TAKEN: &str = "Device profile with such name already exists!";
-pub(crate) const DEFAULT_PROFILE_TAKEN: &str = "Default device profile already exists!";
+pub(crate) const DEFAULT_PROFILE_TAKEN: &str =
+    "Another default device profile is present in scope of current tenant!";
+pub(crate) const PROVISION_KEY_TAKEN: &str =
+    "Device profile with such provision device key already exists!";
+pub(crate) const PROFILE_IN_USE: &str =
+    "The device profile referenced by the devices cannot be deleted!";
 pub(crate) const CUSTOMER_TITLE_TAKEN: &str = "Customer with such title already exists!";
 
 /// A migrator over embedded `(version, description, sql)` migrations.

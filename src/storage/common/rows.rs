@@ -105,6 +105,10 @@ macro_rules! row_decoders {
                 name: col(row, "name")?,
                 description: col(row, "description")?,
                 is_default: col(row, "is_default")?,
+                // Profiles created before profile data was kept have the defaults.
+                profile_data: json(row, "profile_data")?
+                    .unwrap_or_else(crate::domain::profile::default_profile_data),
+                provision_device_key: col(row, "provision_device_key")?,
             })
         }
 

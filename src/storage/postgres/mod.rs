@@ -65,6 +65,7 @@ impl PgStore {
         (2, "rpc", "0002_rpc.sql"),
         (3, "rpc_timeout", "0003_rpc_timeout.sql"),
         (4, "auth", "0004_auth.sql"),
+        (5, "profiles", "0005_profiles.sql"),
         (6, "tenancy", "0006_tenancy.sql"),
         (9, "claims", "0009_claims.sql"),
     );

@@ -1,9 +1,5 @@
-//! Device profiles, devices and their credentials, once for both backends.
+//! Devices and their credentials, once for both backends.
 
-use crate::storage::common::{DEFAULT_PROFILE_TAKEN, PROFILE_NAME_TAKEN};
-
-pub(crate) const PROFILE_SELECT: &str = "SELECT p.id, p.tenant_id, p.created_time, p.name, p.description, \
-     p.is_default FROM device_profiles p";
 macro_rules! device_columns {
     () => {
         "d.id, d.tenant_id, d.customer_id, d.created_time, d.name, d.label, d.profile_id, \
@@ -45,8 +41,6 @@ pub(crate) const INSERT_DEVICE: &str = "INSERT INTO devices (id, tenant_id, cust
      label, profile_id, additional_info, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 pub(crate) const UPDATE_DEVICE: &str = "UPDATE devices SET name = $3, label = $4, profile_id = $5, \
      customer_id = $6, additional_info = $7, version = version + 1 WHERE tenant_id = $1 AND id = $2";
-pub(crate) const INSERT_PROFILE: &str = "INSERT INTO device_profiles (id, tenant_id, created_time, name, \
-     description, is_default) VALUES ($1, $2, $3, $4, $5, $6)";
 /// What goes with a device, deleted in this order after it (`$1` the device id).
 pub(crate) const DELETE_DEVICE_DATA: [&str; 4] = [
     "DELETE FROM device_credentials WHERE device_id = $1",
@@ -65,23 +59,7 @@ pub(crate) fn device_filter(find: &str) -> String {
     )
 }
 
-/// Profiles of a tenant (`$1`), optionally matching a text (`$2`).
-pub(crate) fn profile_filter(find: &str) -> String {
-    format!(" WHERE p.tenant_id = $1 AND ($2 IS NULL OR {find}(lower(p.name), lower($2)) > 0)")
-}
-
-/// PostgreSQL names the violated constraint (`..._name_unq`), SQLite the columns of the index
-/// (`device_profiles.name`); the other unique index is the one default profile per tenant.
-pub(crate) fn profile_conflict(what: &str) -> String {
-    if what.contains(".name") || what.contains("name_unq") {
-        PROFILE_NAME_TAKEN
-    } else {
-        DEFAULT_PROFILE_TAKEN
-    }
-    .to_owned()
-}
-
-/// Implements `DeviceProfileStore`, `DeviceStore` and `CredentialsStore` for `$store` on `$db`.
+/// Implements `DeviceStore` and `CredentialsStore` for `$store` on `$db`.
 macro_rules! device_stores {
     ($store:ident, $db:ty) => {
         mod devices {
@@ -89,16 +67,14 @@ macro_rules! device_stores {
 
             use super::rows::*;
             use crate::domain::{
-                CustomerId, Device, DeviceCredentials, DeviceId, DeviceProfile, DeviceProfileId, Page,
-                PageQuery, TenantId,
+                CustomerId, Device, DeviceCredentials, DeviceId, Page, PageQuery, TenantId,
             };
             use crate::storage::common::{
                 CREDENTIALS_TAKEN, DEVICE_NAME_TAKEN, conflict, device_order,
-                profile_order,
             };
             use crate::storage::sql::devices::*;
             use crate::storage::{
-                CredentialsStore, DeviceProfileStore, DeviceStore, Result, StorageError,
+                CredentialsStore, DeviceStore, Result, StorageError,
             };
 
             impl super::$store {
@@ -115,7 +91,6 @@ macro_rules! device_stores {
                         .await?;
                     row.as_ref().map(device_of).transpose()
                 }
-
                 async fn device_page(
                     &self,
                     tenant: TenantId,
@@ -137,89 +112,6 @@ macro_rules! device_stores {
                     .await
                 }
 
-                async fn profile_where(
-                    &self,
-                    condition: &str,
-                    tenant: TenantId,
-                    arg: Option<ProfileArg<'_>>,
-                ) -> Result<Option<DeviceProfile>> {
-                    let sql = format!("{PROFILE_SELECT} WHERE p.tenant_id = $1 AND {condition}");
-                    let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant.0);
-                    let query = match arg {
-                        None => query,
-                        Some(ProfileArg::Id(id)) => query.bind(id.0),
-                        Some(ProfileArg::Name(name)) => query.bind(name),
-                    };
-                    let row = query.fetch_optional(self.reader()).await?;
-                    row.as_ref().map(profile_of).transpose()
-                }
-            }
-
-            #[async_trait]
-            impl DeviceProfileStore for super::$store {
-                async fn create_profile(&self, profile: &DeviceProfile) -> Result<()> {
-                    sqlx::query(INSERT_PROFILE)
-                        .bind(profile.id.0)
-                        .bind(profile.tenant_id.0)
-                        .bind(profile.created_time)
-                        .bind(profile.name.as_str())
-                        .bind(profile.description.as_deref())
-                        .bind(profile.is_default)
-                        .execute(self.writer())
-                        .await
-                        .map_err(|e| conflict(e, profile_conflict))?;
-                    Ok(())
-                }
-
-                async fn get_profile(
-                    &self,
-                    tenant: TenantId,
-                    id: DeviceProfileId,
-                ) -> Result<Option<DeviceProfile>> {
-                    let arg = ProfileArg::Id(id);
-                    self.profile_where("p.id = $2", tenant, Some(arg)).await
-                }
-
-                async fn find_profile(&self, id: DeviceProfileId) -> Result<Option<DeviceProfile>> {
-                    let sql = format!("{PROFILE_SELECT} WHERE p.id = $1");
-                    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(id.0)
-                        .fetch_optional(self.reader())
-                        .await?;
-                    row.as_ref().map(profile_of).transpose()
-                }
-
-                async fn default_profile(&self, tenant: TenantId) -> Result<Option<DeviceProfile>> {
-                    self.profile_where("p.is_default = TRUE", tenant, None)
-                        .await
-                }
-
-                async fn find_profile_by_name(
-                    &self,
-                    tenant: TenantId,
-                    name: &str,
-                ) -> Result<Option<DeviceProfile>> {
-                    let arg = ProfileArg::Name(name);
-                    self.profile_where("p.name = $2", tenant, Some(arg)).await
-                }
-
-                async fn page_profiles(
-                    &self,
-                    tenant: TenantId,
-                    query: &PageQuery,
-                ) -> Result<Page<DeviceProfile>> {
-                    let search = query.text_search.as_deref().filter(|s| !s.is_empty());
-                    let filter = profile_filter(Self::SQL.find);
-                    let order = profile_order(query.sort_property.as_deref(), query.sort_order);
-                    self.page(
-                        format!("SELECT count(*) FROM device_profiles p{filter}"),
-                        format!("{PROFILE_SELECT}{filter}{order} LIMIT $3 OFFSET $4"),
-                        query,
-                        |q| q.bind(tenant.0).bind(search),
-                        profile_of,
-                    )
-                    .await
-                }
             }
 
             #[async_trait]
@@ -404,9 +296,3 @@ macro_rules! device_stores {
     };
 }
 pub(crate) use device_stores;
-
-/// The second parameter of a single-profile lookup.
-pub(crate) enum ProfileArg<'a> {
-    Id(crate::domain::DeviceProfileId),
-    Name(&'a str),
-}

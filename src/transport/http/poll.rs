@@ -218,6 +218,10 @@ fn closed(reason: CloseReason) -> ApiError {
             StatusCode::SERVICE_UNAVAILABLE,
             "Server is shutting down; retry later".to_owned(),
         ),
+        CloseReason::ProfileChanged => ApiError::Text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The device's profile changed; retry".to_owned(),
+        ),
     }
 }
 

@@ -56,7 +56,7 @@ async fn post_values(
         .await
         .map_err(|e| ApiError::General(e.to_string()))?;
     let link = device.link();
-    let outcome = match link.values(kind, body) {
+    let outcome = match link.values(kind, crate::domain::payload::parse_lenient(body)) {
         Ok(msgs) => link.ingest(permit, msgs).await,
         Err(outcome) => outcome,
     };

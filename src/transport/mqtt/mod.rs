@@ -4,6 +4,7 @@
 mod downlink;
 mod gate;
 mod inflight;
+mod provision;
 mod session;
 mod sink;
 pub mod tls;

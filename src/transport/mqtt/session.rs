@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::sink::Sink;
 use crate::bus::{Event, RpcRequest, SessionCmd};
 use crate::domain::Device;
+use crate::domain::profile::MqttSettings;
 use crate::services::device_auth::{AuthResult, Credentials};
 use crate::state::AppState;
 
@@ -27,6 +28,8 @@ pub enum SessionError {
     RateLimited(String),
     #[error("{0}")]
     Malformed(String),
+    #[error("topic '{0}' is not allowed here")]
+    TopicInvalid(String),
 }
 
 impl SessionError {
@@ -38,6 +41,7 @@ impl SessionError {
             Self::Payload(_) => R::MalformedPacket,
             Self::RateLimited(_) => R::MessageRateTooHigh,
             Self::Malformed(_) => R::ImplementationSpecificError,
+            Self::TopicInvalid(_) => R::TopicNameInvalid,
         }
     }
 }
@@ -105,6 +109,8 @@ impl RpcState {
 pub struct DeviceSession {
     pub state: Arc<AppState>,
     pub device: Device,
+    /// The MQTT settings of the device's profile when the session opened (a change closes it).
+    pub settings: Arc<MqttSettings>,
     pub session: u64,
     pub sink: Sink,
     pub attributes_sub: RefCell<Option<Granted>>,
@@ -144,6 +150,13 @@ impl Drop for DeviceSession {
     }
 }
 
+/// What an accepted connection is: a device's session or a provisioning connection.
+#[derive(Clone)]
+pub enum Conn {
+    Device(Rc<DeviceSession>),
+    Provision(Rc<super::provision::ProvisionSession>),
+}
+
 /// The result of authenticating a CONNECT.
 pub enum Admission {
     Accepted(
@@ -151,6 +164,8 @@ pub enum Admission {
         mpsc::Receiver<SessionCmd>,
         crate::bus::registry::CloseSignal,
     ),
+    /// A provisioning connection (`provision` as user name or client id).
+    Provision(Rc<super::provision::ProvisionSession>),
     NoCredentials,
     NotAuthorized,
     Unavailable,
@@ -174,6 +189,9 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
     {
         return Admission::Unavailable;
     }
+    if super::provision::is_provisioning(connect.client_id, connect.username) {
+        return Admission::Provision(super::provision::ProvisionSession::new(state.clone(), sink));
+    }
     // A credentials change committed while the lookup ran is caught below (revoked_since).
     let authenticated_at = std::time::Instant::now();
     let result = lookup(state, &connect).await;
@@ -189,8 +207,18 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
     if state.sessions.revoked_since(device.id, authenticated_at) {
         return Admission::NotAuthorized;
     }
+    let settings = match profile_settings(state, &device).await {
+        Ok(settings) => settings,
+        Err(e) => {
+            tracing::error!(device = %device.id, error = %e, "settings of the device's profile unavailable; CONNECT answered 'server unavailable'");
+            return Admission::Unavailable;
+        }
+    };
     let (tx, rx) = mpsc::channel(state.config.mqtt.outbound_queue.max(1));
-    let (session, close) = state.sessions.register(device.id, tx);
+    let (session, close) =
+        state
+            .sessions
+            .register_of_profile(device.id, Some(device.profile_id), tx);
     // A revocation between the check above and the registration found no session to close.
     if state.sessions.revoked_since(device.id, authenticated_at) {
         state.sessions.unregister(device.id, session);
@@ -212,6 +240,7 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
     });
     let sess = DeviceSession {
         limits: state.device_limits.of(device.id),
+        settings,
         state: state.clone(),
         device: *device,
         session,
@@ -225,6 +254,20 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
         slot: Cell::new(None),
     };
     Admission::Accepted(Rc::new(sess), rx, close)
+}
+
+/// The settings of the device's profile, read on the main runtime.
+async fn profile_settings(
+    state: &Arc<AppState>,
+    device: &Device,
+) -> Result<Arc<MqttSettings>, crate::domain::StorageError> {
+    let services = state.services.clone();
+    let device = device.clone();
+    let read = state
+        .rt
+        .spawn(async move { services.profile_settings.of(&services.store, &device).await });
+    read.await
+        .unwrap_or_else(|e| Err(crate::domain::StorageError::Database(e.to_string())))
 }
 
 async fn lookup(state: &Arc<AppState>, connect: &Connect<'_>) -> AuthResult {

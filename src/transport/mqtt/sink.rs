@@ -98,7 +98,9 @@ impl Sink {
                 let code = match reason {
                     CloseReason::ServerShutdown => R::ServerShuttingDown,
                     CloseReason::TakenOver => R::SessionTakenOver,
-                    CloseReason::Administrative => R::AdministrativeAction,
+                    CloseReason::Administrative | CloseReason::ProfileChanged => {
+                        R::AdministrativeAction
+                    }
                 };
                 s.close_with_reason(Disconnect::new(code));
             }

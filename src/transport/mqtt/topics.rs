@@ -1,10 +1,13 @@
-//! Device topics as closed enums: what a device publishes to and which filters it may subscribe to
-//!.
+//! Device topics as closed enums: what a device publishes to and which filters it may subscribe
+//! to. The device profile's topic filters (`MqttSettings`) are data here: they decide telemetry,
+//! attributes and attribute subscriptions before the fixed topics.
+
+use crate::domain::profile::{DEFAULT_ATTRIBUTES_TOPIC, MqttSettings};
 
 /// Payload encoding a topic family asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
-    /// The device profile's format (JSON for now).
+    /// The device profile's format (JSON or PROTOBUF).
     Profile,
     Json,
     Protobuf,
@@ -38,13 +41,21 @@ pub enum Uplink {
 }
 
 impl Uplink {
-    pub fn parse(topic: &str) -> Self {
+    /// The profile's attribute and telemetry filters come first (as in ThingsBoard) and replace
+    /// `v1/devices/me/attributes` and `v1/devices/me/telemetry`; the `v2` topics always work.
+    pub fn parse(topic: &str, settings: &MqttSettings) -> Self {
         use Format::*;
+        if settings.attributes.matches(topic) {
+            return Self::Attributes(Profile);
+        }
+        if settings.telemetry.matches(topic) {
+            return Self::Telemetry(Profile);
+        }
         match topic {
-            "v1/devices/me/telemetry" | "v2/t" => return Self::Telemetry(Profile),
+            "v2/t" => return Self::Telemetry(Profile),
             "v2/t/j" => return Self::Telemetry(Json),
             "v2/t/p" => return Self::Telemetry(Protobuf),
-            "v1/devices/me/attributes" | "v2/a" => return Self::Attributes(Profile),
+            "v2/a" => return Self::Attributes(Profile),
             "v2/a/j" => return Self::Attributes(Json),
             "v2/a/p" => return Self::Attributes(Protobuf),
             "v1/devices/me/claim" => return Self::Claim,
@@ -127,10 +138,14 @@ pub enum Subscription {
 }
 
 impl Subscription {
-    /// The filters a ThingsBoard device may subscribe to, compared as exact strings.
-    pub fn parse(filter: &str) -> Option<Self> {
+    /// The filters a ThingsBoard device may subscribe to, compared as exact strings, and the
+    /// filter the profile names for attribute updates (matched by its filter).
+    pub fn parse(filter: &str, settings: &MqttSettings) -> Option<Self> {
+        if filter == DEFAULT_ATTRIBUTES_TOPIC || settings.attributes_subscribe.matches(filter) {
+            return Some(Self::AttributeUpdates);
+        }
         Some(match filter {
-            "v1/devices/me/attributes" | "v2/a" | "v2/a/j" | "v2/a/p" => Self::AttributeUpdates,
+            "v2/a" | "v2/a/j" | "v2/a/p" => Self::AttributeUpdates,
             "v1/devices/me/rpc/request/+" | "v2/r/req/+" | "v2/r/req/j/+" | "v2/r/req/p/+" => {
                 Self::RpcRequests
             }
@@ -152,35 +167,85 @@ impl Subscription {
             _ => return None,
         })
     }
+
+    /// The topic updates of a subscription through `filter` are published on: the filter itself
+    /// for the fixed ones, `v1/devices/me/attributes` for a profile's attribute filter.
+    pub fn publish_topic(self, filter: &str) -> &str {
+        match (self, filter) {
+            (Self::AttributeUpdates, "v2/a" | "v2/a/j" | "v2/a/p") => filter,
+            (Self::AttributeUpdates, _) => DEFAULT_ATTRIBUTES_TOPIC,
+            _ => filter,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(topic: &str) -> Uplink {
+        Uplink::parse(topic, &MqttSettings::default())
+    }
+
+    fn sub(filter: &str) -> Option<Subscription> {
+        Subscription::parse(filter, &MqttSettings::default())
+    }
+
+    #[test]
+    fn profile_filters_replace_the_v1_topics() {
+        let settings = MqttSettings {
+            telemetry: crate::domain::profile::TopicFilter::parse("sensors/+/telemetry").unwrap(),
+            attributes: crate::domain::profile::TopicFilter::parse("sensors/+/attrs").unwrap(),
+            attributes_subscribe: crate::domain::profile::TopicFilter::parse("cfg/#").unwrap(),
+            ..MqttSettings::default()
+        };
+        let parse = |t| Uplink::parse(t, &settings);
+        assert_eq!(
+            parse("sensors/a/telemetry"),
+            Uplink::Telemetry(Format::Profile)
+        );
+        assert_eq!(
+            parse("sensors/a/attrs"),
+            Uplink::Attributes(Format::Profile)
+        );
+        assert_eq!(parse("v1/devices/me/telemetry"), Uplink::Unknown);
+        assert_eq!(parse("v2/t"), Uplink::Telemetry(Format::Profile));
+        let sub = |f| Subscription::parse(f, &settings);
+        assert_eq!(sub("cfg/x"), Some(Subscription::AttributeUpdates));
+        assert_eq!(
+            sub("v1/devices/me/attributes"),
+            Some(Subscription::AttributeUpdates)
+        );
+        assert_eq!(
+            Subscription::AttributeUpdates.publish_topic("cfg/x"),
+            "v1/devices/me/attributes"
+        );
+        assert_eq!(Subscription::AttributeUpdates.publish_topic("v2/a"), "v2/a");
+    }
+
     #[test]
     fn publish_topics() {
         assert_eq!(
-            Uplink::parse("v1/devices/me/telemetry"),
+            parse("v1/devices/me/telemetry"),
             Uplink::Telemetry(Format::Profile)
         );
-        assert_eq!(Uplink::parse("v2/t/j"), Uplink::Telemetry(Format::Json));
+        assert_eq!(parse("v2/t/j"), Uplink::Telemetry(Format::Json));
         assert_eq!(
-            Uplink::parse("v1/devices/me/attributes/request/7"),
+            parse("v1/devices/me/attributes/request/7"),
             Uplink::AttributeRequest {
                 id: "7".into(),
                 v2: false
             }
         );
         assert_eq!(
-            Uplink::parse("v2/r/req/j/3"),
+            parse("v2/r/req/j/3"),
             Uplink::RpcRequest {
                 id: "3".into(),
                 v2: true
             }
         );
         assert_eq!(
-            Uplink::parse("v2/fw/request/1/chunk/2"),
+            parse("v2/fw/request/1/chunk/2"),
             Uplink::FirmwareChunk {
                 request: "1".into(),
                 chunk: "2".into(),
@@ -188,29 +253,29 @@ mod tests {
             }
         );
         assert_eq!(
-            Uplink::parse("v1/gateway/telemetry"),
+            parse("v1/gateway/telemetry"),
             Uplink::Gateway("v1/gateway/telemetry".into())
         );
-        assert_eq!(Uplink::parse("v1/devices/me/other"), Uplink::Unknown);
-        assert_eq!(Uplink::parse("v1/devices/me/telemetry/x"), Uplink::Unknown);
+        assert_eq!(parse("v1/devices/me/other"), Uplink::Unknown);
+        assert_eq!(parse("v1/devices/me/telemetry/x"), Uplink::Unknown);
     }
 
     #[test]
     fn subscribe_filters() {
         assert_eq!(
-            Subscription::parse("v1/devices/me/attributes"),
+            sub("v1/devices/me/attributes"),
             Some(Subscription::AttributeUpdates)
         );
         assert_eq!(
-            Subscription::parse("v1/devices/me/rpc/request/+"),
+            sub("v1/devices/me/rpc/request/+"),
             Some(Subscription::RpcRequests)
         );
         assert_eq!(
-            Subscription::parse("v1/devices/me/attributes/response/+"),
+            sub("v1/devices/me/attributes/response/+"),
             Some(Subscription::Responses)
         );
-        assert_eq!(Subscription::parse("#"), None);
-        assert_eq!(Subscription::parse("v1/devices/me/#"), None);
-        assert_eq!(Subscription::parse("v2/fw/response/+"), None);
+        assert_eq!(sub("#"), None);
+        assert_eq!(sub("v1/devices/me/#"), None);
+        assert_eq!(sub("v2/fw/response/+"), None);
     }
 }

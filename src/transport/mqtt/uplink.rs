@@ -10,8 +10,9 @@ use serde_json::Value;
 use tracing::Instrument as _;
 
 use super::session::{DeviceSession, Granted};
-use super::topics::{Subscription, Uplink};
-use crate::domain::payload;
+use super::topics::{Format, Subscription, Uplink};
+use crate::domain::AttributeScope;
+use crate::domain::payload::{self, PayloadError};
 use crate::transport::uplink::{AttributeKeys, ClientRpc, DeviceLink, Permit, Values};
 
 pub use crate::transport::uplink::Outcome;
@@ -35,10 +36,10 @@ impl DeviceSession {
     }
 
     async fn route(self: &Rc<Self>, topic: &str, payload: Bytes, permit: Permit) -> Outcome {
-        let uplink = Uplink::parse(topic);
-        let kind = match &uplink {
-            Uplink::Telemetry(_) => Values::Telemetry,
-            Uplink::Attributes(_) => Values::Attributes,
+        let uplink = Uplink::parse(topic, &self.settings);
+        let (kind, format) = match &uplink {
+            Uplink::Telemetry(format) => (Values::Telemetry, *format),
+            Uplink::Attributes(format) => (Values::Attributes, *format),
             _ => {
                 if let Err(limit) = self.limits.admit_message() {
                     return Outcome::RateLimited(limit);
@@ -46,7 +47,8 @@ impl DeviceSession {
                 return self.request(uplink, payload, permit).await;
             }
         };
-        match self.link().values(kind, &payload) {
+        let decoded = self.decode(format, matches!(kind, Values::Attributes), &payload);
+        match self.link().values(kind, decoded) {
             Ok(msgs) => self.link().ingest(permit, msgs).await,
             Err(outcome) => outcome,
         }
@@ -81,6 +83,44 @@ impl DeviceSession {
             Uplink::Claim => self.link().claim(&payload).await,
             Uplink::FirmwareChunk { .. } => Outcome::Unsupported("firmware chunks"),
             Uplink::Gateway(_) => Outcome::Unsupported("the gateway API"),
+        }
+    }
+
+    /// The payload as JSON: parsed, or decoded with the profile's protobuf schema for telemetry
+    /// (`attributes` false) or attributes.
+    fn decode(
+        &self,
+        format: Format,
+        attributes: bool,
+        payload: &[u8],
+    ) -> Result<Value, PayloadError> {
+        use crate::domain::profile::PayloadCodec;
+        let codec = &self.settings.codec;
+        let (message, json_fallback) = match (format, codec) {
+            (Format::Json, _) | (Format::Profile, PayloadCodec::Json) => {
+                return payload::parse_lenient(payload);
+            }
+            (Format::Protobuf, PayloadCodec::Json) => {
+                return Err(PayloadError::Protobuf(
+                    "the device profile has no protobuf schema".to_owned(),
+                ));
+            }
+            (
+                _,
+                PayloadCodec::Protobuf {
+                    telemetry,
+                    attributes: a,
+                    json_fallback,
+                },
+            ) => (
+                if attributes { a } else { telemetry },
+                *json_fallback && format == Format::Profile,
+            ),
+        };
+        match crate::domain::profile::proto::decode(message, payload) {
+            Ok(value) => Ok(value),
+            Err(_) if json_fallback => payload::parse_lenient(payload),
+            Err(e) => Err(PayloadError::Protobuf(e)),
         }
     }
 
@@ -206,13 +246,18 @@ impl DeviceSession {
 
     /// SUBSCRIBE of one filter; returns the granted QoS (true = 1) or None when refused.
     pub fn subscribe(self: &Rc<Self>, filter: &str, qos1: bool) -> Option<bool> {
-        let kind = Subscription::parse(filter)?;
+        let kind = Subscription::parse(filter, &self.settings)?;
         let granted = Granted {
-            filter: filter.to_owned(),
+            filter: kind.publish_topic(filter).to_owned(),
             qos1,
         };
         match kind {
-            Subscription::AttributeUpdates => *self.attributes_sub.borrow_mut() = Some(granted),
+            Subscription::AttributeUpdates => {
+                *self.attributes_sub.borrow_mut() = Some(granted);
+                if self.settings.send_shared_attributes_on_subscribe {
+                    self.send_shared_attributes();
+                }
+            }
             Subscription::RpcRequests => {
                 *self.rpc_sub.borrow_mut() = Some(granted);
                 self.rpc_subscribed();
@@ -228,7 +273,7 @@ impl DeviceSession {
 
     /// UNSUBSCRIBE of one filter; false when the filter is not one devices may use.
     pub fn unsubscribe(&self, filter: &str) -> bool {
-        match Subscription::parse(filter) {
+        match Subscription::parse(filter, &self.settings) {
             Some(Subscription::AttributeUpdates) => *self.attributes_sub.borrow_mut() = None,
             Some(Subscription::RpcRequests) => *self.rpc_sub.borrow_mut() = None,
             Some(Subscription::Responses) => self
@@ -238,5 +283,35 @@ impl DeviceSession {
             None => return false,
         }
         true
+    }
+}
+
+impl DeviceSession {
+    /// Sends the device its current shared attributes, in the push format, through its own queue
+    /// (after the SUBACK: the read takes a hop to the main runtime). Nothing when it has none.
+    fn send_shared_attributes(self: &Rc<Self>) {
+        let state = self.state.clone();
+        let device = self.device.id;
+        self.state.rt.spawn(async move {
+            match state
+                .services
+                .store
+                .find_attributes(device.0, AttributeScope::Shared, None)
+                .await
+            {
+                Ok(rows) if rows.is_empty() => {}
+                Ok(rows) => {
+                    let payload: serde_json::Map<String, Value> =
+                        rows.into_iter().map(|r| (r.key, r.value.to_json())).collect();
+                    let downlink = crate::bus::Downlink::Attributes {
+                        payload: Value::Object(payload).to_string(),
+                    };
+                    state.sessions.deliver(device, downlink);
+                }
+                Err(e) => {
+                    tracing::warn!(device = %device, error = %e, "shared attributes not sent on subscribe");
+                }
+            }
+        });
     }
 }

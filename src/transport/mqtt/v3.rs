@@ -9,14 +9,14 @@ use ntex_util::time::Seconds;
 
 use super::downlink;
 use super::gate::{self, Gate, Refusal};
-use super::session::DeviceSession;
-use super::session::{self, Admission, SessionError};
+use super::provision::{ProvisionSession, Provisioned};
+use super::session::{self, Admission, Conn, SessionError};
 use super::sink::Sink;
 use super::tls;
 use super::uplink::Outcome;
 use crate::state::AppState;
 
-pub type Session = v3::Session<Rc<DeviceSession>>;
+pub type Session = v3::Session<Conn>;
 
 /// Devices choose how often they send invalid payloads: one line a second at most.
 static INVALID_PAYLOAD_LOG: crate::observability::LogLimiter =
@@ -26,7 +26,7 @@ pub async fn connect(
     state: &Arc<AppState>,
     gate: &Gate,
     hs: v3::Connect,
-) -> Result<v3::ConnectAck<Rc<DeviceSession>>, SessionError> {
+) -> Result<v3::ConnectAck<Conn>, SessionError> {
     let pkt = hs.packet();
     let Some(slot) = gate.enter() else {
         gate::refused(Refusal::ConnectionLimit, &pkt.client_id);
@@ -46,7 +46,12 @@ pub async fn connect(
             sess.slot.set(Some(slot));
             ntex_rt::spawn(downlink::run(Rc::downgrade(&sess), rx, close));
             let idle = session::idle_timeout(keep_alive).map_or(Seconds::ZERO, Seconds);
-            hs.ack(sess, false).idle_timeout(idle)
+            hs.ack(Conn::Device(sess), false).idle_timeout(idle)
+        }
+        Admission::Provision(sess) => {
+            sess.slot.set(Some(slot));
+            let idle = session::idle_timeout(keep_alive).map_or(Seconds::ZERO, Seconds);
+            hs.ack(Conn::Provision(sess), false).idle_timeout(idle)
         }
         Admission::NoCredentials => {
             gate::refused(Refusal::NoCredentials, &client_id);
@@ -63,13 +68,25 @@ pub async fn connect(
     })
 }
 
-pub async fn publish(sess: &Session, p: v3::Publish) -> Result<(), SessionError> {
+pub async fn publish(conn: &Session, p: v3::Publish) -> Result<(), SessionError> {
     let payload = p
         .read_all()
         .await
         .map_err(|e| SessionError::Payload(format!("{e:?}")))?;
+    let sess = match &**conn {
+        Conn::Device(sess) => sess,
+        Conn::Provision(prov) => return provision_publish(prov, p.publish_topic(), &payload).await,
+    };
+    let qos1 = p.qos() == QoS::AtLeastOnce;
     match sess.publish(p.publish_topic(), payload).await {
         Outcome::Accepted | Outcome::TopicInvalid => Ok(()),
+        // The profile's "send PUBACK on PUBLISH message validation failure".
+        Outcome::InvalidPayload(e) if qos1 && sess.settings.send_ack_on_validation_exception => {
+            if let Some(suppressed) = INVALID_PAYLOAD_LOG.allow() {
+                tracing::info!(device = %sess.device.id, error = %e, suppressed, "invalid payload from an MQTT 3.1.1 client; acknowledged as its profile asks (sendAckOnValidationException)");
+            }
+            Ok(())
+        }
         Outcome::Unsupported(what) => {
             tracing::warn!(
                 topic = p.publish_topic(),
@@ -92,10 +109,27 @@ pub async fn publish(sess: &Session, p: v3::Publish) -> Result<(), SessionError>
     }
 }
 
+/// MQTT 3.1.1 has no reason codes: anything but an answered request closes the connection.
+async fn provision_publish(
+    prov: &Rc<ProvisionSession>,
+    topic: &str,
+    payload: &[u8],
+) -> Result<(), SessionError> {
+    match prov.publish(topic, payload).await {
+        Provisioned::Answered => Ok(()),
+        Provisioned::TopicInvalid => Err(SessionError::TopicInvalid(topic.to_owned())),
+        Provisioned::Malformed(e) => Err(SessionError::Malformed(e)),
+    }
+}
+
 pub async fn protocol(
-    sess: &Session,
+    conn: &Session,
     msg: v3::ProtocolMessage,
 ) -> Result<v3::ProtocolMessageAck, SessionError> {
+    let sess = match &**conn {
+        Conn::Device(sess) => sess,
+        Conn::Provision(prov) => return Ok(provision_protocol(prov, msg)),
+    };
     Ok(match msg {
         v3::ProtocolMessage::Subscribe(mut s) => {
             for mut sub in s.iter_mut() {
@@ -126,6 +160,25 @@ pub async fn protocol(
         v3::ProtocolMessage::Disconnect(d) => d.ack(),
         v3::ProtocolMessage::PublishRelease(r) => r.ack(),
     })
+}
+
+fn provision_protocol(prov: &ProvisionSession, msg: v3::ProtocolMessage) -> v3::ProtocolMessageAck {
+    match msg {
+        v3::ProtocolMessage::Subscribe(mut s) => {
+            for mut sub in s.iter_mut() {
+                if prov.subscribe(sub.topic()) {
+                    sub.confirm(sub.qos().min(QoS::AtLeastOnce));
+                } else {
+                    sub.fail();
+                }
+            }
+            s.ack()
+        }
+        v3::ProtocolMessage::Unsubscribe(s) => s.ack(),
+        v3::ProtocolMessage::Ping(p) => p.ack(),
+        v3::ProtocolMessage::Disconnect(d) => d.ack(),
+        v3::ProtocolMessage::PublishRelease(r) => r.ack(),
+    }
 }
 
 pub async fn control(

@@ -11,20 +11,20 @@ use ntex_mqtt::{Control, Reason};
 
 use super::downlink;
 use super::gate::{self, Gate, Refusal};
-use super::session::DeviceSession;
-use super::session::{self, Admission, SessionError};
+use super::provision::{ProvisionSession, Provisioned};
+use super::session::{self, Admission, Conn, SessionError};
 use super::sink::Sink;
 use super::tls;
 use super::uplink::Outcome;
 use crate::state::AppState;
 
-pub type Session = v5::Session<Rc<DeviceSession>>;
+pub type Session = v5::Session<Conn>;
 
 pub async fn connect(
     state: &Arc<AppState>,
     gate: &Gate,
     hs: v5::Connect,
-) -> Result<v5::ConnectAck<Rc<DeviceSession>>, SessionError> {
+) -> Result<v5::ConnectAck<Conn>, SessionError> {
     let pkt = hs.packet();
     let Some(slot) = gate.enter() else {
         gate::refused(Refusal::ConnectionLimit, &pkt.client_id);
@@ -45,7 +45,14 @@ pub async fn connect(
             ntex_rt::spawn(downlink::run(Rc::downgrade(&sess), rx, close));
             // ntex-mqtt 9.0.0 maps keep-alive 0 to a 30 s idle timeout; MQTT says 0 means none.
             let idle = session::idle_timeout(keep_alive).unwrap_or(u16::MAX);
-            hs.ack(sess)
+            hs.ack(Conn::Device(sess))
+                .keep_alive(idle)
+                .with(|ack| ack.max_qos = QoS::AtLeastOnce)
+        }
+        Admission::Provision(sess) => {
+            sess.slot.set(Some(slot));
+            let idle = session::idle_timeout(keep_alive).unwrap_or(u16::MAX);
+            hs.ack(Conn::Provision(sess))
                 .keep_alive(idle)
                 .with(|ack| ack.max_qos = QoS::AtLeastOnce)
         }
@@ -64,11 +71,27 @@ pub async fn connect(
     })
 }
 
-pub async fn publish(sess: &Session, p: v5::Publish) -> Result<PublishAck, SessionError> {
+pub async fn publish(conn: &Session, p: v5::Publish) -> Result<PublishAck, SessionError> {
     let payload = p
         .read_all()
         .await
         .map_err(|e| SessionError::Payload(format!("{e:?}")))?;
+    let sess = match &**conn {
+        Conn::Device(sess) => sess,
+        Conn::Provision(prov) => {
+            return match prov.publish(p.publish_topic(), &payload).await {
+                Provisioned::Answered => Ok(p.ack()),
+                // The DISCONNECT carries the reason (0x90 or 0x83).
+                Provisioned::TopicInvalid => {
+                    Err(SessionError::TopicInvalid(p.publish_topic().to_owned()))
+                }
+                Provisioned::Malformed(e) => {
+                    tracing::info!(error = %e, "provision request refused; closing the connection");
+                    Err(SessionError::Malformed(e))
+                }
+            };
+        }
+    };
     let qos1 = p.qos() == QoS::AtLeastOnce;
     match sess.publish(p.publish_topic(), payload).await {
         Outcome::Accepted => Ok(p.ack()),
@@ -107,9 +130,13 @@ fn truncate(text: &str) -> String {
 }
 
 pub async fn protocol(
-    sess: &Session,
+    conn: &Session,
     msg: v5::ProtocolMessage,
 ) -> Result<v5::ProtocolMessageAck, SessionError> {
+    let sess = match &**conn {
+        Conn::Device(sess) => sess,
+        Conn::Provision(prov) => return Ok(provision_protocol(prov, msg)),
+    };
     Ok(match msg {
         v5::ProtocolMessage::Subscribe(mut s) => {
             for mut sub in s.iter_mut() {
@@ -144,6 +171,23 @@ pub async fn protocol(
         v5::ProtocolMessage::Disconnect(d) => d.ack(),
         other => other.ack(),
     })
+}
+
+fn provision_protocol(prov: &ProvisionSession, msg: v5::ProtocolMessage) -> v5::ProtocolMessageAck {
+    match msg {
+        v5::ProtocolMessage::Subscribe(mut s) => {
+            for mut sub in s.iter_mut() {
+                if prov.subscribe(sub.topic()) {
+                    let qos = sub.options().qos.min(QoS::AtLeastOnce);
+                    sub.confirm(qos);
+                } else {
+                    sub.fail(SubscribeAckReason::TopicFilterInvalid);
+                }
+            }
+            s.ack()
+        }
+        other => other.ack(),
+    }
 }
 
 pub async fn control(
