@@ -153,6 +153,30 @@ fn rows() -> Vec<(Caller, &'static str, String, Option<Value>, u16)> {
     add(Ta, GET, "/api/deviceProfileInfo/{pB}", None, 403);
     add(Ca, GET, "/api/deviceProfileInfo/{pB}", None, 403);
     add(Tb, GET, "/api/deviceProfile/{pB}", None, 200);
+    add(Ta, DELETE, "/api/deviceProfile/{pB}", None, 403);
+    add(Ta, POST, "/api/deviceProfile/{pB}/default", None, 403);
+    add(Ca, POST, "/api/deviceProfile/{pB}/default", None, 403);
+    add(
+        Ta,
+        POST,
+        "/api/deviceProfile",
+        Some(json!({"id": {"id": "{pB}"}, "name": "stolen"})),
+        403,
+    );
+    add(
+        Ca,
+        POST,
+        "/api/deviceProfile",
+        Some(json!({"name": "by-customer"})),
+        403,
+    );
+    add(
+        Sys,
+        POST,
+        "/api/deviceProfile",
+        Some(json!({"name": "by-sysadmin"})),
+        403,
+    );
     add(Ta, GET, "/api/deviceProfile/{miss}", None, 404);
     add(Ta, GET, "/api/deviceProfileInfo/{miss}", None, 404);
     // Time series and attributes (the legacy and the entity routes).
