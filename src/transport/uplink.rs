@@ -180,6 +180,35 @@ impl DeviceLink<'_> {
         }
     }
 
+    /// The device opens its claim window (`services::claiming`). A device that cannot be claimed
+    /// (it has a customer, or claiming is not allowed) is acknowledged all the same, as ThingsBoard
+    /// does; the refusal is logged.
+    pub async fn claim(&self, payload: &[u8]) -> Outcome {
+        use crate::services::claiming::{self, RegisterError};
+        let request = match claiming::parse_request(payload) {
+            Ok(r) => r,
+            Err(e) => return Outcome::InvalidPayload(e),
+        };
+        let state = self.state.clone();
+        let device = self.device.clone();
+        let opened = self
+            .state
+            .rt
+            .spawn(async move {
+                claiming::register(&state.services, &state.config.auth, &device, &request).await
+            })
+            .await;
+        match opened {
+            Ok(Ok(_)) => Outcome::Accepted,
+            Ok(Err(RegisterError::Storage(e))) => Outcome::Failed(e.to_string()),
+            Ok(Err(refused)) => {
+                tracing::info!(device = %self.device.id, transport = self.transport, reason = %refused, "claim message refused");
+                Outcome::Accepted
+            }
+            Err(e) => Outcome::Failed(format!("claim task failed: {e}")),
+        }
+    }
+
     /// The device's CLIENT and SHARED attributes it asked for, as ThingsBoard answers:
     /// `{"client": {...}, "shared": {...}}`, a section only when it holds something.
     pub async fn attributes_of(&self, keys: AttributeKeys) -> Result<Value, StorageError> {

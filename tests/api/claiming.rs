@@ -54,7 +54,7 @@ async fn claiming_over_http_and_rest(app: &TestApp) {
     // Bad requests and callers.
     anon.post("/api/v1/no-such-token/claim", open("k1"))
         .await
-        .text_error(401, "");
+        .error(401, 10);
     let bad = anon
         .raw(
             reqwest::Method::POST,

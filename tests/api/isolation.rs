@@ -149,6 +149,34 @@ fn rows() -> Vec<(Caller, &'static str, String, Option<Value>, u16)> {
         add(Ta, GET, path, None, 200);
         add(Ca, GET, path, None, customer);
     }
+    add(Ta, GET, "/api/deviceProfile/{pB}", None, 403);
+    add(Ta, GET, "/api/deviceProfileInfo/{pB}", None, 403);
+    add(Ca, GET, "/api/deviceProfileInfo/{pB}", None, 403);
+    add(Tb, GET, "/api/deviceProfile/{pB}", None, 200);
+    add(Ta, DELETE, "/api/deviceProfile/{pB}", None, 403);
+    add(Ta, POST, "/api/deviceProfile/{pB}/default", None, 403);
+    add(Ca, POST, "/api/deviceProfile/{pB}/default", None, 403);
+    add(
+        Ta,
+        POST,
+        "/api/deviceProfile",
+        Some(json!({"id": {"id": "{pB}"}, "name": "stolen"})),
+        403,
+    );
+    add(
+        Ca,
+        POST,
+        "/api/deviceProfile",
+        Some(json!({"name": "by-customer"})),
+        403,
+    );
+    add(
+        Sys,
+        POST,
+        "/api/deviceProfile",
+        Some(json!({"name": "by-sysadmin"})),
+        403,
+    );
     add(Ta, GET, "/api/deviceProfile/{miss}", None, 404);
     add(Ta, GET, "/api/deviceProfileInfo/{miss}", None, 404);
     // Time series and attributes (the legacy and the entity routes).
@@ -423,6 +451,19 @@ fn rows() -> Vec<(Caller, &'static str, String, Option<Value>, u16)> {
         403,
     );
     add(Anon, POST, "/api/v1/no-such-token/claim", Some(key), 401);
+    // The device HTTP API: the access token in the path is the only credential.
+    let payload = json!({"stolen": 1});
+    for (method, path) in [
+        (POST, "/api/v1/no-such-token/telemetry"),
+        (POST, "/api/v1/no-such-token/attributes"),
+        (GET, "/api/v1/no-such-token/attributes"),
+        (GET, "/api/v1/no-such-token/attributes/updates?timeout=1"),
+        (GET, "/api/v1/no-such-token/rpc?timeout=1"),
+        (POST, "/api/v1/no-such-token/rpc"),
+        (POST, "/api/v1/no-such-token/rpc/1"),
+    ] {
+        add(Ta, method, path, Some(payload.clone()), 401);
+    }
     // Users.
     for who in [Ta, Ca] {
         add(who, GET, "/api/user/{uB}", None, 403);

@@ -173,6 +173,8 @@ pub async fn customers_titles_users_and_devices(store: &dyn Store) {
 
     // Devices of a customer.
     let p = default_profile(store, t).await;
+    assert_eq!(store.profile_owner(p.id).await.unwrap(), Some(t));
+    assert_eq!(store.get_profile(other, p.id).await.unwrap(), None);
     let mut d1 = new_device(store, t, &p, "d1", 1).await;
     let d2 = new_device(store, t, &p, "d2", 2).await;
     d1.customer_id = Some(a.id);

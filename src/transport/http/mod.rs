@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use axum::Router;
 
+pub use device::HttpDevice;
 pub use poll::Polls;
 
 use crate::state::AppState;

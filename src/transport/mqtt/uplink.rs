@@ -80,7 +80,7 @@ impl DeviceSession {
                 tracing::debug!("PUBLISH to an unknown topic");
                 Outcome::TopicInvalid
             }
-            Uplink::Claim => self.claim(&payload).await,
+            Uplink::Claim => self.link().claim(&payload).await,
             Uplink::FirmwareChunk { .. } => Outcome::Unsupported("firmware chunks"),
             Uplink::Gateway(_) => Outcome::Unsupported("the gateway API"),
         }
@@ -121,42 +121,6 @@ impl DeviceSession {
             Ok(value) => Ok(value),
             Err(_) if json_fallback => payload::parse_lenient(payload),
             Err(e) => Err(PayloadError::Protobuf(e)),
-        }
-    }
-
-    /// The device opens its claim window. A device that cannot be claimed (it has a customer, or
-    /// claiming is not allowed) is acknowledged all the same, as ThingsBoard does; the refusal is
-    /// logged.
-    async fn claim(&self, payload: &[u8]) -> Outcome {
-        let request = match crate::services::claiming::parse_request(payload) {
-            Ok(r) => r,
-            Err(e) => return Outcome::InvalidPayload(e),
-        };
-        let state = self.state.clone();
-        let device = self.device.clone();
-        let opened = self
-            .state
-            .rt
-            .spawn(async move {
-                crate::services::claiming::register(
-                    &state.services,
-                    &state.config.auth,
-                    &device,
-                    &request,
-                )
-                .await
-            })
-            .await;
-        match opened {
-            Ok(Ok(_)) => Outcome::Accepted,
-            Ok(Err(crate::services::claiming::RegisterError::Storage(e))) => {
-                Outcome::Failed(e.to_string())
-            }
-            Ok(Err(refused)) => {
-                tracing::info!(device = %self.device.id, reason = %refused, "claim message refused");
-                Outcome::Accepted
-            }
-            Err(e) => Outcome::Failed(format!("claim task failed: {e}")),
         }
     }
 
