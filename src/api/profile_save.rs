@@ -75,7 +75,12 @@ fn parse(body: &Value) -> Result<ProfileInput, ApiError> {
             )));
         }
     }
-    let provision_device_key = text(obj, "provisionDeviceKey")?.filter(|k| !k.trim().is_empty());
+    // A chain profile is found by its CA certificate's hash, as in ThingsBoard.
+    let provision_device_key =
+        match crate::domain::profile::x509_chain::provision_key(&profile_data) {
+            Some(key) => Some(key),
+            None => text(obj, "provisionDeviceKey")?.filter(|k| !k.trim().is_empty()),
+        };
     Ok(ProfileInput {
         id: id_field(obj, "id")?,
         name,

@@ -5,6 +5,7 @@ pub mod mqtt;
 pub mod payload_type;
 pub mod proto;
 pub mod topic;
+pub mod x509_chain;
 
 use serde_json::{Map, Value, json};
 
@@ -30,6 +31,8 @@ pub enum ProvisionType {
     Disabled,
     AllowCreateNewDevices,
     CheckPreProvisionedDevices,
+    /// Devices are found or created by their TLS client certificate, signed by the profile's CA.
+    X509CertificateChain,
 }
 
 impl ProvisionType {
@@ -38,6 +41,7 @@ impl ProvisionType {
             "DISABLED" => Self::Disabled,
             "ALLOW_CREATE_NEW_DEVICES" => Self::AllowCreateNewDevices,
             "CHECK_PRE_PROVISIONED_DEVICES" => Self::CheckPreProvisionedDevices,
+            x509_chain::TYPE => Self::X509CertificateChain,
             _ => return None,
         })
     }
@@ -175,7 +179,7 @@ fn normalise_provision(
         .to_owned();
     if ProvisionType::parse(&kind).is_none() {
         return Err(format!(
-            "Provision type {kind} is not supported; use DISABLED, ALLOW_CREATE_NEW_DEVICES or CHECK_PRE_PROVISIONED_DEVICES"
+            "Provision type {kind} is not supported; use DISABLED, ALLOW_CREATE_NEW_DEVICES, CHECK_PRE_PROVISIONED_DEVICES or X509_CERTIFICATE_CHAIN"
         ));
     }
     if let Some(top) = top_level
@@ -191,6 +195,9 @@ fn normalise_provision(
         }
         Some(Value::Null | Value::String(_)) => {}
         Some(_) => return Err("provisionDeviceSecret should be a string!".to_owned()),
+    }
+    if kind == x509_chain::TYPE {
+        x509_chain::normalise(&mut p)?;
     }
     Ok(p)
 }

@@ -1,5 +1,5 @@
 //! Device authentication: the credential lookup of an MQTT CONNECT — access tokens, MQTT basic
-//! credentials and X.509 client certificates — and the access token of an HTTP device request,
+//! credentials and X.509 client certificates (`x509_chain`) — and the access token of an HTTP device request,
 //! with outcomes each transport maps to its answers (CONNACK codes, HTTP statuses).
 
 use std::time::Duration;
@@ -7,7 +7,6 @@ use std::time::Duration;
 use super::Services;
 use super::auth_cache::{AuthCache, Begin, Key, NegativeCache, Refused};
 use crate::domain::credentials::sha3_hex;
-use crate::domain::x509::DeviceCertificate;
 use crate::domain::{Device, StorageError};
 use crate::storage::DynStore;
 
@@ -30,6 +29,8 @@ pub struct Credentials<'a> {
     pub password: Option<&'a [u8]>,
     /// The DER of the leaf certificate the TLS client presented, if any.
     pub certificate: Option<&'a [u8]>,
+    /// The certificates the TLS client sent after its leaf (issuer first).
+    pub chain: &'a [Vec<u8>],
 }
 
 /// Longest a credential lookup may take; a slower one answers "server unavailable".
@@ -105,7 +106,14 @@ impl Services {
 
     /// The credential check, bounded by `LOOKUP_TIMEOUT`.
     async fn timed_check(&self, creds: &Credentials<'_>) -> AuthResult {
-        let check = check(&self.store, &self.auth_cache.tokens, creds);
+        let check = async {
+            // A client certificate decides alone, as in ThingsBoard: username and password are
+            // not used.
+            match creds.certificate {
+                Some(der) => self.authenticate_certificate(der, creds.chain).await,
+                None => check(&self.store, &self.auth_cache.tokens, creds).await,
+            }
+        };
         match tokio::time::timeout(LOOKUP_TIMEOUT, check).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => AuthResult::Unavailable(e),
@@ -157,10 +165,6 @@ async fn check(
     tokens: &NegativeCache,
     creds: &Credentials<'_>,
 ) -> Result<AuthResult, StorageError> {
-    // A client certificate decides alone, as in ThingsBoard: username and password are not used.
-    if let Some(der) = creds.certificate {
-        return x509(store, der).await;
-    }
     let username = creds.username.filter(|u| !u.is_empty());
     let Some(username) = username else {
         if creds.client_id.is_empty() {
@@ -203,29 +207,6 @@ async fn check(
         }
         _ => AuthResult::NotAuthorized,
     })
-}
-
-/// The device whose X509_CERTIFICATE credentials are this leaf certificate, within its validity.
-async fn x509(store: &DynStore, der: &[u8]) -> Result<AuthResult, StorageError> {
-    let cert = match DeviceCertificate::from_der(der.to_vec()) {
-        Ok(cert) => cert,
-        Err(e) => {
-            tracing::info!(error = %e, "client certificate refused");
-            return Ok(AuthResult::NotAuthorized);
-        }
-    };
-    if let Err(e) = cert.check_validity_now() {
-        tracing::info!(error = %e, "client certificate refused");
-        return Ok(AuthResult::NotAuthorized);
-    }
-    Ok(
-        match store.find_by_credentials_id(&cert.credentials_id()).await? {
-            Some((device, stored)) if stored.credentials_type == "X509_CERTIFICATE" => {
-                AuthResult::Accepted(Box::new(device))
-            }
-            _ => AuthResult::NotAuthorized,
-        },
-    )
 }
 
 enum BasicMismatch {
@@ -290,6 +271,7 @@ mod tests {
             username: Some("u1"),
             password: Some(b"p1"),
             certificate: None,
+            chain: &[],
         };
         let v = r#"{"clientId":"c1","userName":"u1","password":"p1"}"#;
         assert!(validate_basic(Some(v), &creds).is_ok());

@@ -12,6 +12,7 @@ pub mod passwords;
 pub mod profile_settings;
 pub mod provisioning;
 pub mod rpc;
+pub mod x509_chain;
 
 use uuid::Uuid;
 

@@ -159,7 +159,10 @@ impl Services {
             return Ok(not_found());
         }
         let answer = match settings.kind {
-            ProvisionType::Disabled => return Ok(not_found()),
+            // Chain profiles provision at the TLS CONNECT, not through this API.
+            ProvisionType::Disabled | ProvisionType::X509CertificateChain => {
+                return Ok(not_found());
+            }
             ProvisionType::AllowCreateNewDevices => self.create_new(&profile, request).await?,
             ProvisionType::CheckPreProvisionedDevices => {
                 self.pre_provisioned(&profile, request).await?
@@ -186,6 +189,34 @@ impl Services {
             Some(n) => n,
             None => super::accounts::random_alphanumeric(20),
         };
+        let (kind, id, value) = match request.credentials {
+            Wanted::Token(token) => (
+                "ACCESS_TOKEN",
+                token
+                    .filter(|t| !t.trim().is_empty() && !t.chars().any(char::is_control))
+                    .unwrap_or_else(|| super::accounts::random_alphanumeric(20)),
+                None,
+            ),
+            Wanted::Basic(basic) => ("MQTT_BASIC", basic.credentials_id(), Some(basic.to_json())),
+            Wanted::Certificate(cert) => {
+                ("X509_CERTIFICATE", cert.credentials_id(), Some(cert.body))
+            }
+        };
+        self.create_with_credentials(profile, name, request.gateway, kind, id, value)
+            .await
+    }
+
+    /// A new device of the profile with these credentials; None when the name or the
+    /// credentials are taken.
+    pub(super) async fn create_with_credentials(
+        &self,
+        profile: &DeviceProfile,
+        name: String,
+        gateway: bool,
+        kind: &str,
+        id: String,
+        value: Option<String>,
+    ) -> Result<Option<(DeviceId, DeviceCredentials)>, StorageError> {
         if self
             .store
             .find_device_by_name(profile.tenant_id, &name)
@@ -204,21 +235,8 @@ impl Services {
             label: None,
             profile_id: profile.id,
             profile_name: profile.name.clone(),
-            additional_info: json!({"gateway": request.gateway, "description": ""}),
+            additional_info: json!({"gateway": gateway, "description": ""}),
             version: 1,
-        };
-        let (kind, id, value) = match request.credentials {
-            Wanted::Token(token) => (
-                "ACCESS_TOKEN",
-                token
-                    .filter(|t| !t.trim().is_empty() && !t.chars().any(char::is_control))
-                    .unwrap_or_else(|| super::accounts::random_alphanumeric(20)),
-                None,
-            ),
-            Wanted::Basic(basic) => ("MQTT_BASIC", basic.credentials_id(), Some(basic.to_json())),
-            Wanted::Certificate(cert) => {
-                ("X509_CERTIFICATE", cert.credentials_id(), Some(cert.body))
-            }
         };
         let credentials = DeviceCredentials {
             id: uuid::Uuid::new_v4(),
@@ -277,7 +295,7 @@ impl Services {
             .map(|c| (device.id, c)))
     }
 
-    async fn mark_provisioned(&self, device: DeviceId) -> Result<(), StorageError> {
+    pub(super) async fn mark_provisioned(&self, device: DeviceId) -> Result<(), StorageError> {
         let kv = Kv {
             key: PROVISION_STATE.to_owned(),
             value: KvValue::Str("provisioned".to_owned()),

@@ -1,6 +1,7 @@
 //! MQTT over TLS: tokens and basic credentials work unchanged over TLS, a device certificate
 //! registered as X509_CERTIFICATE credentials logs the device in, unknown, expired and not yet valid
-//! certificates are refused (v3 5 / v5 0x87), the server certificate reloads without restart, and
+//! certificates are refused (v3 5 / v5 0x87), a chain profile's CA provisions the devices whose
+//! leaves it signed, the server certificate reloads without restart, and
 //! unusable certificate files stop the start with an error naming the file.
 
 use std::path::{Path, PathBuf};
@@ -245,6 +246,143 @@ async fn device_certificates_and_tokens_over_tls_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_certificates_and_tokens_over_tls_postgres() {
     device_certificates_and_tokens_over_tls(Backend::Postgres).await;
+}
+
+/// The leaf followed by its CA, as a client sends its chain.
+fn with_chain(leaf: &Issued, ca: &Ca) -> Issued {
+    Issued {
+        cert: format!("{}{}", leaf.cert, ca.pem),
+        key: leaf.key.clone(),
+    }
+}
+
+fn chain_profile(name: &str, ca_pem: &str, allow_create: bool) -> serde_json::Value {
+    json!({
+        "name": name,
+        "type": "DEFAULT",
+        "transportType": "DEFAULT",
+        "provisionType": "X509_CERTIFICATE_CHAIN",
+        "profileData": {"provisionConfiguration": {
+            "type": "X509_CERTIFICATE_CHAIN",
+            "provisionDeviceSecret": ca_pem,
+            "certificateRegExPattern": "^sensor-(.+)$",
+            "allowCreateNewDevicesByX509Certificate": allow_create,
+        }},
+    })
+}
+
+async fn refused(port: u16, server_ca: &str, client: &Issued, what: &str) {
+    let mut c = v3_tls(port, server_ca, None, Some(client));
+    let err = v3_connack(&mut c).await.expect_err(what);
+    assert!(err.contains("NotAuthorized"), "{what}: {err}");
+}
+
+async fn chain_provisioning(backend: Backend) {
+    let ca = Ca::new("test CA");
+    let files = ServerFiles::write(&ca);
+    let app = tls_app(backend, &files).await;
+    let port = mqtts_port(&app);
+    let api = Api::tenant(&app).await;
+
+    // A CA that does not parse, or a pattern without a group: 400.
+    let bad = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----";
+    api.post("/api/deviceProfile", chain_profile("bad", bad, true))
+        .await
+        .error(400, 31);
+    let device_ca = Ca::new("chain CA");
+    let mut no_group = chain_profile("bad", &device_ca.pem, true);
+    no_group["profileData"]["provisionConfiguration"]["certificateRegExPattern"] = json!("sensor");
+    api.post("/api/deviceProfile", no_group)
+        .await
+        .error(400, 31);
+
+    // The profile is found by its CA's hash.
+    let profile = api
+        .post(
+            "/api/deviceProfile",
+            chain_profile("chain", &device_ca.pem, true),
+        )
+        .await
+        .ok();
+    let ca_body: String = device_ca
+        .pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert_eq!(profile["provisionDeviceKey"], json!(sha3_hex(&ca_body)));
+    assert_eq!(profile["provisionType"], "X509_CERTIFICATE_CHAIN");
+
+    // A leaf the CA signed creates the device the pattern names, with the leaf as credentials.
+    let leaf = with_chain(&device_ca.issue(&[], "sensor-7", -1, 30), &device_ca);
+    let mut c = v3_tls(port, &ca.pem, None, Some(&leaf));
+    assert_eq!(v3_connack(&mut c).await, Ok(()));
+    let device = api.get("/api/tenant/devices?deviceName=7").await.ok();
+    assert_eq!(device["deviceProfileId"], profile["id"]);
+    let id = device["id"]["id"].as_str().expect("id").to_owned();
+    let creds = api.get(&format!("/api/device/{id}/credentials")).await.ok();
+    assert_eq!(creds["credentialsType"], "X509_CERTIFICATE");
+    let leaf_only: String = leaf
+        .cert
+        .split("-----END CERTIFICATE-----")
+        .next()
+        .expect("leaf")
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert_eq!(creds["credentialsValue"], json!(leaf_only));
+    let device_id = DeviceId(id.parse().expect("uuid"));
+    publish_and_check(&app, &mut c, device_id, 7).await;
+    drop(c);
+
+    // Refused: an unknown CA, a CA that did not sign the leaf, an expired leaf, a CN the
+    // pattern does not match.
+    let other_ca = Ca::new("other CA");
+    let unknown = with_chain(&other_ca.issue(&[], "sensor-8", -1, 30), &other_ca);
+    refused(port, &ca.pem, &unknown, "unknown CA").await;
+    let forged = with_chain(&other_ca.issue(&[], "sensor-9", -1, 30), &device_ca);
+    refused(port, &ca.pem, &forged, "CA did not sign").await;
+    let expired = with_chain(&device_ca.issue(&[], "sensor-10", -30, -1), &device_ca);
+    refused(port, &ca.pem, &expired, "expired").await;
+    let unmatched = with_chain(&device_ca.issue(&[], "camera-11", -1, 30), &device_ca);
+    refused(port, &ca.pem, &unmatched, "CN not matching").await;
+    for name in ["8", "9", "10", "11", "camera-11"] {
+        api.get(&format!("/api/tenant/devices?deviceName={name}"))
+            .await
+            .error(404, 32);
+    }
+
+    // Without creation, an existing device of the profile takes the new leaf; others are refused.
+    let strict_ca = Ca::new("strict CA");
+    let strict = api
+        .post(
+            "/api/deviceProfile",
+            chain_profile("strict", &strict_ca.pem, false),
+        )
+        .await
+        .ok();
+    let missing = with_chain(&strict_ca.issue(&[], "sensor-12", -1, 30), &strict_ca);
+    refused(port, &ca.pem, &missing, "creation not allowed").await;
+    let (id, _) = api
+        .create_device(json!({"name": "13", "deviceProfileId": strict["id"]}))
+        .await;
+    let renewed = with_chain(&strict_ca.issue(&[], "sensor-13", -1, 30), &strict_ca);
+    let mut c = v3_tls(port, &ca.pem, None, Some(&renewed));
+    assert_eq!(v3_connack(&mut c).await, Ok(()));
+    publish_and_check(&app, &mut c, DeviceId(id.parse().expect("uuid")), 13).await;
+    let creds = api.get(&format!("/api/device/{id}/credentials")).await.ok();
+    assert_eq!(creds["credentialsType"], "X509_CERTIFICATE");
+
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_provisioning_sqlite() {
+    chain_provisioning(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_provisioning_postgres() {
+    chain_provisioning(Backend::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

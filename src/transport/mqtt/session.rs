@@ -178,6 +178,8 @@ pub struct Connect<'a> {
     pub password: Option<&'a [u8]>,
     /// The DER of the TLS client's leaf certificate.
     pub certificate: Option<Vec<u8>>,
+    /// The certificates the client sent after its leaf.
+    pub chain: Vec<Vec<u8>>,
 }
 
 /// Authenticates on the main runtime and registers the session (closing an older one of the device,
@@ -278,12 +280,14 @@ async fn lookup(state: &Arc<AppState>, connect: &Connect<'_>) -> AuthResult {
         connect.password.map(<[u8]>::to_vec),
         connect.certificate.clone(),
     );
+    let chain = connect.chain.clone();
     let lookup = state.rt.spawn(async move {
         let creds = Credentials {
             client_id: &client_id,
             username: username.as_deref(),
             password: password.as_deref(),
             certificate: certificate.as_deref(),
+            chain: &chain,
         };
         services.authenticate_device(&creds).await
     });

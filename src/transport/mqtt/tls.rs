@@ -1,6 +1,6 @@
 //! MQTT over TLS: the server certificate (loaded at start, reloadable without restart) and the
-//! client-certificate policy (asked for, never required; a device's certificate is checked against
-//! its X.509 credentials at CONNECT, not against a CA).
+//! client-certificate policy (asked for, never required; a device's certificate and the chain the
+//! client sends are checked at CONNECT against X.509 credentials and chain profiles' CAs).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -165,4 +165,20 @@ pub fn peer_certificate(io: &ntex_io::IoBoxed) -> Option<Vec<u8>> {
     io.query::<ntex_tls::rustls::PeerCert<'static>>()
         .as_ref()
         .map(|cert| cert.0.as_ref().to_vec())
+}
+
+/// The certificates a TLS client sent after its leaf (its issuers, nearest first); empty on plain
+/// TCP or without a client certificate.
+pub fn peer_chain(io: &ntex_io::IoBoxed) -> Vec<Vec<u8>> {
+    io.query::<ntex_tls::rustls::PeerCertChain<'static>>()
+        .as_ref()
+        .map(|chain| {
+            chain
+                .0
+                .iter()
+                .skip(1)
+                .map(|c| c.as_ref().to_vec())
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -37,6 +37,7 @@ pub async fn connect(
         username: pkt.username.as_deref(),
         password: pkt.password.as_deref(),
         certificate: tls::peer_certificate(hs.io()),
+        chain: tls::peer_chain(hs.io()),
     };
     let admission = session::admit(state, connect, Sink::V3(hs.sink())).await;
     let keep_alive = pkt.keep_alive;

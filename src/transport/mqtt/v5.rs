@@ -35,6 +35,7 @@ pub async fn connect(
         username: pkt.username.as_deref(),
         password: pkt.password.as_deref(),
         certificate: tls::peer_certificate(hs.io()),
+        chain: tls::peer_chain(hs.io()),
     };
     let admission = session::admit(state, connect, Sink::V5(hs.sink())).await;
     let keep_alive = pkt.keep_alive;
