@@ -4,7 +4,9 @@
 - an access token works over TLS as over TCP, without a client certificate;
 - a device whose credentials are X509_CERTIFICATE (its PEM, set over REST) logs in with that
   certificate alone, and its telemetry is stored;
-- a certificate that belongs to no device is refused with CONNACK 5 / 0x87.
+- a certificate that belongs to no device is refused with CONNACK 5 / 0x87;
+- X.509 chain provisioning: a profile holding a CA creates the device named by the CN of a leaf it
+  signed (the client sends leaf and CA); a leaf another CA signed is refused.
 The certificates are made with openssl; the server's is signed by a CA the clients trust.
 """
 
@@ -16,6 +18,7 @@ import uuid
 
 import pytest
 
+import acc_support as acc
 from acc_support import HOST, PahoDevice, SdkDevice, TlsFiles, eventually
 
 PROTOCOLS = ["v311", "v5"]
@@ -28,9 +31,9 @@ def set_x509(rest, device, cert_path) -> dict:
     return rest.ok(rest.post("/api/device/credentials", json=creds))
 
 
-def stored(rest, device, key, value):
+def stored(rest, device_id, key, value):
     def check():
-        latest = rest.latest(device.id, [key])
+        latest = rest.latest(device_id, [key])
         points = latest.get(key) or []
         return points and str(points[0]["value"]) == str(value)
 
@@ -46,7 +49,7 @@ def test_token_over_tls(paho, mqtts_port, pki, new_device, rest, protocol):
         assert client.publish("v1/devices/me/telemetry", {"tls_token": 1}) == 0
     finally:
         client.close()
-    stored(rest, device, "tls_token", 1)
+    stored(rest, device.id, "tls_token", 1)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -62,7 +65,7 @@ def test_device_certificate_logs_in(paho, mqtts_port, pki, new_device, rest, pro
         assert client.publish("v1/devices/me/telemetry", {"tls_x509": protocol}) == 0
     finally:
         client.close()
-    stored(rest, device, "tls_x509", protocol)
+    stored(rest, device.id, "tls_x509", protocol)
 
 
 # paho's callback API v2 reports the MQTT 3.1.1 return code 5 as its reason 0x87 (Not authorized).
@@ -88,7 +91,7 @@ def test_sdk_with_device_certificate(mqtts_port, pki, new_device, rest):
         sdk.client.send_telemetry({"tls_sdk": 7}).get()
     finally:
         sdk.close()
-    stored(rest, device, "tls_sdk", 7)
+    stored(rest, device.id, "tls_sdk", 7)
 
 
 def test_mosquitto_pub_with_device_certificate(mqtts_port, pki, new_device, rest):
@@ -102,4 +105,55 @@ def test_mosquitto_pub_with_device_certificate(mqtts_port, pki, new_device, rest
         capture_output=True, text=True, timeout=30,
     )
     assert done.returncode == 0, f"mosquitto_pub failed: {done.stderr}"
-    stored(rest, device, "tls_mosquitto", value)
+    stored(rest, device.id, "tls_mosquitto", value)
+
+
+def chain_file(pki, leaf):
+    """The leaf followed by its CA: the chain a device presents for X.509 chain provisioning."""
+    chain = leaf.with_name(leaf.stem + "-chain.pem")
+    chain.write_text(leaf.read_text() + pki.ca.read_text())
+    return chain
+
+
+def chain_profile(rest, name, ca_path, allow_create=True):
+    return rest.ok(rest.post("/api/deviceProfile", json={
+        "name": name, "type": "DEFAULT", "transportType": "DEFAULT", "provisionType": "X509_CERTIFICATE_CHAIN",
+        "profileData": {"provisionConfiguration": {
+            "type": "X509_CERTIFICATE_CHAIN", "provisionDeviceSecret": ca_path.read_text(),
+            "certificateRegExPattern": r"^chain-(.+)$", "allowCreateNewDevicesByX509Certificate": allow_create,
+        }},
+    }))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_chain_provisioning_creates_the_device(paho, mqtts_port, pki, rest, tmp_path, protocol):
+    """A profile holding a CA creates the device its signed leaf names (the CN through the
+    profile's pattern); a leaf the CA did not sign is refused with 0x87."""
+    device_ca = acc.Pki(tmp_path / "chain-ca")
+    profile = chain_profile(rest, f"chain-{protocol}-{uuid.uuid4().hex[:6]}", device_ca.ca)
+    name = f"{protocol}-{uuid.uuid4().hex[:6]}"
+    cert, key = device_ca.issue(f"chain-{name}")
+    client = PahoDevice(paho, mqtts_port, None, protocol=protocol,
+                        tls=TlsFiles(pki.ca, str(chain_file(device_ca, cert)), str(key)))
+    try:
+        client.connect()
+        assert client.publish("v1/devices/me/telemetry", {"tls_chain": protocol}) == 0
+    finally:
+        client.close()
+    created = rest.ok(rest.get("/api/tenant/devices", params={"deviceName": name}))
+    assert created["deviceProfileId"] == profile["id"]
+    creds = rest.ok(rest.get(f"/api/device/{created['id']['id']}/credentials"))
+    assert creds["credentialsType"] == "X509_CERTIFICATE"
+    stored(rest, created["id"]["id"], "tls_chain", protocol)
+
+    # Signed by another CA but presented with the profile's CA: refused.
+    forged, forged_key = pki.issue(f"chain-forged-{name}")
+    client = PahoDevice(paho, mqtts_port, None, protocol=protocol,
+                        tls=TlsFiles(pki.ca, str(chain_file(device_ca, forged)), str(forged_key)))
+    try:
+        with pytest.raises(AssertionError) as refused:
+            client.connect()
+        assert "0x87" in str(refused.value), str(refused.value)
+    finally:
+        client.close()
+    assert rest.get("/api/tenant/devices", params={"deviceName": f"forged-{name}"}).status_code == 404
