@@ -55,6 +55,11 @@ def test_device_profile_create_update_delete(http_url):
     assert updated.id.id == saved.id.id
     assert tenant.get_device_profile_by_id(saved.id).description == "updated by tb-rest-client"
 
+    page = tenant.get_device_profiles(page_size=100, page=0, text_search=profile.name)
+    assert [p.name for p in page.data] == [profile.name]
+    infos = tenant.get_device_profile_infos(page_size=100, page=0, text_search=profile.name)
+    assert [p.id.id for p in infos.data] == [saved.id.id]
+
     tenant.delete_device_profile(saved.id)
     with pytest.raises(ApiException) as gone:
         tenant.get_device_profile_by_id(saved.id)
@@ -86,6 +91,12 @@ def test_customer_user_and_device_assignment(http_url):
     assert assigned.customer_id.id == customer.id.id
     again = tenant.get_device_by_id(device.id)
     assert again.customer_id.id == customer.id.id and again.name == device.name
+    devices = tenant.get_customer_devices(customer.id, page_size=10, page=0)
+    assert [d.name for d in devices.data] == [device.name]
+    users = tenant.get_customer_users(customer.id, page_size=10, page=0)
+    assert [u.email for u in users.data] == [email]
+    customers = tenant.get_customers(page_size=10, page=0, text_search=customer.title)
+    assert [c.title for c in customers.data] == [customer.title]
 
 
 def test_sysadmin_creates_a_tenant(http_url):
@@ -94,3 +105,5 @@ def test_sysadmin_creates_a_tenant(http_url):
     tenant = sysadmin.save_tenant(rest_client_ce.Tenant(title=title))
     assert tenant.id.entity_type == "TENANT"
     assert sysadmin.get_tenant_by_id(tenant.id).title == title
+    tenants = sysadmin.get_tenants(page_size=10, page=0, text_search=title)
+    assert [t.title for t in tenants.data] == [title]
