@@ -7,6 +7,7 @@ pub mod device_state;
 pub mod key_quota;
 pub mod login_throttle;
 pub mod logins;
+pub mod ota;
 pub mod passwords;
 pub mod rpc;
 

@@ -1,6 +1,6 @@
 //! Storage conformance: one suite of cases, run against SQLite (`sqlite::*`) and PostgreSQL
 //! (`postgres::*`), each on a fresh database. Cases live in `accounts`, `sessions`, `devices`,
-//! `attributes`, `telemetry`, `rpc` and `isolation` (the group-commit writer).
+//! `attributes`, `telemetry`, `rpc`, `ota` and `isolation` (the group-commit writer).
 
 mod accounts;
 mod attributes;
@@ -9,6 +9,7 @@ mod common;
 mod devices;
 mod fixtures;
 mod isolation;
+mod ota;
 mod rpc;
 mod sessions;
 mod telemetry;
@@ -97,6 +98,8 @@ conformance!(
     sessions_rotate_and_end,
     sessions_are_bounded_per_user_and_expire,
     password_change_replaces_every_session,
+    ota_packages_crud_paging_and_conflicts,
+    ota_files_are_read_by_range,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -104,6 +107,7 @@ conformance!(
 use accounts::*;
 use attributes::*;
 use devices::*;
+use ota::*;
 use rpc::*;
 use sessions::*;
 use telemetry::*;

@@ -65,6 +65,7 @@ impl PgStore {
         (2, "rpc", "0002_rpc.sql"),
         (3, "rpc_timeout", "0003_rpc_timeout.sql"),
         (4, "auth", "0004_auth.sql"),
+        (7, "ota", "0007_ota.sql"),
     );
 
     pub async fn connect(url: &str, options: &StorageConfig) -> Result<Self> {

@@ -9,12 +9,14 @@
 
 pub(crate) mod accounts;
 pub(crate) mod devices;
+pub(crate) mod ota;
 pub(crate) mod rpc;
 pub(crate) mod sessions;
 pub(crate) mod telemetry;
 
 pub(crate) use accounts::account_stores;
 pub(crate) use devices::device_stores;
+pub(crate) use ota::ota_store;
 pub(crate) use rpc::rpc_store;
 pub(crate) use sessions::session_store;
 pub(crate) use telemetry::telemetry_stores;
@@ -74,6 +76,7 @@ macro_rules! stores {
 
         $crate::storage::sql::account_stores!($store);
         $crate::storage::sql::device_stores!($store, $db);
+        $crate::storage::sql::ota_store!($store);
         $crate::storage::sql::rpc_store!($store);
         $crate::storage::sql::session_store!($store, $db);
         $crate::storage::sql::telemetry_stores!($store);

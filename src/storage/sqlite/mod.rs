@@ -79,6 +79,7 @@ impl SqliteStore {
         (2, "rpc", "0002_rpc.sql"),
         (3, "rpc_timeout", "0003_rpc_timeout.sql"),
         (4, "auth", "0004_auth.sql"),
+        (7, "ota", "0007_ota.sql"),
     );
 
     /// Opens (creating if missing) the database file named by `sqlite://PATH` or `sqlite:PATH`.
