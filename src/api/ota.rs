@@ -443,3 +443,44 @@ async fn delete_package(
     }
     Ok(())
 }
+
+/// The package `id` if it may be assigned to a device (or profile) of `profile`: it must be the
+/// tenant's, of `kind`, downloadable (a file or a URL) and of the same profile.
+pub(crate) async fn check_assignable(
+    state: &AppStateRef,
+    tenant: TenantId,
+    id: Option<uuid::Uuid>,
+    kind: OtaPackageType,
+    profile: DeviceProfileId,
+) -> Result<Option<OtaPackageId>, ApiError> {
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    let name = match kind {
+        OtaPackageType::Firmware => "firmware",
+        OtaPackageType::Software => "software",
+    };
+    let package = state
+        .services
+        .store
+        .get_package(tenant, OtaPackageId(id))
+        .await?
+        .ok_or_else(|| ApiError::bad_request(format!("Can't assign non-existent {name}!")))?;
+    if package.package_type != kind {
+        return Err(ApiError::bad_request(format!(
+            "Can't assign {name} with type: {}",
+            package.package_type.as_str()
+        )));
+    }
+    if !package.has_data() && package.url.is_none() {
+        return Err(ApiError::bad_request(format!(
+            "Can't assign {name} with empty data!"
+        )));
+    }
+    if package.profile_id != profile {
+        return Err(ApiError::bad_request(format!(
+            "Can't assign {name} with different deviceProfile!"
+        )));
+    }
+    Ok(Some(package.id))
+}

@@ -298,7 +298,8 @@ pub trait OtaStore: Send + Sync {
         filter: Option<(DeviceProfileId, OtaPackageType)>,
         query: &PageQuery,
     ) -> Result<Page<OtaPackage>>;
-    /// Deletes the package with its file; false when absent.
+    /// Deletes the package with its file; false when absent;
+    /// `Conflict("The otaPackage referenced by the devices cannot be deleted!")` while assigned.
     async fn delete_package(&self, tenant: TenantId, id: OtaPackageId) -> Result<bool>;
     /// Stores chunk `idx` of a blob.
     async fn put_chunk(&self, blob: uuid::Uuid, idx: i32, data: &[u8]) -> Result<()>;

@@ -157,6 +157,8 @@ async fn other_tenants_device_is_not_found(app: &TestApp) {
         profile_id: profile.id,
         profile_name: profile.name.clone(),
         additional_info: json!({}),
+        firmware_id: None,
+        software_id: None,
         version: 1,
     };
     let creds = ferroboard::storage::DeviceCredentials {

@@ -1,9 +1,13 @@
 //! Firmware and software over the air against the real server: packages over REST (multipart
-//! uploads streamed into storage, checksums, limits, downloads, lists, deletion) — on SQLite and
+//! uploads streamed into storage, checksums, limits, downloads, lists, deletion), assignment to
+//! devices and chunked downloads over MQTT — on SQLite and
 //! PostgreSQL.
 
+#[path = "../mqtt/clients.rs"]
+mod clients;
 #[path = "../common/mod.rs"]
 mod common;
+mod mqtt;
 mod rest;
 #[allow(dead_code)]
 #[path = "../api/support.rs"]

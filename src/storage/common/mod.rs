@@ -20,6 +20,8 @@ pub(crate) const DEVICE_NAME_TAKEN: &str = "Device with such name already exists
 pub(crate) const CREDENTIALS_TAKEN: &str = "Specified credentials are already registered!";
 pub(crate) const PROFILE_NAME_TAKEN: &str = "Device profile with such name already exists!";
 pub(crate) const DEFAULT_PROFILE_TAKEN: &str = "Default device profile already exists!";
+pub(crate) const OTA_PACKAGE_IN_USE: &str =
+    "The otaPackage referenced by the devices cannot be deleted!";
 pub(crate) const OTA_PACKAGE_TAKEN: &str = "OtaPackage with such title and version already exists!";
 
 /// A migrator over embedded `(version, description, sql)` migrations.

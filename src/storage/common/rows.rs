@@ -94,6 +94,10 @@ macro_rules! row_decoders {
                 profile_id: DeviceProfileId(col(row, "profile_id")?),
                 profile_name: col(row, "profile_name")?,
                 additional_info: json(row, "additional_info")?.unwrap_or_default(),
+                firmware_id: col::<Option<uuid::Uuid>>(row, "firmware_id")?
+                    .map(crate::domain::OtaPackageId),
+                software_id: col::<Option<uuid::Uuid>>(row, "software_id")?
+                    .map(crate::domain::OtaPackageId),
                 version: col(row, "version")?,
             })
         }

@@ -66,6 +66,7 @@ impl PgStore {
         (3, "rpc_timeout", "0003_rpc_timeout.sql"),
         (4, "auth", "0004_auth.sql"),
         (7, "ota", "0007_ota.sql"),
+        (10, "ota_assignment", "0010_ota_assignment.sql"),
     );
 
     pub async fn connect(url: &str, options: &StorageConfig) -> Result<Self> {

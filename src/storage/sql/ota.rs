@@ -35,7 +35,7 @@ macro_rules! ota_store {
             use crate::domain::{
                 DeviceProfileId, OtaPackage, OtaPackageId, Page, PageQuery, TenantId,
             };
-            use crate::storage::common::{OTA_PACKAGE_TAKEN, conflict, ota_order};
+            use crate::storage::common::{OTA_PACKAGE_IN_USE, OTA_PACKAGE_TAKEN, conflict, ota_order};
             use crate::storage::sql::ota::*;
             use crate::storage::{OtaStore, Result};
 
@@ -101,6 +101,17 @@ macro_rules! ota_store {
 
                 async fn delete_package(&self, tenant: TenantId, id: OtaPackageId) -> Result<bool> {
                     let mut tx = self.writer().begin().await?;
+                    let users: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM devices WHERE firmware_id = $1 OR software_id = $1",
+                    )
+                    .bind(id.0)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if users > 0 {
+                        return Err(crate::storage::StorageError::Conflict(
+                            OTA_PACKAGE_IN_USE.to_owned(),
+                        ));
+                    }
                     let deleted: Option<Option<Uuid>> = sqlx::query_scalar(
                         "DELETE FROM ota_packages WHERE tenant_id = $1 AND id = $2 RETURNING blob_id",
                     )

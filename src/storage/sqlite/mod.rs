@@ -80,6 +80,7 @@ impl SqliteStore {
         (3, "rpc_timeout", "0003_rpc_timeout.sql"),
         (4, "auth", "0004_auth.sql"),
         (7, "ota", "0007_ota.sql"),
+        (10, "ota_assignment", "0010_ota_assignment.sql"),
     );
 
     /// Opens (creating if missing) the database file named by `sqlite://PATH` or `sqlite:PATH`.
