@@ -1,4 +1,4 @@
-//! Package chunks over MQTT 3.1.1: assignment on the device, chunk sizes remembered per request id,
+//! Package chunks over MQTT 3.1.1 and HTTP: assignment on the device, chunk sizes remembered per request id,
 //! the end of the file, the refused `v2/fw/response/+` filter, errors on `v2/fw/error`, and a
 //! package that cannot be deleted while assigned.
 
@@ -112,6 +112,32 @@ async fn chunks_over_mqtt(app: &TestApp) {
     assert_eq!(topic, "v2/fw/response/6/chunk/1");
     assert_eq!(bytes, &data[2000..]);
     c.client.disconnect().await.ok();
+
+    // Over HTTP: the same bytes by range, the whole file streamed, the title and version checked.
+    let get = |query: String| {
+        let url = format!("{}/api/v1/ota-token-1/{query}", api.base);
+        async move {
+            let resp = reqwest::get(url).await.expect("GET");
+            (
+                resp.status().as_u16(),
+                resp.bytes().await.expect("body").to_vec(),
+            )
+        }
+    };
+    let (status, bytes) = get("firmware?title=fw&version=1.0&size=1000&chunk=1".into()).await;
+    assert_eq!((status, bytes.as_slice()), (200, &data[1000..2000]));
+    let (status, bytes) = get("firmware?title=fw&version=1.0&size=1000&chunk=9".into()).await;
+    assert_eq!((status, bytes.len()), (200, 0), "past the end");
+    let (status, bytes) = get("firmware?title=fw&version=1.0".into()).await;
+    assert_eq!((status, bytes), (200, data.clone()));
+    let (status, _) = get("firmware?title=fw&version=2.0".into()).await;
+    assert_eq!(status, 400, "another version");
+    let (status, _) = get("firmware?title=fw".into()).await;
+    assert_eq!(status, 400, "version missing");
+    let (status, _) = get("firmware?title=fw&version=1.0&size=-5".into()).await;
+    assert_eq!(status, 400);
+    let (status, _) = get("software?title=sw&version=1.0".into()).await;
+    assert_eq!(status, 404, "nothing assigned");
 
     // Unassigned, the package can be deleted.
     let mut body = device.clone();

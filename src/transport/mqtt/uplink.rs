@@ -200,7 +200,7 @@ impl DeviceSession {
             chunk: index,
             max,
         };
-        match self.link().package_chunk(req).await {
+        match self.link().package_chunk(req, None).await {
             Ok(bytes) => {
                 let qos1 = self.response_qos(&topic);
                 self.spawn_publish(topic, Bytes::from(bytes), qos1);
