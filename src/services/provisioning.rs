@@ -205,6 +205,8 @@ impl Services {
             profile_id: profile.id,
             profile_name: profile.name.clone(),
             additional_info: json!({"gateway": request.gateway, "description": ""}),
+            firmware_id: None,
+            software_id: None,
             version: 1,
         };
         let (kind, id, value) = match request.credentials {
