@@ -35,6 +35,23 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub rpc: RpcConfig,
     pub auth: AuthConfig,
+    pub ota: OtaConfig,
+}
+
+/// Firmware and software packages (OTA).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtaConfig {
+    /// Largest package file an upload may store (bytes); a larger one is refused with 413.
+    pub max_package_bytes: u64,
+}
+
+impl Default for OtaConfig {
+    fn default() -> Self {
+        Self {
+            max_package_bytes: 50 * 1024 * 1024,
+        }
+    }
 }
 
 /// Per-device transport rate limits (grammar `capacity:seconds[,...]`; unset = unlimited) and
@@ -211,6 +228,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             rpc: RpcConfig::default(),
             auth: AuthConfig::default(),
+            ota: OtaConfig::default(),
         }
     }
 }

@@ -13,7 +13,7 @@ use super::auth::{TenantAdmin, TenantUser};
 use super::error::{ApiError, ITEM_NOT_FOUND_MSG, JsonBody, Params, parse_uuid};
 use super::paging::{page_json, page_query};
 use crate::domain::ids::NULL_UUID;
-use crate::domain::{CustomerId, DeviceId, DeviceProfileId, TenantId, now_ms};
+use crate::domain::{CustomerId, DeviceId, DeviceProfileId, OtaPackageId, TenantId, now_ms};
 use crate::domain::{Device, DeviceCredentials, DeviceProfile, StorageError};
 use crate::services::accounts::random_alphanumeric;
 
@@ -42,8 +42,8 @@ pub fn device_json(d: &Device) -> Value {
         "type": d.profile_name,
         "label": d.label,
         "deviceProfileId": d.profile_id.to_json(),
-        "firmwareId": null,
-        "softwareId": null,
+        "firmwareId": d.firmware_id.map(OtaPackageId::to_json),
+        "softwareId": d.software_id.map(OtaPackageId::to_json),
         "deviceData": {"configuration": {"type": "DEFAULT"}, "transportConfiguration": {"type": "DEFAULT"}},
         "additionalInfo": d.additional_info,
         "externalId": null,
@@ -288,6 +288,8 @@ struct DeviceInput {
     type_name: Option<String>,
     profile_id: Option<Uuid>,
     additional_info: Option<Value>,
+    firmware_id: Option<Uuid>,
+    software_id: Option<Uuid>,
     version: Option<i64>,
 }
 
@@ -334,6 +336,8 @@ fn parse_device_input(body: &Value) -> Result<DeviceInput, ApiError> {
         type_name: string_field(obj, "type")?.filter(|t| !t.trim().is_empty()),
         profile_id: id_field(obj, "deviceProfileId")?,
         additional_info: obj.get("additionalInfo").cloned(),
+        firmware_id: id_field(obj, "firmwareId")?,
+        software_id: id_field(obj, "softwareId")?,
         version,
     })
 }
@@ -387,6 +391,7 @@ async fn create_device(
     };
     let profile =
         resolve_profile(state, tenant, input.profile_id, input.type_name.as_deref()).await?;
+    let (firmware_id, software_id) = assignable(state, tenant, &input, profile.id).await?;
     let now = now_ms();
     let device = Device {
         id: DeviceId::new(),
@@ -398,6 +403,8 @@ async fn create_device(
         profile_id: profile.id,
         profile_name: profile.name,
         additional_info: input.additional_info.unwrap_or(Value::Null),
+        firmware_id,
+        software_id,
         version: 1,
     };
     let credentials = DeviceCredentials {
@@ -444,6 +451,8 @@ async fn update_device(
         device.profile_id = profile.id;
         device.profile_name = profile.name;
     }
+    (device.firmware_id, device.software_id) =
+        assignable(state, tenant, &input, device.profile_id).await?;
     device.name = input.name;
     device.label = input.label;
     if let Some(info) = input.additional_info {
@@ -455,6 +464,31 @@ async fn update_device(
         super::credentials::close_sessions(state, saved.id).await;
     }
     Ok(saved)
+}
+
+/// The body's `firmwareId` and `softwareId`, checked as ThingsBoard checks an assignment.
+async fn assignable(
+    state: &AppStateRef,
+    tenant: TenantId,
+    input: &DeviceInput,
+    profile: DeviceProfileId,
+) -> Result<(Option<OtaPackageId>, Option<OtaPackageId>), ApiError> {
+    use crate::domain::ota::OtaPackageType;
+    let fw = super::ota::check_assignable(
+        state,
+        tenant,
+        input.firmware_id,
+        OtaPackageType::Firmware,
+        profile,
+    );
+    let sw = super::ota::check_assignable(
+        state,
+        tenant,
+        input.software_id,
+        OtaPackageType::Software,
+        profile,
+    );
+    Ok((fw.await?, sw.await?))
 }
 
 /// The profile by id; else by `type` name (created when missing); else the tenant default.

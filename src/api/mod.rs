@@ -14,6 +14,7 @@ pub mod error;
 mod health;
 mod limits;
 mod metrics;
+mod ota;
 mod paging;
 mod profile_save;
 mod profiles;
@@ -56,6 +57,7 @@ pub fn router(state: State) -> Router {
         .merge(telemetry::routes())
         .merge(attributes::routes())
         .merge(rpc::routes())
+        .merge(ota::routes())
         .merge(health::routes())
         .merge(metrics::routes())
         .layer(middleware::from_fn_with_state(

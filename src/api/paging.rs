@@ -21,6 +21,11 @@ const SORT_PROPERTIES: [&str; 9] = [
 /// Reads `pageSize`, `page`, `textSearch`, `sortProperty`, `sortOrder` with ThingsBoard's validation;
 /// `pageSize` is capped at `MAX_PAGE_SIZE`.
 pub fn page_query(params: &Params) -> Result<PageQuery, ApiError> {
+    page_query_sorted(params, &SORT_PROPERTIES)
+}
+
+/// As `page_query`, for a list whose sort properties are `properties`.
+pub fn page_query_sorted(params: &Params, properties: &[&str]) -> Result<PageQuery, ApiError> {
     params.required("pageSize")?;
     params.required("page")?;
     let page_size = params.int("pageSize")?.unwrap_or(0);
@@ -43,7 +48,7 @@ pub fn page_query(params: &Params) -> Result<PageQuery, ApiError> {
     };
     let sort_property = match params.get("sortProperty").map(str::trim) {
         None | Some("") => None,
-        Some(p) if SORT_PROPERTIES.contains(&p) => Some(p.to_owned()),
+        Some(p) if properties.contains(&p) => Some(p.to_owned()),
         Some(p) => return Err(ApiError::BadRequest(format!("Invalid sort property: {p}"))),
     };
     Ok(PageQuery {

@@ -50,7 +50,13 @@ impl Config {
         self.validate_mqtt()?;
         self.validate_storage()?;
         self.validate_engine()?;
-        self.validate_rpc()
+        self.validate_rpc()?;
+        range(
+            "ota.max_package_bytes",
+            self.ota.max_package_bytes,
+            1,
+            1 << 40,
+        )
     }
 
     fn validate_http(&self) -> Result<(), ConfigError> {

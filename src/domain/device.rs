@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{CustomerId, DeviceId, DeviceProfileId, TenantId};
+use super::{CustomerId, DeviceId, DeviceProfileId, OtaPackageId, TenantId};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceProfile {
@@ -63,6 +63,10 @@ pub struct Device {
     /// The profile's name (ThingsBoard's device `type`); filled by every read.
     pub profile_name: String,
     pub additional_info: Value,
+    /// The firmware and software packages assigned to the device itself (the profile's apply
+    /// otherwise).
+    pub firmware_id: Option<OtaPackageId>,
+    pub software_id: Option<OtaPackageId>,
     pub version: i64,
 }
 

@@ -77,6 +77,7 @@ entity_id!(CustomerId, "CUSTOMER");
 entity_id!(UserId, "USER");
 entity_id!(DeviceId, "DEVICE");
 entity_id!(DeviceProfileId, "DEVICE_PROFILE");
+entity_id!(OtaPackageId, "OTA_PACKAGE");
 
 /// The originator of a rule-engine message or the owner of telemetry and attributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -8,6 +8,7 @@ pub mod device_state;
 pub mod key_quota;
 pub mod login_throttle;
 pub mod logins;
+pub mod ota;
 pub mod passwords;
 pub mod profile_settings;
 pub mod provisioning;

@@ -236,6 +236,8 @@ impl Services {
             profile_id: profile.id,
             profile_name: profile.name.clone(),
             additional_info: json!({"gateway": gateway, "description": ""}),
+            firmware_id: None,
+            software_id: None,
             version: 1,
         };
         let credentials = DeviceCredentials {

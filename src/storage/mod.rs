@@ -14,14 +14,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::domain::ota::{OtaPackageData, OtaPackageType};
 use crate::domain::{
-    AttributeScope, CustomerId, DeviceId, DeviceProfileId, TenantId, TsKv, UserId,
+    AttributeScope, CustomerId, DeviceId, DeviceProfileId, OtaPackageId, TenantId, TsKv, UserId,
 };
 // The entities the stores read and write are domain types; re-exported for the stores' callers.
 pub use crate::domain::{
     Activation, Aggregation, AttributeKv, AuthSession, Authority, ClaimData, Customer, Device,
-    DeviceCredentials, DeviceProfile, HistoryQuery, Page, PageQuery, Rpc, RpcStatus, SortOrder,
-    StorageError, Tenant, User,
+    DeviceCredentials, DeviceProfile, HistoryQuery, OtaPackage, Page, PageQuery, Rpc, RpcStatus,
+    SortOrder, StorageError, Tenant, User,
 };
 
 pub use batch::{BatchConfig, Writer};
@@ -380,6 +381,45 @@ pub trait RpcStore: Send + Sync {
     async fn expire_rpcs(&self, now: i64) -> Result<u64>;
 }
 
+/// Size of one stored chunk of a package file (the last one may be shorter).
+pub const OTA_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Firmware and software packages. A package's file is a blob: chunks of `OTA_CHUNK_BYTES`
+/// numbered from 0, written one statement at a time before the package points at them
+/// (`attach_data`), so an upload never holds a transaction and never sits in memory whole.
+#[async_trait]
+pub trait OtaStore: Send + Sync {
+    /// `Conflict("OtaPackage with such title and version already exists!")`.
+    async fn create_package(&self, package: &OtaPackage) -> Result<()>;
+    async fn get_package(&self, tenant: TenantId, id: OtaPackageId) -> Result<Option<OtaPackage>>;
+    /// The tenant's packages; with a filter only those of one profile and type that have data
+    /// or a URL. Sort properties: `createdTime`, `title`, `version`, `type`, `tag`, `url`,
+    /// `fileName`, `dataSize`.
+    async fn page_packages(
+        &self,
+        tenant: TenantId,
+        filter: Option<(DeviceProfileId, OtaPackageType)>,
+        query: &PageQuery,
+    ) -> Result<Page<OtaPackage>>;
+    /// Deletes the package with its file; false when absent;
+    /// `Conflict("The otaPackage referenced by the devices cannot be deleted!")` while assigned.
+    async fn delete_package(&self, tenant: TenantId, id: OtaPackageId) -> Result<bool>;
+    /// Stores chunk `idx` of a blob.
+    async fn put_chunk(&self, blob: uuid::Uuid, idx: i32, data: &[u8]) -> Result<()>;
+    /// Points the package at its uploaded blob; false when the package is absent, already has a
+    /// file or is a URL package.
+    async fn attach_data(
+        &self,
+        tenant: TenantId,
+        id: OtaPackageId,
+        data: &OtaPackageData,
+    ) -> Result<bool>;
+    /// Deletes a blob's chunks (a failed or abandoned upload).
+    async fn discard_blob(&self, blob: uuid::Uuid) -> Result<()>;
+    /// Chunks `first..=last` of a blob, in order.
+    async fn read_chunks(&self, blob: uuid::Uuid, first: i32, last: i32) -> Result<Vec<Vec<u8>>>;
+}
+
 #[async_trait]
 pub trait SettingsStore: Send + Sync {
     async fn get_setting(&self, key: &str) -> Result<Option<String>>;
@@ -403,6 +443,7 @@ pub trait Store:
     + TimeseriesStore
     + SettingsStore
     + RpcStore
+    + OtaStore
 {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;

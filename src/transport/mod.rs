@@ -5,4 +5,5 @@
 pub mod http;
 pub mod limits;
 pub mod mqtt;
+pub mod ota;
 pub mod uplink;

@@ -39,6 +39,8 @@ pub(crate) async fn create_device(app: &TestApp) -> (DeviceId, String) {
         profile_id: profile.id,
         profile_name: profile.name.clone(),
         additional_info: serde_json::json!({}),
+        firmware_id: None,
+        software_id: None,
         version: 1,
     };
     let creds = DeviceCredentials {

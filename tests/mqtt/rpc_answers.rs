@@ -247,6 +247,8 @@ async fn foreign_device(app: &TestApp) -> (TenantId, String) {
         profile_id: profile.id,
         profile_name: profile.name.clone(),
         additional_info: json!({}),
+        firmware_id: None,
+        software_id: None,
         version: 1,
     };
     let token = format!("foreign-{}", uuid::Uuid::new_v4().simple());

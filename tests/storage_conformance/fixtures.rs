@@ -49,6 +49,8 @@ pub fn device(tenant: TenantId, profile: &DeviceProfile, name: &str, created_tim
         profile_id: profile.id,
         profile_name: profile.name.clone(),
         additional_info: json!({"gateway": false, "description": "d"}),
+        firmware_id: None,
+        software_id: None,
         version: 1,
     }
 }

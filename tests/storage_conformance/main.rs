@@ -1,6 +1,6 @@
 //! Storage conformance: one suite of cases, run against SQLite (`sqlite::*`) and PostgreSQL
 //! (`postgres::*`), each on a fresh database. Cases live in `accounts`, `sessions`, `devices`,
-//! `profiles`, `attributes`, `telemetry`, `rpc`, `tenancy` and `isolation` (the group-commit writer).
+//! `profiles`, `attributes`, `telemetry`, `rpc`, `tenancy`, `ota` and `isolation` (the group-commit writer).
 
 mod accounts;
 mod attributes;
@@ -9,6 +9,7 @@ mod common;
 mod devices;
 mod fixtures;
 mod isolation;
+mod ota;
 mod profiles;
 mod rpc;
 mod sessions;
@@ -104,6 +105,8 @@ conformance!(
     customers_titles_users_and_devices,
     activations_are_used_once,
     claims_assign_once,
+    ota_packages_crud_paging_and_conflicts,
+    ota_files_are_read_by_range,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -111,6 +114,7 @@ conformance!(
 use accounts::*;
 use attributes::*;
 use devices::*;
+use ota::*;
 use profiles::*;
 use rpc::*;
 use sessions::*;

@@ -116,6 +116,8 @@ async fn create_one(
         profile_id: profile.id,
         profile_name: profile.name.clone(),
         additional_info: serde_json::Value::Null,
+        firmware_id: None,
+        software_id: None,
         version: 1,
     };
     let credentials = DeviceCredentials {

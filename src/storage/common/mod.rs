@@ -26,6 +26,9 @@ pub(crate) const PROVISION_KEY_TAKEN: &str =
 pub(crate) const PROFILE_IN_USE: &str =
     "The device profile referenced by the devices cannot be deleted!";
 pub(crate) const CUSTOMER_TITLE_TAKEN: &str = "Customer with such title already exists!";
+pub(crate) const OTA_PACKAGE_IN_USE: &str =
+    "The otaPackage referenced by the devices cannot be deleted!";
+pub(crate) const OTA_PACKAGE_TAKEN: &str = "OtaPackage with such title and version already exists!";
 
 /// A migrator over embedded `(version, description, sql)` migrations.
 pub(crate) fn migrator(migrations: &[(i64, &str, &'static str)]) -> sqlx::migrate::Migrator {
@@ -321,6 +324,21 @@ pub(crate) fn rpc_order(property: Option<&str>, order: SortOrder) -> String {
         _ => None,
     };
     order_by(column, "r", order)
+}
+
+/// `ORDER BY` for a page of OTA packages.
+pub(crate) fn ota_order(property: Option<&str>, order: SortOrder) -> String {
+    let column = match property {
+        Some("title" | "name") => Some("o.title"),
+        Some("version") => Some("o.version"),
+        Some("type") => Some("o.type"),
+        Some("tag") => Some("o.tag"),
+        Some("url") => Some("o.url"),
+        Some("fileName") => Some("o.file_name"),
+        Some("dataSize") => Some("o.data_size"),
+        _ => None,
+    };
+    order_by(column, "o", order)
 }
 
 /// Sorts by `column` (NULLs as PostgreSQL places them by default), then by creation and id.

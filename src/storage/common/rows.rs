@@ -123,6 +123,10 @@ macro_rules! row_decoders {
                 profile_id: DeviceProfileId(col(row, "profile_id")?),
                 profile_name: col(row, "profile_name")?,
                 additional_info: json(row, "additional_info")?.unwrap_or_default(),
+                firmware_id: col::<Option<uuid::Uuid>>(row, "firmware_id")?
+                    .map(crate::domain::OtaPackageId),
+                software_id: col::<Option<uuid::Uuid>>(row, "software_id")?
+                    .map(crate::domain::OtaPackageId),
                 version: col(row, "version")?,
             })
         }
@@ -163,6 +167,39 @@ macro_rules! row_decoders {
                 col(row, "str_v")?,
                 col::<Option<String>>(row, "json_v")?.map($json_text),
             ))
+        }
+
+        pub(super) fn ota_package_of(row: &$row) -> Result<crate::domain::OtaPackage> {
+            use crate::domain::ota::{ChecksumAlgorithm, OtaPackageData, OtaPackageType};
+            let blob: Option<uuid::Uuid> = col(row, "blob_id")?;
+            let data = match blob {
+                None => None,
+                Some(blob_id) => Some(OtaPackageData {
+                    blob_id,
+                    file_name: col::<Option<String>>(row, "file_name")?.unwrap_or_default(),
+                    content_type: col::<Option<String>>(row, "content_type")?.unwrap_or_default(),
+                    checksum_algorithm: parsed(
+                        col::<Option<String>>(row, "checksum_algorithm")?.unwrap_or_default(),
+                        ChecksumAlgorithm::parse,
+                        "checksum algorithm",
+                    )?,
+                    checksum: col::<Option<String>>(row, "checksum")?.unwrap_or_default(),
+                    size: col::<Option<i64>>(row, "data_size")?.unwrap_or_default(),
+                }),
+            };
+            Ok(crate::domain::OtaPackage {
+                id: crate::domain::OtaPackageId(col(row, "id")?),
+                tenant_id: TenantId(col(row, "tenant_id")?),
+                created_time: col(row, "created_time")?,
+                profile_id: DeviceProfileId(col(row, "device_profile_id")?),
+                package_type: parsed(col(row, "type")?, OtaPackageType::parse, "package type")?,
+                title: col(row, "title")?,
+                version: col(row, "version")?,
+                tag: col(row, "tag")?,
+                url: col(row, "url")?,
+                data,
+                additional_info: json(row, "additional_info")?.unwrap_or_default(),
+            })
         }
 
         pub(super) fn bucket_of(row: &$row) -> Result<Bucket> {

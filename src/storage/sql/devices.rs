@@ -3,7 +3,8 @@
 macro_rules! device_columns {
     () => {
         "d.id, d.tenant_id, d.customer_id, d.created_time, d.name, d.label, d.profile_id, \
-         p.name AS profile_name, CAST(d.additional_info AS TEXT) AS additional_info, d.version"
+         p.name AS profile_name, CAST(d.additional_info AS TEXT) AS additional_info, d.firmware_id, \
+         d.software_id, d.version"
     };
 }
 /// The credentials columns, aliased apart from the device's.
@@ -38,9 +39,11 @@ pub(crate) const UPDATE_CREDENTIALS: &str = "UPDATE device_credentials SET crede
 pub(crate) const INSERT_CREDENTIALS: &str = "INSERT INTO device_credentials (id, device_id, created_time, \
      credentials_type, credentials_id, credentials_value, version) VALUES ($1, $2, $3, $4, $5, $6, $7)";
 pub(crate) const INSERT_DEVICE: &str = "INSERT INTO devices (id, tenant_id, customer_id, created_time, name, \
-     label, profile_id, additional_info, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+     label, profile_id, additional_info, version, firmware_id, software_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 pub(crate) const UPDATE_DEVICE: &str = "UPDATE devices SET name = $3, label = $4, profile_id = $5, \
-     customer_id = $6, additional_info = $7, version = version + 1 WHERE tenant_id = $1 AND id = $2";
+     customer_id = $6, additional_info = $7, firmware_id = $8, software_id = $9, version = version + 1 \
+     WHERE tenant_id = $1 AND id = $2";
 /// What goes with a device, deleted in this order after it (`$1` the device id).
 pub(crate) const DELETE_DEVICE_DATA: [&str; 4] = [
     "DELETE FROM device_credentials WHERE device_id = $1",
@@ -132,6 +135,8 @@ macro_rules! device_stores {
                         .bind(device.profile_id.0)
                         .bind(sqlx::types::Json(&device.additional_info))
                         .bind(device.version)
+                        .bind(device.firmware_id.map(|p| p.0))
+                        .bind(device.software_id.map(|p| p.0))
                         .execute(&mut *tx)
                         .await
                         .map_err(|e| conflict(e, |_| DEVICE_NAME_TAKEN.to_owned()))?;
@@ -161,6 +166,8 @@ macro_rules! device_stores {
                         .bind(device.profile_id.0)
                         .bind(device.customer_id.map(|c| c.0))
                         .bind(sqlx::types::Json(&device.additional_info))
+                        .bind(device.firmware_id.map(|p| p.0))
+                        .bind(device.software_id.map(|p| p.0))
                         .execute(&mut *tx)
                         .await
                         .map_err(|e| conflict(e, |_| DEVICE_NAME_TAKEN.to_owned()))?;

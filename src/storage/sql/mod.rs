@@ -10,6 +10,7 @@
 pub(crate) mod accounts;
 pub(crate) mod customers;
 pub(crate) mod devices;
+pub(crate) mod ota;
 pub(crate) mod profiles;
 pub(crate) mod rpc;
 pub(crate) mod sessions;
@@ -18,6 +19,7 @@ pub(crate) mod telemetry;
 pub(crate) use accounts::account_stores;
 pub(crate) use customers::customer_stores;
 pub(crate) use devices::device_stores;
+pub(crate) use ota::ota_store;
 pub(crate) use profiles::profile_store;
 pub(crate) use rpc::rpc_store;
 pub(crate) use sessions::session_store;
@@ -80,6 +82,7 @@ macro_rules! stores {
         $crate::storage::sql::customer_stores!($store);
         $crate::storage::sql::device_stores!($store, $db);
         $crate::storage::sql::profile_store!($store);
+        $crate::storage::sql::ota_store!($store);
         $crate::storage::sql::rpc_store!($store);
         $crate::storage::sql::session_store!($store, $db);
         $crate::storage::sql::telemetry_stores!($store);

@@ -81,7 +81,9 @@ impl SqliteStore {
         (4, "auth", "0004_auth.sql"),
         (5, "profiles", "0005_profiles.sql"),
         (6, "tenancy", "0006_tenancy.sql"),
+        (7, "ota", "0007_ota.sql"),
         (9, "claims", "0009_claims.sql"),
+        (10, "ota_assignment", "0010_ota_assignment.sql"),
     );
 
     /// Opens (creating if missing) the database file named by `sqlite://PATH` or `sqlite:PATH`.

@@ -6,12 +6,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 
 use super::device::HttpDevice;
 use crate::api::error::{ApiError, Params, RawBody};
+use crate::domain::ota::OtaPackageType;
 use crate::state::AppState;
+use crate::transport::ota::{ChunkError, ChunkRequest};
 use crate::transport::uplink::{AttributeKeys, Values};
 
 type AppStateRef = Arc<AppState>;
@@ -24,6 +27,73 @@ pub fn quick() -> Router<AppStateRef> {
             post(post_attributes).get(get_attributes),
         )
         .route("/api/v1/{token}/rpc/{request_id}", post(rpc_reply))
+        .route("/api/v1/{token}/firmware", get(get_firmware))
+        .route("/api/v1/{token}/software", get(get_software))
+}
+
+/// The largest chunk one HTTP request may ask for; the whole file (`size` 0) is streamed instead.
+const MAX_HTTP_CHUNK: u64 = 4 * 1024 * 1024;
+
+async fn get_firmware(
+    State(state): State<AppStateRef>,
+    Path(token): Path<String>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    package_download(&state, &token, OtaPackageType::Firmware, &params).await
+}
+
+async fn get_software(
+    State(state): State<AppStateRef>,
+    Path(token): Path<String>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    package_download(&state, &token, OtaPackageType::Software, &params).await
+}
+
+/// `?title=&version=[&size=&chunk=]`: a chunk of the assigned package, or with `size` 0 (the
+/// default) the whole file, streamed. Another title or version is 400, nothing assigned 404.
+async fn package_download(
+    state: &AppStateRef,
+    token: &str,
+    kind: OtaPackageType,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let device = HttpDevice::authenticate(state, token).await?;
+    device.admit_message()?;
+    let title = params.required("title")?.to_owned();
+    let version = params.required("version")?.to_owned();
+    let number = |name: &str| -> Result<u64, ApiError> {
+        let n = params.int(name)?.unwrap_or(0);
+        u64::try_from(n).map_err(|_| {
+            ApiError::bad_request(format!("Parameter '{name}' must not be negative: {n}"))
+        })
+    };
+    let (size, chunk) = (number("size")?, number("chunk")?);
+    let link = device.link();
+    let expect = Some((title, version));
+    let refused = |e: ChunkError| match e {
+        ChunkError::NotFound => ApiError::NotFound(e.to_string()),
+        ChunkError::PayloadTooLarge => ApiError::PayloadTooLarge,
+        ChunkError::Mismatch | ChunkError::Failure => ApiError::bad_request(e.to_string()),
+        ChunkError::Unknown => ApiError::General(e.to_string()),
+    };
+    let octets = [(header::CONTENT_TYPE, "application/octet-stream")];
+    if size == 0 {
+        let data = link.package_file(kind, expect).await.map_err(refused)?;
+        let body = axum::body::Body::from_stream(crate::services::ota::stream_file(
+            state.services.store.clone(),
+            data,
+        ));
+        return Ok((octets, body).into_response());
+    }
+    let req = ChunkRequest {
+        kind,
+        size,
+        chunk,
+        max: MAX_HTTP_CHUNK,
+    };
+    let bytes = link.package_chunk(req, expect).await.map_err(refused)?;
+    Ok((octets, bytes).into_response())
 }
 
 async fn post_telemetry(

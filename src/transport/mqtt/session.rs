@@ -120,6 +120,9 @@ pub struct DeviceSession {
     pub rpc: RefCell<RpcState>,
     /// Client-side RPC requests waiting for the rules' answer: request id → v2 topic family.
     pub client_rpc: RefCell<HashMap<String, bool>>,
+    /// Chunk sizes of firmware and software requests, by request id (at most
+    /// `MAX_CHUNK_REQUESTS`; the oldest is forgotten first).
+    pub chunk_sizes: RefCell<std::collections::VecDeque<(String, u64)>>,
     /// The device's rate limits, shared with its other sessions (earlier ones included).
     pub limits: Arc<crate::transport::limits::SessionLimits>,
     pub closed: Cell<bool>,
@@ -252,6 +255,7 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
         response_subs: RefCell::new(Vec::new()),
         rpc: RefCell::new(RpcState::default()),
         client_rpc: RefCell::new(HashMap::new()),
+        chunk_sizes: RefCell::new(std::collections::VecDeque::new()),
         closed: Cell::new(false),
         slot: Cell::new(None),
     };

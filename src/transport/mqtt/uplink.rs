@@ -12,10 +12,17 @@ use tracing::Instrument as _;
 use super::session::{DeviceSession, Granted};
 use super::topics::{Format, Subscription, Uplink};
 use crate::domain::AttributeScope;
+use crate::domain::ota::OtaPackageType;
 use crate::domain::payload::{self, PayloadError};
+use crate::transport::ota::ChunkRequest;
 use crate::transport::uplink::{AttributeKeys, ClientRpc, DeviceLink, Permit, Values};
 
 pub use crate::transport::uplink::Outcome;
+
+/// Request ids whose chunk size a session remembers, at most.
+const MAX_CHUNK_REQUESTS: usize = 16;
+/// A PUBLISH's fixed header, topic length, packet id and MQTT 5 properties length, at most.
+const PUBLISH_OVERHEAD: u64 = 16;
 
 impl DeviceSession {
     pub async fn publish(self: &Rc<Self>, topic: &str, payload: Bytes) -> Outcome {
@@ -81,7 +88,14 @@ impl DeviceSession {
                 Outcome::TopicInvalid
             }
             Uplink::Claim => self.link().claim(&payload).await,
-            Uplink::FirmwareChunk { .. } => Outcome::Unsupported("firmware chunks"),
+            Uplink::FirmwareChunk {
+                request,
+                chunk,
+                software,
+            } => {
+                self.package_chunk(&request, &chunk, software, &payload)
+                    .await
+            }
             Uplink::Gateway(_) => Outcome::Unsupported("the gateway API"),
         }
     }
@@ -170,6 +184,70 @@ impl DeviceSession {
             self.spawn_publish(topic, Bytes::from(body.to_string()), qos1);
         }
         Outcome::Accepted
+    }
+
+    /// `v2/fw/request/{id}/chunk/{n}` (or `v2/sw/...`): the chunk on `v2/fw/response/{id}/chunk/{n}`,
+    /// or an error text on `v2/fw/error` (software too, as ThingsBoard). The session stays open.
+    async fn package_chunk(
+        self: &Rc<Self>,
+        request: &str,
+        chunk: &str,
+        software: bool,
+        payload: &[u8],
+    ) -> Outcome {
+        let (kind, family) = if software {
+            (OtaPackageType::Software, "sw")
+        } else {
+            (OtaPackageType::Firmware, "fw")
+        };
+        let error = |sess: &Rc<Self>, text: String| {
+            tracing::info!(device = %sess.device.id, request, chunk, error = %text, "package chunk refused");
+            let qos1 = sess.response_qos("v2/fw/error");
+            sess.spawn_publish("v2/fw/error".to_owned(), Bytes::from(text), qos1);
+            Outcome::Accepted
+        };
+        let Ok(index) = chunk.parse::<u64>() else {
+            return error(self, format!("Invalid chunk index: {chunk}"));
+        };
+        let text = String::from_utf8_lossy(payload);
+        let size = match text.trim() {
+            "" => self
+                .chunk_sizes
+                .borrow()
+                .iter()
+                .find(|(id, _)| id == request)
+                .map_or(0, |(_, size)| *size),
+            given => match given.parse::<u64>() {
+                Ok(size) => {
+                    let mut sizes = self.chunk_sizes.borrow_mut();
+                    sizes.retain(|(id, _)| id != request);
+                    if sizes.len() >= MAX_CHUNK_REQUESTS {
+                        sizes.pop_front();
+                    }
+                    sizes.push_back((request.to_owned(), size));
+                    size
+                }
+                Err(_) => return error(self, format!("Invalid chunk size: {given}")),
+            },
+        };
+        let topic = format!("v2/{family}/response/{request}/chunk/{chunk}");
+        // What fits in one PUBLISH of `mqtt.max_packet_size` beside its topic and header.
+        let max = u64::from(self.state.config.mqtt.max_packet_size)
+            .saturating_sub(topic.len() as u64 + PUBLISH_OVERHEAD);
+        let req = ChunkRequest {
+            kind,
+            size,
+            chunk: index,
+            max,
+        };
+        match self.link().package_chunk(req, None).await {
+            Ok(bytes) => {
+                let qos1 = self.response_qos(&topic);
+                self.spawn_publish(topic, Bytes::from(bytes), qos1);
+                Outcome::Accepted
+            }
+            Err(e) => error(self, e.to_string()),
+        }
     }
 
     /// The device answers a server-side RPC.
