@@ -121,7 +121,10 @@ class Topology:
 
     def backend_status(self, backend: str) -> Dict[str, str]:
         """HAProxy's view of a backend's servers: {"node1": "UP", ...} (its CSV statistics)."""
-        text = requests.get(f"http://{acc.HOST}:{self.lb_stats}/stats;csv", timeout=5).text
+        try:
+            text = requests.get(f"http://{acc.HOST}:{self.lb_stats}/stats;csv", timeout=5).text
+        except requests.RequestException as exc:
+            raise AssertionError(f"HAProxy statistics: {exc}") from None
         lines = text.splitlines()
         header = lines[0].lstrip("# ").split(",")
         px, sv, st = header.index("pxname"), header.index("svname"), header.index("status")
