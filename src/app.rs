@@ -121,6 +121,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
 
     let mqtt = crate::transport::mqtt::MqttShared::default();
     let device_limits = crate::transport::limits::DeviceLimits::new(&config.limits);
+    let gateway_limits =
+        crate::transport::limits::DeviceLimits::new(&config.limits.of_gateway_devices());
     let http_polls = crate::transport::http::Polls::new(config.http_device.max_polls);
     let state = Arc::new(AppState {
         inflight: Arc::new(Semaphore::new(config.engine.max_in_flight.max(1))),
@@ -136,6 +138,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         sessions,
         mqtt,
         device_limits,
+        gateway_limits,
         http_polls,
     });
 

@@ -102,8 +102,28 @@ pub struct LimitsConfig {
     pub messages: Option<String>,
     pub telemetry_messages: Option<String>,
     pub telemetry_data_points: Option<String>,
+    /// One set of buckets per gateway, shared by all the devices behind it (their messages skip
+    /// the per-device limits above, as in ThingsBoard); the gateway's own messages use the
+    /// per-device limits.
+    pub gateway_messages: Option<String>,
+    pub gateway_telemetry_messages: Option<String>,
+    pub gateway_telemetry_data_points: Option<String>,
+    /// Devices one gateway connection serves at once, at most (more are refused).
+    pub max_devices_per_gateway: usize,
     /// Distinct time-series keys the devices of one tenant may use, at most.
     pub max_timeseries_keys_per_tenant: usize,
+}
+
+impl LimitsConfig {
+    /// The limits of the buckets a gateway's devices share, in the per-device shape.
+    pub fn of_gateway_devices(&self) -> Self {
+        Self {
+            messages: self.gateway_messages.clone(),
+            telemetry_messages: self.gateway_telemetry_messages.clone(),
+            telemetry_data_points: self.gateway_telemetry_data_points.clone(),
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for LimitsConfig {
@@ -112,6 +132,10 @@ impl Default for LimitsConfig {
             messages: None,
             telemetry_messages: None,
             telemetry_data_points: None,
+            gateway_messages: None,
+            gateway_telemetry_messages: None,
+            gateway_telemetry_data_points: None,
+            max_devices_per_gateway: 10_000,
             max_timeseries_keys_per_tenant: 10_000,
         }
     }

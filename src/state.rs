@@ -33,6 +33,8 @@ pub struct AppState {
     pub mqtt: crate::transport::mqtt::MqttShared,
     /// Per-device rate limits, shared by every transport.
     pub device_limits: crate::transport::limits::DeviceLimits,
+    /// The buckets each gateway's devices share (`limits.gateway_*`), by gateway.
+    pub gateway_limits: crate::transport::limits::DeviceLimits,
     /// The HTTP device API's long polls (bounded by `http_device.max_polls`).
     pub http_polls: crate::transport::http::Polls,
 }

@@ -33,6 +33,15 @@ impl Config {
                 "limits.telemetry_data_points",
                 &self.limits.telemetry_data_points,
             ),
+            ("limits.gateway_messages", &self.limits.gateway_messages),
+            (
+                "limits.gateway_telemetry_messages",
+                &self.limits.gateway_telemetry_messages,
+            ),
+            (
+                "limits.gateway_telemetry_data_points",
+                &self.limits.gateway_telemetry_data_points,
+            ),
         ] {
             if let Some(spec) = spec {
                 crate::transport::limits::parse(spec)

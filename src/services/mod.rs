@@ -5,6 +5,7 @@ pub mod auth_cache;
 pub mod claiming;
 pub mod device_auth;
 pub mod device_state;
+pub mod gateway;
 pub mod key_quota;
 pub mod login_throttle;
 pub mod logins;

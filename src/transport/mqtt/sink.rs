@@ -9,6 +9,7 @@ use ntex_mqtt::{v3, v5};
 
 use crate::bus::CloseReason;
 
+#[derive(Clone)]
 pub enum Sink {
     V3(v3::MqttSink),
     V5(v5::MqttSink),
@@ -46,17 +47,12 @@ impl Sink {
         qos1: bool,
         timeout: Duration,
     ) -> Result<(), PublishError> {
+        if !qos1 {
+            return self.publish_at_most_once(topic, payload);
+        }
         let topic = ByteString::from(topic);
-        let result = match (self, qos1) {
-            (Self::V3(s), false) => s
-                .publish(topic)
-                .send_at_most_once(payload)
-                .map_err(PublishError::from),
-            (Self::V5(s), false) => s
-                .publish(topic)
-                .send_at_most_once(payload)
-                .map_err(PublishError::from),
-            (Self::V3(s), true) => {
+        let result = match self {
+            Self::V3(s) => {
                 with_timeout(timeout, async {
                     s.publish(topic)
                         .send_at_least_once(payload)
@@ -65,7 +61,7 @@ impl Sink {
                 })
                 .await
             }
-            (Self::V5(s), true) => {
+            Self::V5(s) => {
                 with_timeout(timeout, async {
                     s.publish(topic)
                         .send_at_least_once(payload)
@@ -76,6 +72,20 @@ impl Sink {
                 .await
             }
         };
+        if result.is_ok() {
+            metrics::counter!("ferroboard_messages_out_total").increment(1);
+        }
+        result
+    }
+
+    /// QoS 0: written to the connection now, in order with what is written next.
+    pub fn publish_at_most_once(&self, topic: &str, payload: Bytes) -> Result<(), PublishError> {
+        let topic = ByteString::from(topic);
+        let result = match self {
+            Self::V3(s) => s.publish(topic).send_at_most_once(payload),
+            Self::V5(s) => s.publish(topic).send_at_most_once(payload),
+        }
+        .map_err(PublishError::from);
         if result.is_ok() {
             metrics::counter!("ferroboard_messages_out_total").increment(1);
         }
