@@ -36,6 +36,16 @@ pub struct Config {
     pub rpc: RpcConfig,
     pub auth: AuthConfig,
     pub ota: OtaConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus endpoint.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A separate listen address (`host:port`) for `GET /metrics`; when set, the HTTP port no
+    /// longer serves it. Unset: `/metrics` is on the HTTP port.
+    pub addr: Option<String>,
 }
 
 /// Firmware and software packages (OTA).
@@ -229,6 +239,7 @@ impl Default for Config {
             rpc: RpcConfig::default(),
             auth: AuthConfig::default(),
             ota: OtaConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

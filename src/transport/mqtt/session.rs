@@ -326,6 +326,7 @@ mod tests {
             oneway,
             persistent: false,
             expiration_time: i64::MAX,
+            traceparent: None,
         }
     }
 

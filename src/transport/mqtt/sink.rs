@@ -46,6 +46,7 @@ impl Sink {
         qos1: bool,
         timeout: Duration,
     ) -> Result<(), PublishError> {
+        let kind = crate::observability::metrics::out_type(topic);
         let topic = ByteString::from(topic);
         let result = match (self, qos1) {
             (Self::V3(s), false) => s
@@ -77,7 +78,7 @@ impl Sink {
             }
         };
         if result.is_ok() {
-            metrics::counter!("ferroboard_messages_out_total").increment(1);
+            metrics::counter!("ferroboard_messages_out_total", "type" => kind).increment(1);
         }
         result
     }
