@@ -24,11 +24,14 @@ pub struct RunningApp {
     pub mqtt_addr: SocketAddr,
     /// The MQTT-over-TLS listener's address, when one is configured.
     pub mqtts_addr: Option<SocketAddr>,
+    /// The separate metrics listener's address, when `[metrics] addr` is set.
+    pub metrics_addr: Option<SocketAddr>,
     /// The TLS certificate in use; `reload` reads its files again (SIGHUP does the same).
     pub tls_cert: Option<Arc<crate::transport::mqtt::tls::ReloadableCert>>,
     pub state: Arc<AppState>,
     mqtt: Option<crate::transport::mqtt::MqttServerHandle>,
     http_task: tokio::task::JoinHandle<()>,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
     device_state_task: tokio::task::JoinHandle<()>,
     writer_stop: CancellationToken,
     writer_task: tokio::task::JoinHandle<()>,
@@ -110,6 +113,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
     let http_addr = http_listener.local_addr()?;
+    let metrics_listener = match &config.metrics.addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let mqtt_listener = std::net::TcpListener::bind(&config.mqtt_addr)
         .with_context(|| format!("cannot listen for MQTT on {}", config.mqtt_addr))?;
     let mqtt_addr = mqtt_listener.local_addr()?;
@@ -153,6 +168,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         crate::api::serve::ConnLimits::from_config(&state.config.http),
         state.shutdown.clone(),
     ));
+    let metrics_task = metrics_listener.map(|listener| {
+        tokio::spawn(crate::api::serve::serve(
+            listener,
+            crate::api::metrics_router(state.clone()),
+            crate::api::serve::ConnLimits::from_config(&state.config.http),
+            state.shutdown.clone(),
+        ))
+    });
     crate::observability::spawn_metrics_upkeep(state.metrics.clone(), state.shutdown.clone());
 
     let device_state_task =
@@ -178,6 +201,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         http = %http_addr,
         mqtt = %mqtt_addr,
         mqtts = mqtts_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        metrics = metrics_addr.map_or_else(|| "on the HTTP port".to_owned(), |a| a.to_string()),
         storage = state.services.store.backend(),
         bus = if state.config.redis_url.is_some() { "redis" } else { "local" },
         node = %state.config.node_id,
@@ -187,10 +211,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         http_addr,
         mqtt_addr,
         mqtts_addr,
+        metrics_addr,
         tls_cert,
         state,
         mqtt: Some(mqtt),
         http_task,
+        metrics_task,
         device_state_task,
         writer_stop,
         writer_task,
@@ -246,6 +272,13 @@ impl RunningApp {
         if http.is_err() {
             self.http_task.abort();
             tracing::warn!("HTTP requests still running after 2 s at shutdown were cut off");
+        }
+        if let Some(task) = self.metrics_task.take()
+            && tokio::time::timeout(left(Duration::from_millis(500)), task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the metrics listener did not stop within 0.5 s at shutdown");
         }
         if in_flight.is_err() {
             let busy = max as usize - state.inflight.available_permits().min(max as usize);

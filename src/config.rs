@@ -38,6 +38,7 @@ pub struct Config {
     pub ota: OtaConfig,
     pub retention: RetentionConfig,
     pub shutdown: ShutdownConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// Telemetry retention: TTLs and the background deletion of expired points.
@@ -76,6 +77,15 @@ impl Default for ShutdownConfig {
     fn default() -> Self {
         Self { drain_ms: 2000 }
     }
+}
+
+/// The Prometheus endpoint.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A separate listen address (`host:port`) for `GET /metrics`; when set, the HTTP port no
+    /// longer serves it. Unset: `/metrics` is on the HTTP port.
+    pub addr: Option<String>,
 }
 
 /// Firmware and software packages (OTA).
@@ -298,6 +308,7 @@ impl Default for Config {
             ota: OtaConfig::default(),
             retention: RetentionConfig::default(),
             shutdown: ShutdownConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

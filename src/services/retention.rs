@@ -58,10 +58,6 @@ pub fn spawn(
     cleanup: Cleanup,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    metrics::describe_counter!(
-        EXPIRED_METRIC,
-        "Time-series points deleted because their TTL had passed"
-    );
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(cleanup.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
