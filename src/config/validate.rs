@@ -49,6 +49,12 @@ impl Config {
             }
         }
         range(
+            "limits.max_devices_per_gateway",
+            self.limits.max_devices_per_gateway,
+            1,
+            1_000_000,
+        )?;
+        range(
             "limits.max_timeseries_keys_per_tenant",
             self.limits.max_timeseries_keys_per_tenant,
             1,
