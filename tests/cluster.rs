@@ -3,7 +3,8 @@
 //! change closes the device's session on the other node, each node keeps serving its own devices
 //! while Redis is down, cross-node delivery resumes after, and an RPC requested during the outage
 //! reaches the device on the other node once Redis is back; an RPC received on one node is answered
-//! from the device's next session on the other.
+//! from the device's next session on the other; a device behind a gateway on one node gets shared
+//! attributes and RPC from the other.
 
 mod common;
 #[path = "cluster/harness.rs"]
@@ -378,4 +379,97 @@ async fn http_long_polls_across_nodes() {
     assert_eq!(body, json!({"pong": 3}));
     // The device's MQTT session on A was not taken over by the polls on B.
     mqtt_a.telemetry(json!({"still_connected": 1})).await;
+}
+
+/// A gateway on B serves a device behind it: a shared attribute saved through A and a two-way RPC
+/// called through A reach the gateway, wrapped with the device's name, and the gateway's answer
+/// (matched by device and id) completes the call on A. Then the device connects directly to A:
+/// its session behind the gateway on B ends, and RPC goes to A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_devices_across_nodes() {
+    let cluster = Cluster::start().await;
+    let rest_a = Rest::login(cluster.a()).await;
+    let gw_name = format!("cluster-gw-{}", uuid::Uuid::new_v4().simple());
+    let (status, gw) = rest_a
+        .post(
+            "/api/device",
+            json!({"name": gw_name, "additionalInfo": {"gateway": true}}),
+        )
+        .await;
+    assert_eq!(status, 200, "create gateway: {gw}");
+    let gw_id = gw["id"]["id"].as_str().expect("id").to_owned();
+    let (_, creds) = rest_a
+        .get(&format!("/api/device/{gw_id}/credentials"))
+        .await;
+    let gw_token = creds["credentialsId"].as_str().expect("token").to_owned();
+    let mut gw = Device::connect(cluster.b(), &gw_token).await;
+    gw.subscribe("v1/gateway/attributes").await;
+    gw.subscribe("v1/gateway/rpc").await;
+    let name = format!("behind-{}", uuid::Uuid::new_v4().simple());
+    gw.publish(
+        "v1/gateway/connect",
+        QoS::AtLeastOnce,
+        json!({"device": name}),
+    )
+    .await;
+    gw.expect("PUBACK of connect", |p| {
+        matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
+    })
+    .await;
+    let (status, found) = rest_a
+        .get(&format!("/api/tenant/devices?deviceName={name}"))
+        .await;
+    assert_eq!(status, 200, "created before the PUBACK: {found}");
+    let id = found["id"]["id"].as_str().expect("id").to_owned();
+
+    rest_a.save_shared(&id, json!({"target": 3})).await;
+    let (_, pushed) = gw
+        .publish_on("v1/gateway/attributes", WAIT)
+        .await
+        .expect("shared attribute reaches the gateway on B");
+    assert_eq!(pushed, json!({"device": name, "data": {"target": 3}}));
+
+    let path = format!("/api/plugins/rpc/twoway/{id}");
+    let call = rest_a.post(&path, json!({"method": "hop", "params": {"n": 1}}));
+    let gateway_side = async {
+        let (_, request) = gw
+            .publish_on("v1/gateway/rpc", WAIT)
+            .await
+            .expect("RPC reaches the gateway on B");
+        assert_eq!(request["device"], json!(name), "{request}");
+        assert_eq!(request["data"]["method"], "hop", "{request}");
+        let reply = json!({"device": name, "id": request["data"]["id"], "data": {"hopped": true}});
+        gw.publish("v1/gateway/rpc", QoS::AtLeastOnce, reply).await;
+    };
+    let ((status, answer), ()) = tokio::join!(call, gateway_side);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, json!({"hopped": true}));
+
+    // One session per device across nodes: the direct connection on A takes the device over.
+    let (_, creds) = rest_a.get(&format!("/api/device/{id}/credentials")).await;
+    let token = creds["credentialsId"].as_str().expect("token").to_owned();
+    let mut direct = Device::connect(cluster.a(), &token).await;
+    direct.subscribe("v1/devices/me/rpc/request/+").await;
+    let call = rest_a.post(
+        &path,
+        json!({"method": "direct", "params": {}, "timeout": 20000}),
+    );
+    let device_side = async {
+        let (topic, request) = direct
+            .publish_on("v1/devices/me/rpc/request/", WAIT)
+            .await
+            .expect("RPC reaches the direct session on A");
+        assert_eq!(request["method"], "direct", "{request}");
+        let request_id = topic.rsplit('/').next().expect("id").to_owned();
+        direct
+            .publish(
+                &format!("v1/devices/me/rpc/response/{request_id}"),
+                QoS::AtLeastOnce,
+                json!({"direct": true}),
+            )
+            .await;
+    };
+    let ((status, answer), ()) = tokio::join!(call, device_side);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, json!({"direct": true}));
 }
