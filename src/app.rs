@@ -52,11 +52,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     let sessions = Arc::new(crate::bus::Registry::default());
     let waiters = Arc::new(crate::bus::RpcWaiters::default());
     let sent = Arc::new(crate::bus::SentRpcs::default());
+    let live = crate::bus::live::LiveHub::new(config.node_id.clone());
     let dispatcher = Arc::new(crate::bus::Dispatcher::new(
         config.node_id.clone(),
         sessions.clone(),
         waiters.clone(),
         sent.clone(),
+        live.clone(),
     ));
     let shutdown = CancellationToken::new();
     let bus = crate::bus::build(config.redis_url.as_deref(), dispatcher, shutdown.clone())
@@ -89,6 +91,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         ),
         logins: crate::services::logins::Logins::new(store.clone(), config.auth.clone()),
         profile_settings: Default::default(),
+        live,
     });
     crate::services::accounts::bootstrap(store.as_ref(), &config)
         .await
@@ -154,6 +157,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         crate::services::device_state::spawn(state.services.clone(), state.shutdown.clone());
     tokio::spawn(run_device_events(state.clone(), state_events));
     spawn_rpc_sweeper(&state);
+    state
+        .services
+        .live
+        .spawn(state.services.bus.clone(), state.shutdown.clone());
     let (tls, tls_cert) = match tls {
         Some((listener, cert)) => (Some(listener), Some(cert)),
         None => (None, None),

@@ -25,6 +25,7 @@ pub mod serve;
 mod telemetry;
 mod tenants;
 mod users;
+mod ws;
 
 use std::sync::Arc;
 
@@ -60,6 +61,7 @@ pub fn router(state: State) -> Router {
         .merge(ota::routes())
         .merge(health::routes())
         .merge(metrics::routes())
+        .merge(ws::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_timeout,

@@ -1,6 +1,7 @@
 //! The cross-node bus: server→device traffic and RPC replies reach whichever node holds the session.
 //! One `Bus` trait, two implementations: in-process (single node) and Redis (many nodes).
 
+pub mod live;
 pub mod local;
 pub mod redis;
 pub mod registry;
@@ -60,6 +61,15 @@ pub enum Event {
     /// `node` subscribed again after a Redis outage and may have missed requests published
     /// meanwhile: every node re-offers the RPC requests its callers still wait on.
     BusRecovered { node: String },
+    /// `node` has WebSocket subscribers of `entities`: all of them when `full` (its previous list is
+    /// replaced), else some it added. Changes of other entities are not published at all.
+    Watching {
+        node: String,
+        entities: Vec<Uuid>,
+        full: bool,
+    },
+    /// Values of a watched entity were committed; nodes with subscribers of it push them.
+    EntityChanged(live::Changed),
 }
 
 /// Server→device messages.
@@ -131,6 +141,8 @@ pub struct Dispatcher {
     pub sessions: Arc<Registry>,
     pub waiters: Arc<RpcWaiters>,
     pub sent: Arc<SentRpcs>,
+    /// WebSocket subscribers of this node.
+    pub live: Arc<live::LiveHub>,
     /// Set once the bus exists; used to re-offer waiting RPCs when a device connects.
     pub bus: std::sync::OnceLock<std::sync::Weak<dyn Bus>>,
 }
@@ -141,12 +153,14 @@ impl Dispatcher {
         sessions: Arc<Registry>,
         waiters: Arc<RpcWaiters>,
         sent: Arc<SentRpcs>,
+        live: Arc<live::LiveHub>,
     ) -> Self {
         Self {
             node,
             sessions,
             waiters,
             sent,
+            live,
             bus: std::sync::OnceLock::new(),
         }
     }
@@ -200,7 +214,16 @@ impl Dispatcher {
             Event::CloseProfileSessions { profile } => self
                 .sessions
                 .close_profile(crate::domain::DeviceProfileId(profile)),
-            Event::BusRecovered { node } => self.reoffer_all(&node),
+            Event::BusRecovered { node } => {
+                self.live.announce();
+                self.reoffer_all(&node);
+            }
+            Event::Watching {
+                node,
+                entities,
+                full,
+            } => self.live.on_watching(&node, &entities, full),
+            Event::EntityChanged(change) => self.live.deliver(change),
         }
     }
 
@@ -278,6 +301,8 @@ impl Event {
             Self::CloseSessions { .. } => "close_sessions",
             Self::CloseProfileSessions { .. } => "close_profile_sessions",
             Self::BusRecovered { .. } => "bus_recovered",
+            Self::Watching { .. } => "watching",
+            Self::EntityChanged(_) => "entity_changed",
         }
     }
 }

@@ -15,6 +15,8 @@ mod script;
 #[cfg(test)]
 mod testing;
 mod watch;
+pub mod debug;
+pub mod recent;
 
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};

@@ -36,6 +36,8 @@ pub struct Services {
     pub logins: logins::Logins,
     /// Compiled MQTT settings of device profiles.
     pub profile_settings: profile_settings::ProfileSettings,
+    /// WebSocket subscribers anywhere: committed changes of watched entities are published.
+    pub live: std::sync::Arc<crate::bus::live::LiveHub>,
 }
 
 impl Services {
@@ -48,9 +50,16 @@ impl Services {
         if points.is_empty() {
             return Ok(());
         }
-        self.writer
-            .write(vec![WriteOp::Timeseries { entity, points }])
+        self.write(vec![WriteOp::Timeseries { entity, points }])
             .await
+    }
+
+    /// Commits the writes, then tells WebSocket subscribers of the entities (when there are any).
+    pub async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StorageError> {
+        let changes = self.live.changes_of(&ops);
+        self.writer.write(ops).await?;
+        self.live.committed(changes);
+        Ok(())
     }
 
     /// Saves attributes of one scope stamped `ts`; returns once they are committed.
@@ -64,14 +73,13 @@ impl Services {
         if kvs.is_empty() {
             return Ok(());
         }
-        self.writer
-            .write(vec![WriteOp::Attributes {
-                entity,
-                scope,
-                kvs,
-                ts,
-            }])
-            .await
+        self.write(vec![WriteOp::Attributes {
+            entity,
+            scope,
+            kvs,
+            ts,
+        }])
+        .await
     }
 }
 
