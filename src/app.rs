@@ -55,11 +55,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     let sessions = Arc::new(crate::bus::Registry::default());
     let waiters = Arc::new(crate::bus::RpcWaiters::default());
     let sent = Arc::new(crate::bus::SentRpcs::default());
+    let live = crate::bus::live::LiveHub::new(config.node_id.clone());
     let dispatcher = Arc::new(crate::bus::Dispatcher::new(
         config.node_id.clone(),
         sessions.clone(),
         waiters.clone(),
         sent.clone(),
+        live.clone(),
     ));
     let shutdown = CancellationToken::new();
     let bus = crate::bus::build(config.redis_url.as_deref(), dispatcher, shutdown.clone())
@@ -93,6 +95,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         logins: crate::services::logins::Logins::new(store.clone(), config.auth.clone()),
         profile_settings: Default::default(),
         default_ttl_s: config.retention.default_ttl_s,
+        live,
     });
     crate::services::accounts::bootstrap(store.as_ref(), &config)
         .await
@@ -187,6 +190,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         crate::services::retention::Cleanup::from_config(&state.config.retention),
         state.shutdown.clone(),
     );
+    state
+        .services
+        .live
+        .spawn(state.services.bus.clone(), state.shutdown.clone());
     let (tls, tls_cert) = match tls {
         Some((listener, cert)) => (Some(listener), Some(cert)),
         None => (None, None),

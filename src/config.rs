@@ -39,6 +39,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub shutdown: ShutdownConfig,
     pub metrics: MetricsConfig,
+    pub ws: WsConfig,
 }
 
 /// Telemetry retention: TTLs and the background deletion of expired points.
@@ -86,6 +87,34 @@ pub struct MetricsConfig {
     /// A separate listen address (`host:port`) for `GET /metrics`; when set, the HTTP port no
     /// longer serves it. Unset: `/metrics` is on the HTTP port.
     pub addr: Option<String>,
+}
+
+/// WebSocket telemetry subscriptions (`/api/ws`, `/api/ws/plugins/telemetry`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsConfig {
+    /// Updates waiting for one connection, at most; a client that falls further behind is closed
+    /// (1008, "too slow").
+    pub queue: usize,
+    pub max_subscriptions_per_connection: usize,
+    /// Subscriptions of one user over all its connections on this node.
+    pub max_subscriptions_per_user: usize,
+    /// Time `/api/ws` waits for the first message's `authCmd`.
+    pub auth_timeout_ms: u64,
+    /// Bytes of one command message, at most.
+    pub max_message_bytes: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            queue: 512,
+            max_subscriptions_per_connection: 200,
+            max_subscriptions_per_user: 1000,
+            auth_timeout_ms: 10_000,
+            max_message_bytes: 65_536,
+        }
+    }
 }
 
 /// Firmware and software packages (OTA).
@@ -268,6 +297,14 @@ pub struct EngineConfig {
     pub script_timeout_ms: u64,
     /// Scripts running at once, at most (each on a blocking thread, off the async workers).
     pub script_workers: usize,
+    /// Last messages kept per device for dry runs of a candidate chain; 0 keeps none.
+    pub recorded_messages: usize,
+    /// Devices whose last messages are kept, at most (the least recently active are forgotten).
+    pub recorded_devices: usize,
+    /// Longest debug capture a node may ask for (`debugSettings.allEnabledUntil` is capped to it).
+    pub debug_max_minutes: u64,
+    /// Debug events kept per node, at most (the oldest are dropped).
+    pub debug_max_events: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -309,6 +346,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             shutdown: ShutdownConfig::default(),
             metrics: MetricsConfig::default(),
+            ws: WsConfig::default(),
         }
     }
 }
@@ -350,6 +388,10 @@ impl Default for EngineConfig {
             script_max_operations: 200_000,
             script_timeout_ms: 100,
             script_workers: 4,
+            recorded_messages: 10,
+            recorded_devices: 1000,
+            debug_max_minutes: 15,
+            debug_max_events: 200,
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod serve;
 mod telemetry;
 mod tenants;
 mod users;
+mod ws;
 
 use std::sync::Arc;
 
@@ -69,6 +70,7 @@ pub fn router(state: State) -> Router {
         .merge(ota::routes())
         .merge(health::routes())
         .merge(metrics)
+        .merge(ws::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_timeout,

@@ -241,7 +241,7 @@ struct HistoryParams {
     strict: bool,
 }
 
-fn parse_aggregation(text: &str) -> Result<Aggregation, ApiError> {
+pub(crate) fn parse_aggregation(text: &str) -> Result<Aggregation, ApiError> {
     Ok(match text {
         "NONE" => Aggregation::None,
         "AVG" => Aggregation::Avg,

@@ -186,7 +186,27 @@ impl Config {
             1_000_000_000,
         )?;
         range("engine.script_timeout_ms", e.script_timeout_ms, 1, 60_000)?;
-        range("engine.script_workers", e.script_workers, 1, 256)
+        range("engine.script_workers", e.script_workers, 1, 256)?;
+        range("engine.recorded_messages", e.recorded_messages, 0, 1000)?;
+        range("engine.recorded_devices", e.recorded_devices, 1, 1_000_000)?;
+        range("engine.debug_max_minutes", e.debug_max_minutes, 1, 24 * 60)?;
+        range("engine.debug_max_events", e.debug_max_events, 1, 100_000)?;
+        let w = &self.ws;
+        range("ws.queue", w.queue, 1, 1_000_000)?;
+        range(
+            "ws.max_subscriptions_per_connection",
+            w.max_subscriptions_per_connection,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "ws.max_subscriptions_per_user",
+            w.max_subscriptions_per_user,
+            1,
+            10_000_000,
+        )?;
+        range("ws.auth_timeout_ms", w.auth_timeout_ms, 100, 600_000)?;
+        range("ws.max_message_bytes", w.max_message_bytes, 256, 16 << 20)
     }
 
     fn validate_rpc(&self) -> Result<(), ConfigError> {

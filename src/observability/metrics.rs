@@ -146,6 +146,30 @@ pub const SERIES: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Writes refused by storage (e.g. a value over a limit).",
     ),
     (
+        "ferroboard_ws_connections",
+        Kind::Gauge,
+        None,
+        "Open WebSocket subscription connections on this node.",
+    ),
+    (
+        "ferroboard_ws_updates_total",
+        Kind::Counter,
+        None,
+        "Subscription updates sent to WebSocket clients.",
+    ),
+    (
+        "ferroboard_ws_closed_slow_total",
+        Kind::Counter,
+        None,
+        "WebSocket clients closed because more than ws.queue updates waited for them.",
+    ),
+    (
+        "ferroboard_ws_updates_dropped_total",
+        Kind::Counter,
+        None,
+        "Committed changes of watched entities not passed to other nodes, by reason (publish_queue: the bus publish queue was full).",
+    ),
+    (
         "ferroboard_telemetry_rows_expired_total",
         Kind::Counter,
         None,

@@ -40,6 +40,8 @@ pub struct Services {
     pub profile_settings: profile_settings::ProfileSettings,
     /// TTL of points saved without one (`retention.default_ttl_s`; 0 keeps them).
     pub default_ttl_s: u64,
+    /// WebSocket subscribers anywhere: committed changes of watched entities are published.
+    pub live: std::sync::Arc<crate::bus::live::LiveHub>,
 }
 
 impl Services {
@@ -70,13 +72,20 @@ impl Services {
         };
         let ttl_ms =
             (ttl_s > 0).then(|| i64::try_from(ttl_s.saturating_mul(1000)).unwrap_or(i64::MAX));
-        self.writer
-            .write(vec![WriteOp::Timeseries {
-                entity,
-                points,
-                ttl_ms,
-            }])
-            .await
+        self.write(vec![WriteOp::Timeseries {
+            entity,
+            points,
+            ttl_ms,
+        }])
+        .await
+    }
+
+    /// Commits the writes, then tells WebSocket subscribers of the entities (when there are any).
+    pub async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StorageError> {
+        let changes = self.live.changes_of(&ops);
+        self.writer.write(ops).await?;
+        self.live.committed(changes);
+        Ok(())
     }
 
     /// Saves attributes of one scope stamped `ts`; returns once they are committed.
@@ -90,14 +99,13 @@ impl Services {
         if kvs.is_empty() {
             return Ok(());
         }
-        self.writer
-            .write(vec![WriteOp::Attributes {
-                entity,
-                scope,
-                kvs,
-                ts,
-            }])
-            .await
+        self.write(vec![WriteOp::Attributes {
+            entity,
+            scope,
+            kvs,
+            ts,
+        }])
+        .await
     }
 }
 
