@@ -94,6 +94,9 @@ def mqtt_download(port: int, token: str, size: int, chunk: int, window: int) -> 
         connected.set()
 
     c.on_connect = on_connect
+    # Requests beyond paho's own in-flight window are queued by paho, which then re-sends some of
+    # them (duplicate answers); the window is bounded by --window instead.
+    c.max_inflight_messages_set(max(20, window + 1))
     c.on_message = lambda _c, _u, msg: answers.put((msg.topic, msg.payload))
     c.connect("127.0.0.1", port)
     c.loop_start()
