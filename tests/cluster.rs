@@ -4,7 +4,8 @@
 //! while Redis is down, cross-node delivery resumes after, and an RPC requested during the outage
 //! reaches the device on the other node once Redis is back; an RPC received on one node is answered
 //! from the device's next session on the other; a device behind a gateway on one node gets shared
-//! attributes and RPC from the other.
+//! attributes and RPC from the other; a firmware assignment made through one node reaches the device
+//! on the other as fw_* attributes.
 
 mod common;
 #[path = "cluster/harness.rs"]
@@ -472,4 +473,48 @@ async fn gateway_devices_across_nodes() {
     let ((status, answer), ()) = tokio::join!(call, device_side);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer, json!({"direct": true}));
+}
+
+// j. A firmware assigned through A: its fw_* attributes reach the device connected to B, and
+// unassigning it through A pushes their deletion there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firmware_assignment_pushed_across_nodes() {
+    let cluster = Cluster::start().await;
+    let rest_a = Rest::login(cluster.a()).await;
+    let (id, token) = rest_a.device().await;
+    let mut dev = Device::connect(cluster.b(), &token).await;
+    dev.subscribe("v1/devices/me/attributes").await;
+    let (_, profile) = rest_a.get("/api/deviceProfileInfo/default").await;
+    let (status, package) = rest_a
+        .post(
+            "/api/otaPackage",
+            json!({"title": "cluster-fw", "version": "3.1", "type": "FIRMWARE", "usesUrl": true,
+                   "url": "https://example.com/cluster-fw.bin", "deviceProfileId": profile["id"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{package}");
+    let (_, mut device) = rest_a.get(&format!("/api/device/{id}")).await;
+    device["firmwareId"] = package["id"].clone();
+    let (status, body) = rest_a.post("/api/device", device.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, pushed) = dev
+        .publish_on("v1/devices/me/attributes", WAIT)
+        .await
+        .expect("fw_* attributes pushed across nodes");
+    assert_eq!(
+        pushed,
+        json!({"fw_title": "cluster-fw", "fw_version": "3.1", "fw_tag": "cluster-fw 3.1",
+               "fw_url": "https://example.com/cluster-fw.bin"})
+    );
+    device["firmwareId"] = Value::Null;
+    device["version"] = body["version"].clone();
+    let (status, body) = rest_a.post("/api/device", device).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, pushed) = dev
+        .publish_on("v1/devices/me/attributes", WAIT)
+        .await
+        .expect("the deletion pushed across nodes");
+    let mut deleted: Vec<String> = serde_json::from_value(pushed["deleted"].clone()).expect("keys");
+    deleted.sort();
+    assert_eq!(deleted, ["fw_tag", "fw_title", "fw_url", "fw_version"]);
 }

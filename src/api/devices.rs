@@ -294,6 +294,13 @@ struct DeviceInput {
     version: Option<i64>,
 }
 
+impl DeviceInput {
+    /// The `firmwareId` and `softwareId` given.
+    fn packages(&self) -> (Option<Uuid>, Option<Uuid>) {
+        (self.firmware_id, self.software_id)
+    }
+}
+
 /// An id given as `{"id": "<uuid>", ...}` (or a bare string); null or absent is None.
 pub fn id_field(obj: &Map<String, Value>, name: &str) -> Result<Option<Uuid>, ApiError> {
     match obj.get(name) {
@@ -392,7 +399,8 @@ async fn create_device(
     };
     let profile =
         resolve_profile(state, tenant, input.profile_id, input.type_name.as_deref()).await?;
-    let (firmware_id, software_id) = assignable(state, tenant, &input, profile.id).await?;
+    let (firmware_id, software_id) =
+        super::ota::check_assignments(state, tenant, input.packages(), profile.id).await?;
     let now = now_ms();
     let device = Device {
         id: DeviceId::new(),
@@ -423,6 +431,7 @@ async fn create_device(
         .create_device(&device, &credentials)
         .await?;
     state.services.auth_cache.invalidate();
+    crate::services::ota_state::device_saved(&state.services, None, &device).await;
     Ok(device)
 }
 
@@ -454,7 +463,7 @@ async fn update_device(
         device.profile_name = profile.name;
     }
     (device.firmware_id, device.software_id) =
-        assignable(state, tenant, &input, device.profile_id).await?;
+        super::ota::check_assignments(state, tenant, input.packages(), device.profile_id).await?;
     device.name = input.name;
     device.label = input.label;
     if let Some(info) = input.additional_info {
@@ -462,36 +471,12 @@ async fn update_device(
     }
     let saved = state.services.store.update_device(&device).await?;
     tell_gateway(state, &before, Some(&saved)).await;
+    crate::services::ota_state::device_saved(&state.services, Some(&before), &saved).await;
     if saved.profile_id != old_profile {
         // Its session runs under the old profile's settings: the device reconnects.
         super::credentials::close_sessions(state, saved.id).await;
     }
     Ok(saved)
-}
-
-/// The body's `firmwareId` and `softwareId`, checked as ThingsBoard checks an assignment.
-async fn assignable(
-    state: &AppStateRef,
-    tenant: TenantId,
-    input: &DeviceInput,
-    profile: DeviceProfileId,
-) -> Result<(Option<OtaPackageId>, Option<OtaPackageId>), ApiError> {
-    use crate::domain::ota::OtaPackageType;
-    let fw = super::ota::check_assignable(
-        state,
-        tenant,
-        input.firmware_id,
-        OtaPackageType::Firmware,
-        profile,
-    );
-    let sw = super::ota::check_assignable(
-        state,
-        tenant,
-        input.software_id,
-        OtaPackageType::Software,
-        profile,
-    );
-    Ok((fw.await?, sw.await?))
 }
 
 /// The profile by id; else by `type` name (created when missing); else the tenant default.

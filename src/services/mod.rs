@@ -10,6 +10,7 @@ pub mod key_quota;
 pub mod login_throttle;
 pub mod logins;
 pub mod ota;
+pub mod ota_state;
 pub mod passwords;
 pub mod profile_settings;
 pub mod provisioning;

@@ -400,6 +400,8 @@ pub trait OtaStore: Send + Sync {
     /// `Conflict("OtaPackage with such title and version already exists!")`.
     async fn create_package(&self, package: &OtaPackage) -> Result<()>;
     async fn get_package(&self, tenant: TenantId, id: OtaPackageId) -> Result<Option<OtaPackage>>;
+    /// The tenant of a package, whoever asks (403 rather than 404 for another tenant's).
+    async fn package_owner(&self, id: OtaPackageId) -> Result<Option<TenantId>>;
     /// The tenant's packages; with a filter only those of one profile and type that have data
     /// or a URL. Sort properties: `createdTime`, `title`, `version`, `type`, `tag`, `url`,
     /// `fileName`, `dataSize`.
@@ -426,6 +428,16 @@ pub trait OtaStore: Send + Sync {
     async fn discard_blob(&self, blob: uuid::Uuid) -> Result<()>;
     /// Chunks `first..=last` of a blob, in order.
     async fn read_chunks(&self, blob: uuid::Uuid, first: i32, last: i32) -> Result<Vec<Vec<u8>>>;
+    /// Devices of the tenant's `profile` without a package of `kind` of their own (those the
+    /// profile's package applies to), by ascending id after `after`, at most `limit`.
+    async fn devices_following_profile(
+        &self,
+        tenant: TenantId,
+        profile: DeviceProfileId,
+        kind: OtaPackageType,
+        after: Option<crate::domain::DeviceId>,
+        limit: u32,
+    ) -> Result<Vec<crate::domain::Device>>;
 }
 
 #[async_trait]

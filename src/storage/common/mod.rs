@@ -28,6 +28,10 @@ pub(crate) const PROFILE_IN_USE: &str =
 pub(crate) const CUSTOMER_TITLE_TAKEN: &str = "Customer with such title already exists!";
 pub(crate) const OTA_PACKAGE_IN_USE: &str =
     "The otaPackage referenced by the devices cannot be deleted!";
+pub(crate) const OTA_FIRMWARE_OF_PROFILE: &str =
+    "The otaPackage referenced by the device profile cannot be deleted!";
+pub(crate) const OTA_SOFTWARE_OF_PROFILE: &str =
+    "The software referenced by the device profile cannot be deleted!";
 pub(crate) const OTA_PACKAGE_TAKEN: &str = "OtaPackage with such title and version already exists!";
 
 /// A migrator over embedded `(version, description, sql)` migrations.

@@ -76,6 +76,7 @@ impl PgStore {
         (7, "ota", "0007_ota.sql"),
         (9, "claims", "0009_claims.sql"),
         (10, "ota_assignment", "0010_ota_assignment.sql"),
+        (11, "profile_ota", "0011_profile_ota.sql"),
         (13, "retention", "0013_retention.sql"),
     );
 

@@ -257,10 +257,24 @@ impl DeviceSession {
     }
 
     pub(super) fn spawn_publish(self: &Rc<Self>, topic: String, payload: Bytes, qos1: bool) {
+        self.spawn_publish_with(topic, payload, qos1, None);
+    }
+
+    /// `spawn_publish` with an MQTT 5 user property.
+    pub(super) fn spawn_publish_with(
+        self: &Rc<Self>,
+        topic: String,
+        payload: Bytes,
+        qos1: bool,
+        property: Option<(&'static str, String)>,
+    ) {
         let sess = self.clone();
         let timeout = Duration::from_millis(self.state.config.mqtt.ack_timeout_ms);
         ntex_rt::spawn(async move {
-            if let Err(e) = sess.sink.publish(&topic, payload, qos1, timeout).await {
+            let sent = sess
+                .sink
+                .publish_with(&topic, payload, qos1, timeout, property);
+            if let Err(e) = sent.await {
                 tracing::debug!(device = %sess.device.id, topic, error = %e, "downlink publish failed");
             }
         });

@@ -123,6 +123,8 @@ pub struct DeviceSession {
     /// Chunk sizes of firmware and software requests, by request id (at most
     /// `MAX_CHUNK_REQUESTS`; the oldest is forgotten first).
     pub chunk_sizes: RefCell<std::collections::VecDeque<(String, u64)>>,
+    /// The Maximum Packet Size the device announced in its MQTT 5 CONNECT.
+    pub peer_max_packet: Cell<Option<u32>>,
     /// The device's rate limits, shared with its other sessions (earlier ones included).
     pub limits: Arc<crate::transport::limits::SessionLimits>,
     pub closed: Cell<bool>,
@@ -164,6 +166,7 @@ impl DeviceSession {
             rpc: RefCell::new(RpcState::default()),
             client_rpc: RefCell::new(HashMap::new()),
             chunk_sizes: RefCell::new(std::collections::VecDeque::new()),
+            peer_max_packet: Cell::new(None),
             closed: Cell::new(false),
             slot: Cell::new(None),
             role,

@@ -49,12 +49,14 @@ async fn answer_connect(
         certificate: tls::peer_certificate(hs.io()),
         chain: tls::peer_chain(hs.io()),
     };
+    let peer_max_packet = pkt.max_packet_size.map(std::num::NonZeroU32::get);
     let admission = session::admit(state, connect, Sink::V5(hs.sink())).await;
     let keep_alive = pkt.keep_alive;
     let client_id = pkt.client_id.to_string();
     match admission {
         Admission::Accepted(sess, rx, close) => {
             sess.slot.set(Some(slot));
+            sess.peer_max_packet.set(peer_max_packet);
             ntex_rt::spawn(downlink::run(Rc::downgrade(&sess), rx, close));
             // ntex-mqtt 9.0.0 maps keep-alive 0 to a 30 s idle timeout; MQTT says 0 means none.
             let idle = session::idle_timeout(keep_alive).unwrap_or(u16::MAX);
