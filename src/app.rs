@@ -24,11 +24,14 @@ pub struct RunningApp {
     pub mqtt_addr: SocketAddr,
     /// The MQTT-over-TLS listener's address, when one is configured.
     pub mqtts_addr: Option<SocketAddr>,
+    /// The separate metrics listener's address, when `[metrics] addr` is set.
+    pub metrics_addr: Option<SocketAddr>,
     /// The TLS certificate in use; `reload` reads its files again (SIGHUP does the same).
     pub tls_cert: Option<Arc<crate::transport::mqtt::tls::ReloadableCert>>,
     pub state: Arc<AppState>,
     mqtt: Option<crate::transport::mqtt::MqttServerHandle>,
     http_task: tokio::task::JoinHandle<()>,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
     device_state_task: tokio::task::JoinHandle<()>,
     writer_stop: CancellationToken,
     writer_task: tokio::task::JoinHandle<()>,
@@ -37,7 +40,7 @@ pub struct RunningApp {
 /// Builds and starts everything. Must run inside a multi-thread tokio runtime.
 pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     config.validate()?;
-    let store = storage::open(&config.database_url, &config.storage)
+    let store = storage::open_retrying(&config.database_url, &config.storage)
         .await
         .map_err(|e| {
             anyhow::anyhow!(
@@ -89,6 +92,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         ),
         logins: crate::services::logins::Logins::new(store.clone(), config.auth.clone()),
         profile_settings: Default::default(),
+        default_ttl_s: config.retention.default_ttl_s,
     });
     crate::services::accounts::bootstrap(store.as_ref(), &config)
         .await
@@ -109,6 +113,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
     let http_addr = http_listener.local_addr()?;
+    let metrics_listener = match &config.metrics.addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let mqtt_listener = std::net::TcpListener::bind(&config.mqtt_addr)
         .with_context(|| format!("cannot listen for MQTT on {}", config.mqtt_addr))?;
     let mqtt_addr = mqtt_listener.local_addr()?;
@@ -132,6 +148,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         jwt_secret,
         rt: tokio::runtime::Handle::current(),
         mqtt_accepting: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
         shutdown,
         sessions,
         mqtt,
@@ -151,12 +168,25 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         crate::api::serve::ConnLimits::from_config(&state.config.http),
         state.shutdown.clone(),
     ));
+    let metrics_task = metrics_listener.map(|listener| {
+        tokio::spawn(crate::api::serve::serve(
+            listener,
+            crate::api::metrics_router(state.clone()),
+            crate::api::serve::ConnLimits::from_config(&state.config.http),
+            state.shutdown.clone(),
+        ))
+    });
     crate::observability::spawn_metrics_upkeep(state.metrics.clone(), state.shutdown.clone());
 
     let device_state_task =
         crate::services::device_state::spawn(state.services.clone(), state.shutdown.clone());
     tokio::spawn(run_device_events(state.clone(), state_events));
     spawn_rpc_sweeper(&state);
+    crate::services::retention::spawn(
+        state.services.store.clone(),
+        crate::services::retention::Cleanup::from_config(&state.config.retention),
+        state.shutdown.clone(),
+    );
     let (tls, tls_cert) = match tls {
         Some((listener, cert)) => (Some(listener), Some(cert)),
         None => (None, None),
@@ -171,6 +201,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         http = %http_addr,
         mqtt = %mqtt_addr,
         mqtts = mqtts_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        metrics = metrics_addr.map_or_else(|| "on the HTTP port".to_owned(), |a| a.to_string()),
         storage = state.services.store.backend(),
         bus = if state.config.redis_url.is_some() { "redis" } else { "local" },
         node = %state.config.node_id,
@@ -180,10 +211,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         http_addr,
         mqtt_addr,
         mqtts_addr,
+        metrics_addr,
         tls_cert,
         state,
         mqtt: Some(mqtt),
         http_task,
+        metrics_task,
         device_state_task,
         writer_stop,
         writer_task,
@@ -196,15 +229,26 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_secs(9);
 const CLOSE_RESERVE: Duration = Duration::from_millis(1500);
 
 impl RunningApp {
-    /// Stops accepting, closes sessions (MQTT 5: DISCONNECT 0x8B), finishes what is in flight,
-    /// writes the device states, commits what was queued, and closes storage — within
-    /// `SHUTDOWN_BUDGET`; what a step could not finish in its share is logged as dropped.
+    /// Turns readiness off and keeps serving for `shutdown.drain_ms` (load balancers move new
+    /// clients elsewhere), then stops accepting, closes sessions (MQTT 5: DISCONNECT 0x8B),
+    /// finishes what is in flight, writes the device states, commits what was queued, and closes
+    /// storage — within `SHUTDOWN_BUDGET`; what a step could not finish in its share is logged
+    /// as dropped.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
         let left = |cap: Duration| {
             cap.min(deadline.saturating_duration_since(tokio::time::Instant::now()))
         };
         let state = self.state.clone();
+        state.draining.store(true, Ordering::SeqCst);
+        let drain = Duration::from_millis(state.config.shutdown.drain_ms);
+        if !drain.is_zero() {
+            tracing::info!(
+                drain_ms = state.config.shutdown.drain_ms,
+                "shutting down: not ready; still serving during the drain window"
+            );
+            tokio::time::sleep(left(drain)).await;
+        }
         state.mqtt_accepting.store(false, Ordering::SeqCst);
         state.shutdown.cancel();
         state
@@ -228,6 +272,13 @@ impl RunningApp {
         if http.is_err() {
             self.http_task.abort();
             tracing::warn!("HTTP requests still running after 2 s at shutdown were cut off");
+        }
+        if let Some(task) = self.metrics_task.take()
+            && tokio::time::timeout(left(Duration::from_millis(500)), task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the metrics listener did not stop within 0.5 s at shutdown");
         }
         if in_flight.is_err() {
             let busy = max as usize - state.inflight.available_permits().min(max as usize);

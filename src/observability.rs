@@ -1,4 +1,4 @@
-//! Logging (tracing to stdout), optional OTLP trace export, and the Prometheus metrics registry;
+//! Logging (tracing to stdout, text or JSON), optional OTLP trace export, and the Prometheus metrics registry;
 //! `escape` keeps input from forging log lines, `log_limit` rate-limits lines input can repeat,
 //! `redact` keeps secrets out of them.
 
@@ -10,6 +10,8 @@ pub use log_limit::LogLimiter;
 pub use redact::redact_secrets;
 
 pub mod log_gate;
+pub mod metrics;
+pub mod trace;
 
 use std::sync::OnceLock;
 
@@ -19,6 +21,8 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::Config;
 
 /// Keeps the trace exporter alive; flushes it on drop.
 pub struct Telemetry {
@@ -33,51 +37,129 @@ impl Drop for Telemetry {
     }
 }
 
+/// How log lines are written (`FERROBOARD_LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// `text` or `json` (any case); anything else is an error naming the variable.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "" | "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!(
+                "FERROBOARD_LOG_FORMAT = {other:?}: it must be \"text\" or \"json\""
+            )),
+        }
+    }
+}
+
+/// The default filter of the span export when `FERROBOARD_OTEL_FILTER` is unset.
+pub const DEFAULT_OTEL_FILTER: &str = "warn,ferroboard=info";
+
 /// Installs the global subscriber. Call from plain `main`, before any runtime exists
-/// (the OTLP exporter uses a blocking HTTP client). OTLP is on only when
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+/// (the OTLP exporter uses a blocking HTTP client). Log lines go to stdout as text or JSON
+/// (`FERROBOARD_LOG_FORMAT`), filtered by `RUST_LOG`; spans are exported over OTLP only when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, filtered by `FERROBOARD_OTEL_FILTER` (not `RUST_LOG`).
 pub fn init_tracing() -> Telemetry {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let format = std::env::var("FERROBOARD_LOG_FORMAT").unwrap_or_default();
+    let format = LogFormat::parse(&format).unwrap_or_else(|e| {
+        eprintln!("{e}; writing text");
+        LogFormat::Text
+    });
     let provider = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|e| !e.is_empty())
-        .and_then(|endpoint| otlp_provider(&endpoint));
+        .and_then(|endpoint| otlp_provider(&endpoint, &node_id()));
     let otel = provider.as_ref().map(|p| {
+        let filter = std::env::var("FERROBOARD_OTEL_FILTER")
+            .ok()
+            .filter(|f| !f.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_OTEL_FILTER.to_owned());
+        let filter = EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+            eprintln!(
+                "FERROBOARD_OTEL_FILTER {filter:?} is invalid ({e}); using {DEFAULT_OTEL_FILTER:?}"
+            );
+            EnvFilter::new(DEFAULT_OTEL_FILTER)
+        });
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("ferroboard"))
-            .boxed()
+            .with_location(false)
+            .with_threads(false)
+            .with_filter(filter)
     });
     let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().fmt_fields(escape::EscapedFields))
+        .with(log_layer(format))
         .with(otel)
         .try_init();
     Telemetry { provider }
 }
 
-fn otlp_provider(endpoint: &str) -> Option<SdkTracerProvider> {
+/// The stdout layer in `format`, filtered by `RUST_LOG` (default `info`).
+fn log_layer<S>(format: LogFormat) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let layer = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .fmt_fields(escape::EscapedFields)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+    };
+    layer.with_filter(filter)
+}
+
+/// This node's id for the trace resource: the configuration's (`FERROBOARD_NODE_ID`, or the file
+/// named by `FERROBOARD_CONFIG`), else the default (hostname and process id).
+fn node_id() -> String {
+    Config::load(None)
+        .map(|c| c.node_id)
+        .unwrap_or_else(|_| Config::default().node_id)
+}
+
+fn otlp_provider(endpoint: &str, node: &str) -> Option<SdkTracerProvider> {
     use opentelemetry_otlp::WithExportConfig;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
         .with_timeout(std::time::Duration::from_secs(2))
         .build();
-    match exporter {
-        Ok(exporter) => Some(
-            SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
-                .with_resource(
-                    opentelemetry_sdk::Resource::builder()
-                        .with_service_name("ferroboard")
-                        .build(),
-                )
-                .build(),
-        ),
+    let exporter = match exporter {
+        Ok(exporter) => exporter,
         Err(e) => {
             eprintln!("OTLP exporter not started: {e}");
-            None
+            return None;
         }
+    };
+    let mut resource = opentelemetry_sdk::Resource::builder().with_attributes([
+        opentelemetry::KeyValue::new("service.instance.id", node.to_owned()),
+        opentelemetry::KeyValue::new("ferroboard.node", node.to_owned()),
+        opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+    ]);
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("ferroboard");
     }
+    // The standard OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, as the SDK reads them.
+    let configured = opentelemetry_sdk::trace::Config::default().sampler;
+    trace::enable(configured.clone());
+    Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_sampler(trace::NodeSampler { configured })
+            .with_resource(resource.build())
+            .build(),
+    )
 }
 
 /// The process-wide metrics registry (installed once; every app in the process shares it).
@@ -93,7 +175,9 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .expect("static buckets are valid")
                 .build_recorder();
             let handle = recorder.handle();
-            let _ = metrics::set_global_recorder(recorder);
+            if ::metrics::set_global_recorder(recorder).is_ok() {
+                self::metrics::describe();
+            }
             handle
         })
         .clone()

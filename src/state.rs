@@ -25,6 +25,8 @@ pub struct AppState {
     /// Messages in processing, bounded: when exhausted, sessions stop reading.
     pub inflight: Arc<Semaphore>,
     pub mqtt_accepting: AtomicBool,
+    /// Set when a shutdown began: the node still serves (the drain window) but is not ready.
+    pub draining: AtomicBool,
     pub shutdown: CancellationToken,
     pub sessions: Arc<crate::bus::Registry>,
     /// State the MQTT sessions share (in-flight statistics).

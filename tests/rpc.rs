@@ -738,6 +738,7 @@ fn bus_request(method: &str, oneway: bool) -> ferroboard::bus::RpcRequest {
         oneway,
         persistent: false,
         expiration_time: ferroboard::domain::now_ms() + 60_000,
+        traceparent: None,
     }
 }
 

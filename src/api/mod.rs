@@ -9,11 +9,13 @@ mod credentials;
 mod customer_devices;
 mod customers;
 mod device_claim;
+mod device_trace;
 mod devices;
 pub mod error;
 mod health;
 mod limits;
 mod metrics;
+mod observe;
 mod ota;
 mod paging;
 mod profile_save;
@@ -29,7 +31,7 @@ mod users;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -41,6 +43,12 @@ type State = Arc<AppState>;
 
 pub fn router(state: State) -> Router {
     let max_body = state.config.http.max_body_bytes;
+    // With a separate metrics listener (`[metrics] addr`) the public port does not serve them.
+    let metrics = if state.config.metrics.addr.is_none() {
+        metrics::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/", get(index))
         .merge(auth_routes::routes())
@@ -51,6 +59,7 @@ pub fn router(state: State) -> Router {
         .merge(customer_devices::routes())
         .merge(device_claim::routes())
         .merge(devices::routes())
+        .merge(device_trace::routes())
         .merge(credentials::routes())
         .merge(profiles::routes())
         .merge(provision::routes())
@@ -59,7 +68,7 @@ pub fn router(state: State) -> Router {
         .merge(rpc::routes())
         .merge(ota::routes())
         .merge(health::routes())
-        .merge(metrics::routes())
+        .merge(metrics)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_timeout,
@@ -69,8 +78,13 @@ pub fn router(state: State) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn(count_requests))
+        .layer(middleware::from_fn(observe::observe))
         .with_state(state)
+}
+
+/// The router of the separate metrics listener (`[metrics] addr`): `GET /metrics` only.
+pub fn metrics_router(state: State) -> Router {
+    metrics::routes().fallback(not_found).with_state(state)
 }
 
 async fn index() -> Html<&'static str> {
@@ -105,22 +119,4 @@ pub(crate) async fn request_timeout(
             (status, axum::Json(body)).into_response()
         }
     }
-}
-
-/// Counts requests by route template (not raw path, to keep label cardinality bounded) and status.
-async fn count_requests(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
-    let response = next.run(req).await.into_response();
-    ::metrics::counter!(
-        "ferroboard_http_requests_total",
-        "method" => method,
-        "route" => route,
-        "status" => response.status().as_u16().to_string()
-    )
-    .increment(1);
-    response
 }

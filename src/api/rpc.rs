@@ -156,6 +156,7 @@ impl Call {
             oneway: self.oneway,
             persistent: self.persistent,
             expiration_time: self.expiration_time,
+            traceparent: crate::observability::trace::current_traceparent(),
         }
     }
 

@@ -60,6 +60,8 @@ pub enum Event {
     /// `node` subscribed again after a Redis outage and may have missed requests published
     /// meanwhile: every node re-offers the RPC requests its callers still wait on.
     BusRecovered { node: String },
+    /// Every message of `device` is traced until `until_ms` (epoch ms; in the past: no longer).
+    TraceDevice { device: Uuid, until_ms: i64 },
 }
 
 /// Server→device messages.
@@ -91,6 +93,10 @@ pub struct RpcRequest {
     pub persistent: bool,
     /// Epoch ms after which the request is no longer delivered.
     pub expiration_time: i64,
+    /// The W3C trace context of the call that made it, when it is traced: the node holding the
+    /// session continues that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// What came back from a device (or why nothing did).
@@ -162,6 +168,32 @@ impl Dispatcher {
                 self.reoffer(DeviceId(device));
             }
             Event::RpcPolled { device } => self.reoffer(DeviceId(device)),
+            Event::ToDevice {
+                device,
+                downlink: Downlink::Rpc(mut request),
+            } => {
+                // A traced call continues here: the delivery span is the parent of what follows.
+                let span = crate::observability::trace::remote_child(
+                    request.traceparent.as_deref(),
+                    || {
+                        tracing::info_span!(
+                            target: crate::observability::trace::TARGET,
+                            "bus.rpc.deliver",
+                            otel.kind = "consumer",
+                            ferroboard.node = %self.node,
+                            device.id = %device,
+                            rpc.id = %request.rpc,
+                        )
+                    },
+                );
+                let _entered = span.enter();
+                if !span.is_none() {
+                    request.traceparent =
+                        crate::observability::trace::current_traceparent().or(request.traceparent);
+                }
+                self.sessions
+                    .deliver(DeviceId(device), Downlink::Rpc(request));
+            }
             Event::ToDevice { device, downlink } => {
                 self.sessions.deliver(DeviceId(device), downlink);
             }
@@ -201,6 +233,19 @@ impl Dispatcher {
                 .sessions
                 .close_profile(crate::domain::DeviceProfileId(profile)),
             Event::BusRecovered { node } => self.reoffer_all(&node),
+            Event::TraceDevice { device, until_ms } => {
+                let left = u64::try_from(until_ms - crate::domain::now_ms()).unwrap_or(0);
+                if !crate::observability::trace::trace_device(
+                    device,
+                    std::time::Duration::from_millis(left),
+                ) {
+                    tracing::warn!(
+                        %device,
+                        max = crate::observability::trace::MAX_TRACED_DEVICES,
+                        "device trace switch ignored: the most devices traced at once are traced"
+                    );
+                }
+            }
         }
     }
 
@@ -278,6 +323,7 @@ impl Event {
             Self::CloseSessions { .. } => "close_sessions",
             Self::CloseProfileSessions { .. } => "close_profile_sessions",
             Self::BusRecovered { .. } => "bus_recovered",
+            Self::TraceDevice { .. } => "trace_device",
         }
     }
 }

@@ -317,6 +317,7 @@ mod tests {
             oneway: false,
             persistent: true,
             expiration_time: 1_700_000_000_123,
+            traceparent: None,
         };
         vec![
             Event::SessionOpened {

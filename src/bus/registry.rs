@@ -380,6 +380,7 @@ mod tests {
             oneway: false,
             persistent: false,
             expiration_time: i64::MAX,
+            traceparent: None,
         })
     }
 

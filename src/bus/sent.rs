@@ -242,6 +242,7 @@ mod tests {
             oneway,
             persistent: false,
             expiration_time,
+            traceparent: None,
         }
     }
 

@@ -138,6 +138,29 @@ impl Config {
         range("storage.batch_max_points", s.batch_max_points, 1, 1_000_000)?;
         range("storage.batch_queue", s.batch_queue, 1, 1_000_000)?;
         range("storage.pool_size", s.pool_size, 1, 1000)?;
+        range("storage.connect_wait_ms", s.connect_wait_ms, 0, HOUR_MS)?;
+        let r = &self.retention;
+        // Ten years: a longer TTL is "keep" in all but name, and ts + TTL stays far from overflow.
+        range(
+            "retention.default_ttl_s",
+            r.default_ttl_s,
+            0,
+            10 * 366 * 86_400,
+        )?;
+        range(
+            "retention.cleanup_interval_ms",
+            r.cleanup_interval_ms,
+            100,
+            24 * HOUR_MS,
+        )?;
+        range(
+            "retention.cleanup_batch_size",
+            r.cleanup_batch_size,
+            1,
+            1_000_000,
+        )?;
+        // The drain is part of the 10 s the operator contract gives a shutdown.
+        range("shutdown.drain_ms", self.shutdown.drain_ms, 0, 5000)?;
         range(
             "json.max_string_value_length",
             self.json.max_string_value_length,

@@ -3,7 +3,8 @@
 
 use std::sync::OnceLock;
 
-use metrics::Counter;
+use metrics::{Counter, Histogram};
+use tracing::Instrument as _;
 
 use super::EngineError;
 use super::nodes::{EngineServices, Node, Outcome, Relation};
@@ -42,6 +43,7 @@ pub struct Slot {
     pub routes: Vec<Route>,
     runs: OnceLock<Counter>,
     failures: OnceLock<Counter>,
+    seconds: OnceLock<Histogram>,
 }
 
 impl Slot {
@@ -52,6 +54,7 @@ impl Slot {
             routes: Vec::new(),
             runs: OnceLock::new(),
             failures: OnceLock::new(),
+            seconds: OnceLock::new(),
         }
     }
 
@@ -59,6 +62,12 @@ impl Slot {
     fn runs(&self) -> &Counter {
         self.runs.get_or_init(
             || metrics::counter!("ferroboard_rule_node_runs_total", "node" => self.id.clone()),
+        )
+    }
+
+    fn seconds(&self) -> &Histogram {
+        self.seconds.get_or_init(
+            || metrics::histogram!("ferroboard_rule_node_seconds", "node" => self.id.clone()),
         )
     }
 
@@ -140,7 +149,16 @@ impl Chain {
             stats.runs += 1;
             let slot = &self.slots[item.node];
             slot.runs().increment(1);
-            let outcome = match slot.node.process(item.msg, services).await {
+            let started = std::time::Instant::now();
+            let span = crate::trace_child!(
+                "rule.node",
+                otel.name = %format_args!("rule node {}", slot.id),
+                rule.chain = %self.name,
+                rule.node = %slot.id,
+            );
+            let result = slot.node.process(item.msg, services).instrument(span).await;
+            slot.seconds().record(started.elapsed().as_secs_f64());
+            let outcome = match result {
                 Ok(outcome) => outcome,
                 Err(e) => {
                     slot.failures().increment(1);

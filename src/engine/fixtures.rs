@@ -703,6 +703,7 @@ mod tests {
                 oneway: false,
                 persistent: false,
                 expiration_time: 0,
+                traceparent: None,
             }],
             rpc_replies: vec![r#"{"time":123}"#.into()],
             ..Recorded::default()

@@ -307,6 +307,7 @@ pub fn request_of(rpc: &Rpc) -> RpcRequest {
         oneway: rpc.request["oneway"].as_bool().unwrap_or(false),
         persistent: true,
         expiration_time: rpc.expiration_time,
+        traceparent: None,
     }
 }
 

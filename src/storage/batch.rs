@@ -39,6 +39,8 @@ impl Default for BatchConfig {
 struct Request {
     ops: Vec<WriteOp>,
     done: oneshot::Sender<Result<()>>,
+    /// The traced message's span the commit is shown under (None when not traced).
+    span: Option<tracing::Span>,
 }
 
 /// Handle to the writer task; cheap to clone. The task ends when every handle is dropped,
@@ -75,7 +77,11 @@ impl Writer {
         super::checks::check_ops(&ops)?;
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Request { ops, done })
+            .send(Request {
+                ops,
+                done,
+                span: crate::observability::trace::current_traced(),
+            })
             .await
             .map_err(|_| StorageError::Closed)?;
         wait.await.map_err(|_| StorageError::Closed)?
@@ -127,7 +133,22 @@ async fn run(
         }
         bounds.push(ops.len());
         let started = Instant::now();
+        // One span per traced message in the batch, open for the commit (none allocated otherwise).
+        let spans: Vec<tracing::Span> = batch
+            .iter()
+            .filter_map(|r| r.span.as_ref())
+            .map(|parent| {
+                tracing::info_span!(
+                    target: crate::observability::trace::TARGET,
+                    parent: parent,
+                    "storage.commit",
+                    batch.requests = batch.len(),
+                    batch.points = size,
+                )
+            })
+            .collect();
         let results = commit_isolating(&store, &ops, &bounds).await;
+        drop(spans);
         metrics::histogram!("ferroboard_storage_batch_points").record(size as f64);
         metrics::histogram!("ferroboard_storage_batch_requests").record(batch.len() as f64);
         metrics::histogram!("ferroboard_storage_commit_seconds")

@@ -4,6 +4,7 @@
 //! packets and statuses; what differs between them is passed in as data.
 
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use serde_json::{Map, Value};
 
@@ -32,6 +33,22 @@ pub enum Outcome {
     RateLimited(&'static str),
     /// A request the device API cannot answer (e.g. client RPC without `method`).
     Malformed(String),
+}
+
+impl Outcome {
+    /// A short name of the outcome (trace spans).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::InvalidPayload(_) => "invalid_payload",
+            Self::TopicInvalid => "topic_invalid",
+            Self::Unsupported(_) => "unsupported",
+            Self::NotGateway => "not_gateway",
+            Self::Failed(_) => "failed",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Malformed(_) => "malformed",
+        }
+    }
 }
 
 /// A message's slot of the engine's global bound.
@@ -169,7 +186,10 @@ impl DeviceLink<'_> {
         match self
             .state
             .rt
-            .spawn(async move { state.ingest_admitted(permit, msgs).await })
+            .spawn(
+                async move { state.ingest_admitted(permit, msgs).await }
+                    .instrument(tracing::Span::current()),
+            )
             .await
         {
             Ok(Ok(())) => Outcome::Accepted,
@@ -276,9 +296,21 @@ impl DeviceLink<'_> {
         };
         let services = self.state.services.clone();
         let request = req.clone();
-        self.state.rt.spawn(async move {
-            services.rpc.replied(tenant, device, &request, body).await;
+        let span = crate::observability::trace::remote_child(req.traceparent.as_deref(), || {
+            tracing::info_span!(
+                target: crate::observability::trace::TARGET,
+                "rpc.device.reply",
+                otel.kind = "consumer",
+                device.id = %device,
+                rpc.id = %req.rpc,
+            )
         });
+        self.state.rt.spawn(
+            async move {
+                services.rpc.replied(tenant, device, &request, body).await;
+            }
+            .instrument(span),
+        );
         Some(req)
     }
 }
@@ -377,6 +409,7 @@ mod tests {
             oneway: false,
             persistent: false,
             expiration_time: i64::MAX,
+            traceparent: None,
         };
         assert_eq!(
             rpc_request_json(&req, Some(3)).to_string(),

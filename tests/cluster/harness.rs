@@ -34,6 +34,8 @@ pub struct Cluster {
     redis_port: Option<u16>,
     redis: Option<Child>,
     nodes: Vec<Node>,
+    /// Extra variables of every node (e.g. the trace exporter's).
+    env: Vec<(String, String)>,
 }
 
 pub struct Node {
@@ -42,6 +44,13 @@ pub struct Node {
     pub mqtt_port: u16,
     child: Child,
     log: PathBuf,
+}
+
+impl Node {
+    /// Everything the node wrote to stdout and stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
 
 impl Cluster {
@@ -62,6 +71,17 @@ impl Cluster {
         redis: bool,
         names: &[&'static str],
     ) -> Self {
+        Self::launch_with_env(backend, database_url, redis, names, Vec::new()).await
+    }
+
+    /// `launch` with extra variables for every node.
+    pub async fn launch_with_env(
+        backend: Backend,
+        database_url: Option<String>,
+        redis: bool,
+        names: &[&'static str],
+        env: Vec<(String, String)>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (database, database_url) = match database_url {
             Some(url) => (None, url),
@@ -80,6 +100,7 @@ impl Cluster {
             dir,
             redis: None,
             nodes: Vec::new(),
+            env,
         };
         if redis {
             cluster.start_redis().await;
@@ -168,6 +189,7 @@ impl Cluster {
         if let Some(port) = self.redis_port {
             command.env("FERROBOARD_REDIS_URL", format!("redis://127.0.0.1:{port}/"));
         }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = command.spawn().expect("spawn ferroboard");
         Node {
             name,
@@ -286,13 +308,18 @@ pub struct Rest {
 
 impl Rest {
     pub async fn login(node: &Node) -> Self {
+        Self::login_at(&node.http).await
+    }
+
+    /// Logs in on the server at `base` (`http://host:port`).
+    pub async fn login_at(base: &str) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .expect("client");
         let (status, body) = send(
             &http,
-            &format!("{}/api/auth/login", node.http),
+            &format!("{base}/api/auth/login"),
             None,
             json!({"username": TENANT_EMAIL, "password": TENANT_PASSWORD}),
         )
@@ -300,7 +327,7 @@ impl Rest {
         assert_eq!(status, 200, "login: {body}");
         Self {
             http,
-            base: node.http.clone(),
+            base: base.to_owned(),
             token: body["token"].as_str().expect("token").to_owned(),
         }
     }

@@ -205,6 +205,7 @@ pub(crate) async fn another_tenant_cannot_complete_or_overwrite_a_call(app: &Tes
         oneway: false,
         persistent: false,
         expiration_time: now_ms() + 30_000,
+        traceparent: None,
     };
     let waiters = &state(app).services.rpc.waiters;
     let mut theirs = waiters

@@ -65,6 +65,7 @@ impl RpcCallRequest {
             oneway: flag("oneway"),
             persistent: flag("persistent"),
             expiration_time,
+            traceparent: crate::observability::trace::current_traceparent(),
         })
     }
 }

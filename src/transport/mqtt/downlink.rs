@@ -3,6 +3,7 @@
 
 use std::rc::{Rc, Weak};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use ntex_bytes::Bytes;
 use tokio::sync::mpsc;
@@ -136,6 +137,21 @@ impl DeviceSession {
     /// PUBACK in time, or the connection closed).
     fn send_rpc(self: &Rc<Self>, sub: &Granted, mut req: RpcRequest) {
         let (tenant, device) = (self.device.tenant_id, self.device.id);
+        let span = crate::observability::trace::remote_child(req.traceparent.as_deref(), || {
+            tracing::info_span!(
+                target: crate::observability::trace::TARGET,
+                "mqtt.rpc.publish",
+                otel.kind = "producer",
+                device.id = %device,
+                mqtt.qos = u8::from(sub.qos1),
+            )
+        });
+        if !span.is_none() {
+            // The device's answer continues under this span.
+            req.traceparent = span
+                .in_scope(crate::observability::trace::current_traceparent)
+                .or(req.traceparent);
+        }
         let id = self.state.services.rpc.sent.allocate(tenant, device, &req);
         req.request_id = id;
         self.rpc.borrow_mut().sending.insert(req.rpc);
@@ -190,7 +206,7 @@ impl DeviceSession {
                 PublishError::Refused(_) => Undelivered::AckTimeout,
             });
             let _ = done_tx.send(outcome);
-        });
+        }.instrument(span));
     }
 
     fn ack_timeout(&self, req: &RpcRequest) -> Duration {

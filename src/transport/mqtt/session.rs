@@ -372,6 +372,7 @@ mod tests {
             oneway,
             persistent: false,
             expiration_time: i64::MAX,
+            traceparent: None,
         }
     }
 

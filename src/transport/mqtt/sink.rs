@@ -50,6 +50,7 @@ impl Sink {
         if !qos1 {
             return self.publish_at_most_once(topic, payload);
         }
+        let kind = crate::observability::metrics::out_type(topic);
         let topic = ByteString::from(topic);
         let result = match self {
             Self::V3(s) => {
@@ -73,13 +74,14 @@ impl Sink {
             }
         };
         if result.is_ok() {
-            metrics::counter!("ferroboard_messages_out_total").increment(1);
+            metrics::counter!("ferroboard_messages_out_total", "type" => kind).increment(1);
         }
         result
     }
 
     /// QoS 0: written to the connection now, in order with what is written next.
     pub fn publish_at_most_once(&self, topic: &str, payload: Bytes) -> Result<(), PublishError> {
+        let kind = crate::observability::metrics::out_type(topic);
         let topic = ByteString::from(topic);
         let result = match self {
             Self::V3(s) => s.publish(topic).send_at_most_once(payload),
@@ -87,7 +89,7 @@ impl Sink {
         }
         .map_err(PublishError::from);
         if result.is_ok() {
-            metrics::counter!("ferroboard_messages_out_total").increment(1);
+            metrics::counter!("ferroboard_messages_out_total", "type" => kind).increment(1);
         }
         result
     }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use ntex_bytes::Bytes;
 use serde_json::Value;
-use tracing::Instrument as _;
 
 use super::session::{DeviceSession, Granted};
 use super::topics::{Format, Subscription, Uplink};
@@ -32,8 +31,7 @@ impl DeviceSession {
             Ok(permit) => permit,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
-        let span = tracing::debug_span!("uplink", device = %self.device.id, topic);
-        let outcome = self.route(topic, payload, permit).instrument(span).await;
+        let outcome = self.route(topic, payload, permit).await;
         self.state.services.device_state.activity(&self.device);
         if let Outcome::RateLimited(limit) = outcome {
             metrics::counter!("ferroboard_rate_limited_total", "limit" => limit).increment(1);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use ntex_mqtt::v3::{self, codec::QoS};
 use ntex_mqtt::{Control, Reason};
 use ntex_util::time::Seconds;
+use tracing::Instrument as _;
 
 use super::downlink;
 use super::gate::{self, Gate, Refusal};
@@ -27,10 +28,21 @@ pub async fn connect(
     gate: &Gate,
     hs: v3::Connect,
 ) -> Result<v3::ConnectAck<Conn>, SessionError> {
+    let (ack, code) = answer_connect(state, gate, hs).await;
+    crate::observability::metrics::connack("3", code);
+    Ok(ack)
+}
+
+/// The CONNACK for a CONNECT, with its return code (for the metric).
+async fn answer_connect(
+    state: &Arc<AppState>,
+    gate: &Gate,
+    hs: v3::Connect,
+) -> (v3::ConnectAck<Conn>, u8) {
     let pkt = hs.packet();
     let Some(slot) = gate.enter() else {
         gate::refused(Refusal::ConnectionLimit, &pkt.client_id);
-        return Ok(hs.service_unavailable());
+        return (hs.service_unavailable(), 3);
     };
     let connect = session::Connect {
         client_id: &pkt.client_id,
@@ -42,34 +54,44 @@ pub async fn connect(
     let admission = session::admit(state, connect, Sink::V3(hs.sink())).await;
     let keep_alive = pkt.keep_alive;
     let client_id = pkt.client_id.to_string();
-    Ok(match admission {
+    match admission {
         Admission::Accepted(sess, rx, close) => {
             sess.slot.set(Some(slot));
             ntex_rt::spawn(downlink::run(Rc::downgrade(&sess), rx, close));
             let idle = session::idle_timeout(keep_alive).map_or(Seconds::ZERO, Seconds);
-            hs.ack(Conn::Device(sess), false).idle_timeout(idle)
+            (hs.ack(Conn::Device(sess), false).idle_timeout(idle), 0)
         }
         Admission::Provision(sess) => {
             sess.slot.set(Some(slot));
             let idle = session::idle_timeout(keep_alive).map_or(Seconds::ZERO, Seconds);
-            hs.ack(Conn::Provision(sess), false).idle_timeout(idle)
+            (hs.ack(Conn::Provision(sess), false).idle_timeout(idle), 0)
         }
         Admission::NoCredentials => {
             gate::refused(Refusal::NoCredentials, &client_id);
-            hs.bad_username_or_pwd()
+            (hs.bad_username_or_pwd(), 4)
         }
         Admission::NotAuthorized => {
             gate::refused(Refusal::NotAuthorized, &client_id);
-            hs.not_authorized()
+            (hs.not_authorized(), 5)
         }
         Admission::Unavailable => {
             gate::refused(Refusal::Unavailable, &client_id);
-            hs.service_unavailable()
+            (hs.service_unavailable(), 3)
         }
-    })
+    }
 }
 
 pub async fn publish(conn: &Session, p: v3::Publish) -> Result<(), SessionError> {
+    let started = std::time::Instant::now();
+    let qos1 = p.qos() == QoS::AtLeastOnce;
+    let result = answer_publish(conn, p).await;
+    if qos1 && result.is_ok() {
+        crate::observability::metrics::publish_acked("3", started);
+    }
+    result
+}
+
+async fn answer_publish(conn: &Session, p: v3::Publish) -> Result<(), SessionError> {
     let payload = p
         .read_all()
         .await
@@ -79,7 +101,27 @@ pub async fn publish(conn: &Session, p: v3::Publish) -> Result<(), SessionError>
         Conn::Provision(prov) => return provision_publish(prov, p.publish_topic(), &payload).await,
     };
     let qos1 = p.qos() == QoS::AtLeastOnce;
-    match sess.publish(p.publish_topic(), payload).await {
+    let span = crate::observability::trace::message_span(sess.device.id.0, p.publish_topic());
+    let outcome = sess
+        .publish(p.publish_topic(), payload)
+        .instrument(span.clone())
+        .await;
+    let label = outcome.label();
+    let result = answer(sess, &p, qos1, outcome);
+    if qos1 && result.is_ok() {
+        crate::observability::trace::puback(&span, label);
+    }
+    result
+}
+
+/// What a device PUBLISH's outcome means for the connection: PUBACK (Ok) or closed.
+fn answer(
+    sess: &session::DeviceSession,
+    p: &v3::Publish,
+    qos1: bool,
+    outcome: Outcome,
+) -> Result<(), SessionError> {
+    match outcome {
         Outcome::Accepted | Outcome::TopicInvalid => Ok(()),
         // No reason code to say so: acknowledged, dropped and logged (ThingsBoard leaves the
         // PUBACK out, and a QoS 1 client waits for ever).

@@ -8,6 +8,7 @@ use ntex_mqtt::v5::codec::{
 };
 use ntex_mqtt::v5::{self, PublishAck};
 use ntex_mqtt::{Control, Reason};
+use tracing::Instrument as _;
 
 use super::downlink;
 use super::gate::{self, Gate, Refusal};
@@ -25,10 +26,21 @@ pub async fn connect(
     gate: &Gate,
     hs: v5::Connect,
 ) -> Result<v5::ConnectAck<Conn>, SessionError> {
+    let (ack, code) = answer_connect(state, gate, hs).await;
+    crate::observability::metrics::connack("5", code as u8);
+    Ok(ack)
+}
+
+/// The CONNACK for a CONNECT, with its reason code (for the metric).
+async fn answer_connect(
+    state: &Arc<AppState>,
+    gate: &Gate,
+    hs: v5::Connect,
+) -> (v5::ConnectAck<Conn>, ConnectAckReason) {
     let pkt = hs.packet();
     let Some(slot) = gate.enter() else {
         gate::refused(Refusal::ConnectionLimit, &pkt.client_id);
-        return Ok(hs.failed(ConnectAckReason::ServerBusy));
+        return refuse(hs, ConnectAckReason::ServerBusy);
     };
     let connect = session::Connect {
         client_id: &pkt.client_id,
@@ -40,39 +52,57 @@ pub async fn connect(
     let admission = session::admit(state, connect, Sink::V5(hs.sink())).await;
     let keep_alive = pkt.keep_alive;
     let client_id = pkt.client_id.to_string();
-    Ok(match admission {
+    match admission {
         Admission::Accepted(sess, rx, close) => {
             sess.slot.set(Some(slot));
             ntex_rt::spawn(downlink::run(Rc::downgrade(&sess), rx, close));
             // ntex-mqtt 9.0.0 maps keep-alive 0 to a 30 s idle timeout; MQTT says 0 means none.
             let idle = session::idle_timeout(keep_alive).unwrap_or(u16::MAX);
-            hs.ack(Conn::Device(sess))
+            let ack = hs
+                .ack(Conn::Device(sess))
                 .keep_alive(idle)
-                .with(|ack| ack.max_qos = QoS::AtLeastOnce)
+                .with(|ack| ack.max_qos = QoS::AtLeastOnce);
+            (ack, ConnectAckReason::Success)
         }
         Admission::Provision(sess) => {
             sess.slot.set(Some(slot));
             let idle = session::idle_timeout(keep_alive).unwrap_or(u16::MAX);
-            hs.ack(Conn::Provision(sess))
+            let ack = hs
+                .ack(Conn::Provision(sess))
                 .keep_alive(idle)
-                .with(|ack| ack.max_qos = QoS::AtLeastOnce)
+                .with(|ack| ack.max_qos = QoS::AtLeastOnce);
+            (ack, ConnectAckReason::Success)
         }
         Admission::NoCredentials => {
             gate::refused(Refusal::NoCredentials, &client_id);
-            hs.failed(ConnectAckReason::BadUserNameOrPassword)
+            refuse(hs, ConnectAckReason::BadUserNameOrPassword)
         }
         Admission::NotAuthorized => {
             gate::refused(Refusal::NotAuthorized, &client_id);
-            hs.failed(ConnectAckReason::NotAuthorized)
+            refuse(hs, ConnectAckReason::NotAuthorized)
         }
         Admission::Unavailable => {
             gate::refused(Refusal::Unavailable, &client_id);
-            hs.failed(ConnectAckReason::ServerUnavailable)
+            refuse(hs, ConnectAckReason::ServerUnavailable)
         }
-    })
+    }
+}
+
+fn refuse(hs: v5::Connect, reason: ConnectAckReason) -> (v5::ConnectAck<Conn>, ConnectAckReason) {
+    (hs.failed(reason), reason)
 }
 
 pub async fn publish(conn: &Session, p: v5::Publish) -> Result<PublishAck, SessionError> {
+    let started = std::time::Instant::now();
+    let qos1 = p.qos() == QoS::AtLeastOnce;
+    let result = answer_publish(conn, p).await;
+    if qos1 && result.is_ok() {
+        crate::observability::metrics::publish_acked("5", started);
+    }
+    result
+}
+
+async fn answer_publish(conn: &Session, p: v5::Publish) -> Result<PublishAck, SessionError> {
     let payload = p
         .read_all()
         .await
@@ -94,7 +124,27 @@ pub async fn publish(conn: &Session, p: v5::Publish) -> Result<PublishAck, Sessi
         }
     };
     let qos1 = p.qos() == QoS::AtLeastOnce;
-    match sess.publish(p.publish_topic(), payload).await {
+    let span = crate::observability::trace::message_span(sess.device.id.0, p.publish_topic());
+    let outcome = sess
+        .publish(p.publish_topic(), payload)
+        .instrument(span.clone())
+        .await;
+    let label = outcome.label();
+    let result = answer(sess, p, qos1, outcome);
+    if qos1 && result.is_ok() {
+        crate::observability::trace::puback(&span, label);
+    }
+    result
+}
+
+/// The PUBACK for a device PUBLISH's outcome, or why the connection closes.
+fn answer(
+    sess: &session::DeviceSession,
+    p: v5::Publish,
+    qos1: bool,
+    outcome: Outcome,
+) -> Result<PublishAck, SessionError> {
+    match outcome {
         Outcome::Accepted => Ok(p.ack()),
         Outcome::TopicInvalid => Ok(PublishAck::new(PublishAckReason::TopicNameInvalid)),
         Outcome::NotGateway => Ok(PublishAck::new(PublishAckReason::NotAuthorized)
