@@ -75,6 +75,31 @@ def eventually(check: Callable[[], Any], timeout: float = WAIT, interval: float 
         time.sleep(interval)
 
 
+def present(fetch: Callable[[], Any]) -> Callable[[], Any]:
+    """A check for `eventually`: what `fetch` returns, once it is something (not None, empty or False)."""
+
+    def check() -> Any:
+        value = fetch()
+        assert value, "not there yet"
+        return value
+
+    return check
+
+
+def latest_point(rest: "Rest", device_id: str, key: str) -> Optional[Tuple[int, Any]]:
+    """The latest (ts, value) of a device's key, or None while it has none."""
+    points = rest.latest(device_id, [key]).get(key) or []
+    if not points or points[0].get("value") is None:
+        return None
+    return points[0]["ts"], points[0]["value"]
+
+
+def device_by_name(rest: "Rest", name: str) -> Optional[dict]:
+    """The tenant's device of that name (GET /api/tenant/devices?deviceName=), or None."""
+    resp = rest.get(f"/api/tenant/devices?deviceName={name}")
+    return resp.json() if resp.status_code == 200 else None
+
+
 def next_item(q: "queue.Queue[Any]", what: str, timeout: float = WAIT) -> Any:
     """The next item of a queue filled by a client callback, waiting at most `timeout` seconds."""
     try:

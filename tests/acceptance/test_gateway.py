@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from acc_support import HOST, WAIT, eventually, next_item
+from acc_support import HOST, WAIT, device_by_name, eventually, latest_point, next_item, present
 
 
 def _create_gateway(rest, name: str):
@@ -27,22 +27,6 @@ def _create_gateway(rest, name: str):
     device_id = created["id"]["id"]
     token = rest.ok(rest.get(f"/api/device/{device_id}/credentials"))["credentialsId"]
     return device_id, token
-
-
-def _present(fetch):
-    """A check for `eventually`: what `fetch` returns, once it is something."""
-
-    def check():
-        value = fetch()
-        assert value, "not there yet"
-        return value
-
-    return check
-
-
-def _device_by_name(rest, name: str):
-    resp = rest.get(f"/api/tenant/devices?deviceName={name}")
-    return resp.json() if resp.status_code == 200 else None
 
 
 @pytest.fixture
@@ -57,7 +41,7 @@ def gateway_client(mqtt_port: int, rest):
         opened.append(client)
         client.connect()
         eventually(
-            _present(
+            present(
                 lambda: client.is_connected()
                 and client.rate_limits_received
                 and not client.get_subscriptions_in_progress()
@@ -81,17 +65,17 @@ def test_sdk_gateway_client_every_call(rest, gateway_client):
     name = _unique("acc-sub")
 
     gw.gw_connect_device(name, "acc-thermometer").get()
-    device = eventually(_present(lambda: _device_by_name(rest, name)))
+    device = eventually(present(lambda: device_by_name(rest, name)))
     assert device["type"] == "acc-thermometer", device
     device_id = device["id"]["id"]
 
     ts = int(time.time() * 1000) - 1000
     gw.gw_send_telemetry(name, {"ts": ts, "values": {"temperature": 21.5}}).get()
-    latest = eventually(_present(lambda: rest.latest(device_id, ["temperature"]).get("temperature")))
-    assert latest[0]["ts"] == ts and float(latest[0]["value"]) == 21.5, latest
+    latest = eventually(present(lambda: latest_point(rest, device_id, "temperature")))
+    assert latest[0] == ts and float(latest[1]) == 21.5, latest
 
     gw.gw_send_attributes(name, {"firmware": "fw-a"}).get()
-    eventually(_present(lambda: rest.attributes(device_id, "CLIENT_SCOPE", ["firmware"]).get("firmware")))
+    eventually(present(lambda: rest.attributes(device_id, "CLIENT_SCOPE", ["firmware"]).get("firmware")))
 
     answers: "queue.Queue[dict]" = queue.Queue()
     gw.gw_request_client_attributes(name, ["firmware"], lambda content, error: answers.put(content))
@@ -131,7 +115,7 @@ def test_sdk_gateway_client_every_call(rest, gateway_client):
     gw.gw_disconnect_device(name).get()
     # Still served after the disconnect: a message names the device again.
     gw.gw_send_telemetry(name, {"humidity": 40}).get()
-    eventually(_present(lambda: rest.latest(device_id, ["humidity"]).get("humidity")))
+    eventually(present(lambda: latest_point(rest, device_id, "humidity")))
 
 
 def test_sdk_gateway_gets_its_session_limits(rest, gateway_client):
@@ -153,7 +137,7 @@ def test_gateway_over_mqtt311(rest, paho_device):
     name = _unique("acc-sub311")
     gw.publish("v1/gateway/connect", {"device": name})
     gw.publish("v1/gateway/telemetry", {name: [{"t": 1}]})
-    device = _device_by_name(rest, name)
+    device = device_by_name(rest, name)
     assert device is not None, "created before the PUBACK"
     device_id = device["id"]["id"]
     assert rest.latest(device_id, ["t"])["t"][0]["value"] in ("1", 1), "committed before the PUBACK"
@@ -176,7 +160,7 @@ def test_renaming_a_device_tells_its_gateway(rest, gateway_client):
     gw.set_server_side_rpc_request_handler(lambda _id, body: service.put(body))
     name = _unique("acc-sub")
     gw.gw_connect_device(name).get()
-    device = eventually(_present(lambda: _device_by_name(rest, name)))
+    device = eventually(present(lambda: device_by_name(rest, name)))
     device["name"] = f"{name}-renamed"
     rest.ok(rest.post("/api/device", json=device))
     body = next_item(service, "gateway_device_renamed")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from acc_support import HOST, eventually
+from acc_support import HOST, device_by_name, eventually, latest_point, present
 
 GATEWAY = os.environ.get("ACCEPTANCE_TB_GATEWAY")
 STARTUP = 60.0
@@ -38,22 +38,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
-
-
-def _present(fetch):
-    """A check for `eventually`: what `fetch` returns, once it is something."""
-
-    def check():
-        value = fetch()
-        assert value, "not there yet"
-        return value
-
-    return check
-
-
-def _device_by_name(rest, name: str):
-    resp = rest.get(f"/api/tenant/devices?deviceName={name}")
-    return resp.json() if resp.status_code == 200 else None
 
 
 @pytest.mark.skipif(not GATEWAY, reason="ACCEPTANCE_TB_GATEWAY names no thingsboard-gateway executable")
@@ -111,13 +95,13 @@ def test_iot_gateway_with_mqtt_connector(rest, mqtt_port, paho, tmp_path: Path):
 
         def sensor_with(value: float):
             publisher.publish(topic, json.dumps({"temperature": value, "humidity": 40, "power": 1.5}), qos=1)
-            device = _device_by_name(rest, sensor)
+            device = device_by_name(rest, sensor)
             if device is None:
                 return None
-            latest = rest.latest(device["id"]["id"], ["temperature"]).get("temperature")
-            return device if latest and float(latest[0]["value"]) == value else None
+            latest = latest_point(rest, device["id"]["id"], "temperature")
+            return device if latest and float(latest[1]) == value else None
 
-        device = eventually(_present(lambda: sensor_with(21.5)), timeout=STARTUP, interval=1.0)
+        device = eventually(present(lambda: sensor_with(21.5)), timeout=STARTUP, interval=1.0)
         assert device["type"] == "acc-iotgw", device
         device_id = device["id"]["id"]
         attrs = rest.attributes(device_id, "CLIENT_SCOPE", ["power"])
@@ -127,18 +111,18 @@ def test_iot_gateway_with_mqtt_connector(rest, mqtt_port, paho, tmp_path: Path):
         rest.ok(rest.post("/api/device", json=device))
         # Data published before the gateway handled the service RPC would still use the old name.
         eventually(
-            _present(lambda: b"Received renamed gateway device notification" in (workdir / "gateway.log").read_bytes()),
+            present(lambda: b"Received renamed gateway device notification" in (workdir / "gateway.log").read_bytes()),
             timeout=30,
             interval=0.5,
         )
 
         def renamed_gets(value: float):
             publisher.publish(topic, json.dumps({"temperature": value, "humidity": 41, "power": 1.5}), qos=1)
-            latest = rest.latest(device_id, ["temperature"]).get("temperature")
-            return latest and float(latest[0]["value"]) == value
+            latest = latest_point(rest, device_id, "temperature")
+            return latest and float(latest[1]) == value
 
-        eventually(_present(lambda: renamed_gets(30.5)), timeout=30, interval=1.0)
-        assert _device_by_name(rest, sensor) is None, "the gateway kept the old name"
+        eventually(present(lambda: renamed_gets(30.5)), timeout=30, interval=1.0)
+        assert device_by_name(rest, sensor) is None, "the gateway kept the old name"
         publisher.loop_stop()
         publisher.disconnect()
     finally:

@@ -372,6 +372,42 @@ pub(crate) async fn renames_and_deletions_reach_the_gateway(app: &TestApp) {
     );
 }
 
+/// A persistent RPC to a device behind a gateway waits until the gateway connects it, then
+/// arrives through the gateway and is completed by its answer.
+pub(crate) async fn persistent_rpc_waits_for_the_gateway(app: &TestApp) {
+    let api = Api::tenant(app).await;
+    let (_, token) = create_gateway(&api, &unique("gw"), json!({"gateway": true})).await;
+    let name = unique("P");
+    let (id, _) = api.create_device(json!({"name": name})).await;
+    let stored = api
+        .post(
+            &format!("/api/rpc/twoway/{id}"),
+            json!({"method": "later", "params": {"n": 1}, "persistent": true, "timeout": 60000}),
+        )
+        .await
+        .ok();
+    let rpc_id = stored["rpcId"].as_str().expect("rpcId").to_owned();
+    let mut gw = Gw::connect(app, &token).await;
+    let connect = json!({"device": name}).to_string();
+    assert_eq!(
+        gw.send("v1/gateway/connect", connect).await,
+        m5::PubAckReason::Success
+    );
+    let request = gw.next("v1/gateway/rpc").await;
+    assert_eq!(request["device"], json!(name));
+    assert_eq!(request["data"]["method"], json!("later"));
+    let reply = json!({"device": name, "id": request["data"]["id"], "data": {"done": 1}});
+    assert_eq!(
+        gw.send("v1/gateway/rpc", reply.to_string()).await,
+        m5::PubAckReason::Success
+    );
+    eventually("the persistent RPC is SUCCESSFUL", WAIT, || async {
+        let rpc = api.get(&format!("/api/rpc/persistent/{rpc_id}")).await.ok();
+        (rpc["status"] == json!("SUCCESSFUL")).then_some(rpc)
+    })
+    .await;
+}
+
 /// One session per device: a direct connection takes a device over from its gateway (the
 /// gateway stays), and the gateway's next message for it takes it back.
 pub(crate) async fn a_device_has_one_session_across_gateway_and_direct(app: &TestApp) {

@@ -29,7 +29,8 @@ use downlink::downlink_requests_and_pushes;
 use ferroboard::domain::{AttributeScope, KvValue};
 use gateway::{
     a_device_has_one_session_across_gateway_and_direct, bad_gateway_input,
-    gateway_serves_its_devices, renames_and_deletions_reach_the_gateway,
+    gateway_serves_its_devices, persistent_rpc_waits_for_the_gateway,
+    renames_and_deletions_reach_the_gateway,
 };
 use profiles::{
     profile_topics_and_protobuf, shared_attributes_on_subscribe_and_profile_changes,
@@ -330,6 +331,7 @@ both_backends!(
     another_tenant_cannot_complete_or_overwrite_a_call,
     gateway_serves_its_devices,
     renames_and_deletions_reach_the_gateway,
+    persistent_rpc_waits_for_the_gateway,
     a_device_has_one_session_across_gateway_and_direct,
     bad_gateway_input,
 );

@@ -168,7 +168,8 @@ impl DeviceSession {
     }
 
     /// A PINGREQ: the session's device is active; a gateway with `overwriteActivityTime` keeps
-    /// its devices active too.
+    /// its devices active too, and devices silent for the inactivity timeout leave a gateway's
+    /// session.
     pub fn ping(&self) {
         let device_state = &self.state.services.device_state;
         device_state.activity(&self.device);
@@ -182,6 +183,7 @@ impl DeviceSession {
                 }
             }
         }
+        self.expire_idle();
     }
 
     /// The session of the device `name` behind this gateway: the one open, or a new one, the
