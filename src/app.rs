@@ -37,7 +37,7 @@ pub struct RunningApp {
 /// Builds and starts everything. Must run inside a multi-thread tokio runtime.
 pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     config.validate()?;
-    let store = storage::open(&config.database_url, &config.storage)
+    let store = storage::open_retrying(&config.database_url, &config.storage)
         .await
         .map_err(|e| {
             anyhow::anyhow!(
@@ -89,6 +89,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         ),
         logins: crate::services::logins::Logins::new(store.clone(), config.auth.clone()),
         profile_settings: Default::default(),
+        default_ttl_s: config.retention.default_ttl_s,
     });
     crate::services::accounts::bootstrap(store.as_ref(), &config)
         .await
@@ -120,6 +121,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
 
     let mqtt = crate::transport::mqtt::MqttShared::default();
     let device_limits = crate::transport::limits::DeviceLimits::new(&config.limits);
+    let gateway_limits =
+        crate::transport::limits::DeviceLimits::new(&config.limits.of_gateway_devices());
     let http_polls = crate::transport::http::Polls::new(config.http_device.max_polls);
     let state = Arc::new(AppState {
         inflight: Arc::new(Semaphore::new(config.engine.max_in_flight.max(1))),
@@ -130,10 +133,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         jwt_secret,
         rt: tokio::runtime::Handle::current(),
         mqtt_accepting: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
         shutdown,
         sessions,
         mqtt,
         device_limits,
+        gateway_limits,
         http_polls,
     });
 
@@ -154,6 +159,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         crate::services::device_state::spawn(state.services.clone(), state.shutdown.clone());
     tokio::spawn(run_device_events(state.clone(), state_events));
     spawn_rpc_sweeper(&state);
+    crate::services::retention::spawn(
+        state.services.store.clone(),
+        crate::services::retention::Cleanup::from_config(&state.config.retention),
+        state.shutdown.clone(),
+    );
     let (tls, tls_cert) = match tls {
         Some((listener, cert)) => (Some(listener), Some(cert)),
         None => (None, None),
@@ -193,15 +203,26 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_secs(9);
 const CLOSE_RESERVE: Duration = Duration::from_millis(1500);
 
 impl RunningApp {
-    /// Stops accepting, closes sessions (MQTT 5: DISCONNECT 0x8B), finishes what is in flight,
-    /// writes the device states, commits what was queued, and closes storage — within
-    /// `SHUTDOWN_BUDGET`; what a step could not finish in its share is logged as dropped.
+    /// Turns readiness off and keeps serving for `shutdown.drain_ms` (load balancers move new
+    /// clients elsewhere), then stops accepting, closes sessions (MQTT 5: DISCONNECT 0x8B),
+    /// finishes what is in flight, writes the device states, commits what was queued, and closes
+    /// storage — within `SHUTDOWN_BUDGET`; what a step could not finish in its share is logged
+    /// as dropped.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
         let left = |cap: Duration| {
             cap.min(deadline.saturating_duration_since(tokio::time::Instant::now()))
         };
         let state = self.state.clone();
+        state.draining.store(true, Ordering::SeqCst);
+        let drain = Duration::from_millis(state.config.shutdown.drain_ms);
+        if !drain.is_zero() {
+            tracing::info!(
+                drain_ms = state.config.shutdown.drain_ms,
+                "shutting down: not ready; still serving during the drain window"
+            );
+            tokio::time::sleep(left(drain)).await;
+        }
         state.mqtt_accepting.store(false, Ordering::SeqCst);
         state.shutdown.cancel();
         state

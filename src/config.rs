@@ -36,6 +36,46 @@ pub struct Config {
     pub rpc: RpcConfig,
     pub auth: AuthConfig,
     pub ota: OtaConfig,
+    pub retention: RetentionConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+/// Telemetry retention: TTLs and the background deletion of expired points.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// TTL of time-series points saved without one of their own (seconds after the point's
+    /// timestamp), for every tenant; 0 keeps them until deleted.
+    pub default_ttl_s: u64,
+    /// How often expired points are looked for (ms).
+    pub cleanup_interval_ms: u64,
+    /// Expired points deleted per statement, at most.
+    pub cleanup_batch_size: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl_s: 0,
+            cleanup_interval_ms: 60_000,
+            cleanup_batch_size: 10_000,
+        }
+    }
+}
+
+/// Stopping: how long a node keeps serving, unready, before it closes its listeners.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, `/api/health/ready` answers 503 while the node goes on serving this long
+    /// (ms), so load balancers stop sending it new clients first; part of the 10 s shutdown.
+    pub drain_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { drain_ms: 2000 }
+    }
 }
 
 /// Firmware and software packages (OTA).
@@ -62,8 +102,28 @@ pub struct LimitsConfig {
     pub messages: Option<String>,
     pub telemetry_messages: Option<String>,
     pub telemetry_data_points: Option<String>,
+    /// One set of buckets per gateway, shared by all the devices behind it (their messages skip
+    /// the per-device limits above, as in ThingsBoard); the gateway's own messages use the
+    /// per-device limits.
+    pub gateway_messages: Option<String>,
+    pub gateway_telemetry_messages: Option<String>,
+    pub gateway_telemetry_data_points: Option<String>,
+    /// Devices one gateway connection serves at once, at most (more are refused).
+    pub max_devices_per_gateway: usize,
     /// Distinct time-series keys the devices of one tenant may use, at most.
     pub max_timeseries_keys_per_tenant: usize,
+}
+
+impl LimitsConfig {
+    /// The limits of the buckets a gateway's devices share, in the per-device shape.
+    pub fn of_gateway_devices(&self) -> Self {
+        Self {
+            messages: self.gateway_messages.clone(),
+            telemetry_messages: self.gateway_telemetry_messages.clone(),
+            telemetry_data_points: self.gateway_telemetry_data_points.clone(),
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for LimitsConfig {
@@ -72,6 +132,10 @@ impl Default for LimitsConfig {
             messages: None,
             telemetry_messages: None,
             telemetry_data_points: None,
+            gateway_messages: None,
+            gateway_telemetry_messages: None,
+            gateway_telemetry_data_points: None,
+            max_devices_per_gateway: 10_000,
             max_timeseries_keys_per_tenant: 10_000,
         }
     }
@@ -180,6 +244,9 @@ pub struct StorageConfig {
     /// SQLite `synchronous` setting: FULL (default) or NORMAL.
     pub sqlite_synchronous: String,
     pub pool_size: u32,
+    /// How long a start waits for a PostgreSQL server that does not answer yet, retrying with
+    /// a growing pause, before it gives up (ms); 0 tries once.
+    pub connect_wait_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -229,6 +296,8 @@ impl Default for Config {
             rpc: RpcConfig::default(),
             auth: AuthConfig::default(),
             ota: OtaConfig::default(),
+            retention: RetentionConfig::default(),
+            shutdown: ShutdownConfig::default(),
         }
     }
 }
@@ -258,6 +327,7 @@ impl Default for StorageConfig {
             batch_queue: 8192,
             sqlite_synchronous: "FULL".into(),
             pool_size: 8,
+            connect_wait_ms: 60_000,
         }
     }
 }
@@ -280,6 +350,16 @@ impl Default for JsonConfig {
             max_string_value_length: 0,
             max_value_size: crate::domain::kv::DEFAULT_MAX_VALUE_SIZE,
         }
+    }
+}
+
+/// The address a local client reaches a listener bound to `addr` on: a wildcard host
+/// (`0.0.0.0`, `[::]`, empty) becomes loopback.
+pub fn local_address(addr: &str) -> String {
+    match addr.rsplit_once(':') {
+        Some(("0.0.0.0" | "", port)) => format!("127.0.0.1:{port}"),
+        Some(("[::]", port)) => format!("[::1]:{port}"),
+        _ => addr.to_owned(),
     }
 }
 

@@ -14,7 +14,7 @@ use super::error::{ApiError, ITEM_NOT_FOUND_MSG, JsonBody, Params, parse_uuid};
 use super::paging::{page_json, page_query};
 use crate::domain::ids::NULL_UUID;
 use crate::domain::{CustomerId, DeviceId, DeviceProfileId, OtaPackageId, TenantId, now_ms};
-use crate::domain::{Device, DeviceCredentials, DeviceProfile, StorageError};
+use crate::domain::{Device, DeviceCredentials, DeviceProfile};
 use crate::services::accounts::random_alphanumeric;
 
 pub fn routes() -> Router<AppStateRef> {
@@ -137,6 +137,7 @@ async fn delete_device(
         return Err(device_not_found(device.id.0));
     }
     super::credentials::close_sessions(&state, device.id).await;
+    tell_gateway(&state, &device, None).await;
     Ok(StatusCode::OK)
 }
 
@@ -442,7 +443,7 @@ async fn update_device(
     input: DeviceInput,
 ) -> Result<Device, ApiError> {
     let mut device = device_for(state, tenant, customer, &id.to_string()).await?;
-    let old = device.clone();
+    let before = device.clone();
     if input.version.is_some_and(|v| v != device.version) {
         return Err(ApiError::VersionConflict(format!(
             "Device with id [{id}] was already changed by someone else"
@@ -469,7 +470,8 @@ async fn update_device(
         device.additional_info = info;
     }
     let saved = state.services.store.update_device(&device).await?;
-    crate::services::ota_state::device_saved(&state.services, Some(&old), &saved).await;
+    tell_gateway(state, &before, Some(&saved)).await;
+    crate::services::ota_state::device_saved(&state.services, Some(&before), &saved).await;
     if saved.profile_id != old_profile {
         // Its session runs under the old profile's settings: the device reconnects.
         super::credentials::close_sessions(state, saved.id).await;
@@ -502,17 +504,36 @@ async fn resolve_profile(
             ApiError::General("The tenant has no default device profile".to_owned())
         });
     };
-    if let Some(p) = store.find_profile_by_name(tenant, name).await? {
-        return Ok(p);
-    }
-    let profile = DeviceProfile::new(tenant, name, false, now_ms());
-    match store.create_profile(&profile).await {
-        Ok(()) => Ok(profile),
-        // A concurrent request created it first.
-        Err(StorageError::Conflict(_)) => store
-            .find_profile_by_name(tenant, name)
-            .await?
-            .ok_or_else(|| ApiError::General("Device profile vanished".to_owned())),
-        Err(e) => Err(e.into()),
+    Ok(state.services.profile_named(tenant, name).await?)
+}
+
+/// A device behind a gateway was renamed or deleted: the gateway is told with a persistent
+/// one-way service RPC (`gateway_device_renamed` / `gateway_device_deleted`). Failures are
+/// logged; the REST change stands.
+async fn tell_gateway(state: &AppStateRef, before: &Device, after: Option<&Device>) {
+    use crate::services::gateway;
+    let Some((gateway_id, method, params)) = gateway::service_rpc(before, after) else {
+        return;
+    };
+    let found = state
+        .services
+        .store
+        .get_device(before.tenant_id, gateway_id)
+        .await;
+    let Ok(Some(gw)) = found else {
+        tracing::debug!(gateway = %gateway_id, device = %before.id, "the device's gateway is gone; no service RPC");
+        return;
+    };
+    let sent = super::rpc::send_persistent_oneway(
+        state,
+        &gw,
+        method,
+        &params,
+        gateway::SERVICE_RPC_TTL_MS,
+        gateway::SERVICE_RPC_RETRIES,
+    )
+    .await;
+    if let Err(e) = sent {
+        tracing::warn!(gateway = %gw.id, device = %before.id, method, error = ?e, "service RPC to the gateway not stored");
     }
 }

@@ -5,6 +5,7 @@ pub mod auth_cache;
 pub mod claiming;
 pub mod device_auth;
 pub mod device_state;
+pub mod gateway;
 pub mod key_quota;
 pub mod login_throttle;
 pub mod logins;
@@ -13,6 +14,7 @@ pub mod ota_state;
 pub mod passwords;
 pub mod profile_settings;
 pub mod provisioning;
+pub mod retention;
 pub mod rpc;
 pub mod x509_chain;
 
@@ -37,20 +39,44 @@ pub struct Services {
     pub logins: logins::Logins,
     /// Compiled MQTT settings of device profiles.
     pub profile_settings: profile_settings::ProfileSettings,
+    /// TTL of points saved without one (`retention.default_ttl_s`; 0 keeps them).
+    pub default_ttl_s: u64,
 }
 
 impl Services {
-    /// Saves time-series points; returns once they are committed.
+    /// Saves time-series points with the default TTL; returns once they are committed.
     pub async fn save_timeseries(
         &self,
         entity: Uuid,
         points: Vec<TsKv>,
     ) -> Result<(), StorageError> {
+        self.save_timeseries_ttl(entity, points, 0).await
+    }
+
+    /// Saves time-series points that expire `ttl_s` seconds after their timestamps (0: the
+    /// default, `retention.default_ttl_s`, which 0 keeps); returns once they are committed.
+    pub async fn save_timeseries_ttl(
+        &self,
+        entity: Uuid,
+        points: Vec<TsKv>,
+        ttl_s: u64,
+    ) -> Result<(), StorageError> {
         if points.is_empty() {
             return Ok(());
         }
+        let ttl_s = if ttl_s == 0 {
+            self.default_ttl_s
+        } else {
+            ttl_s
+        };
+        let ttl_ms =
+            (ttl_s > 0).then(|| i64::try_from(ttl_s.saturating_mul(1000)).unwrap_or(i64::MAX));
         self.writer
-            .write(vec![WriteOp::Timeseries { entity, points }])
+            .write(vec![WriteOp::Timeseries {
+                entity,
+                points,
+                ttl_ms,
+            }])
             .await
     }
 

@@ -24,6 +24,8 @@ pub enum Outcome {
     TopicInvalid,
     /// A device API feature this build does not serve yet.
     Unsupported(&'static str),
+    /// The gateway API, used by a device that is not a gateway.
+    NotGateway,
     /// Processing or storage failed: nothing was acknowledged.
     Failed(String),
     /// A rate limit refused the message.

@@ -611,6 +611,8 @@ fn rows() -> Vec<(Caller, &'static str, String, Option<Value>, u16)> {
         409,
     );
     add(Anon, GET, "/api/health", None, 200);
+    add(Anon, GET, "/api/health/live", None, 200);
+    add(Anon, GET, "/api/health/ready", None, 200);
     add(Anon, GET, "/metrics", None, 200);
     add(Anon, GET, "/", None, 200);
     rows

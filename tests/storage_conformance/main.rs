@@ -1,6 +1,6 @@
 //! Storage conformance: one suite of cases, run against SQLite (`sqlite::*`) and PostgreSQL
 //! (`postgres::*`), each on a fresh database. Cases live in `accounts`, `sessions`, `devices`,
-//! `profiles`, `attributes`, `telemetry`, `rpc`, `tenancy`, `ota` and `isolation` (the group-commit writer).
+//! `profiles`, `attributes`, `telemetry`, `retention`, `rpc`, `tenancy`, `ota` and `isolation` (the group-commit writer).
 
 mod accounts;
 mod attributes;
@@ -11,6 +11,7 @@ mod fixtures;
 mod isolation;
 mod ota;
 mod profiles;
+mod retention;
 mod rpc;
 mod sessions;
 mod telemetry;
@@ -107,6 +108,10 @@ conformance!(
     claims_assign_once,
     ota_packages_crud_paging_and_conflicts,
     ota_files_are_read_by_range,
+    expired_points_are_deleted_in_bounded_batches,
+    deleted_latest_is_rewritten_when_asked,
+    no_migration_is_pending_after_migrate,
+    backup_copies_sqlite_and_names_pg_dump_for_postgres,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -116,6 +121,7 @@ use attributes::*;
 use devices::*;
 use ota::*;
 use profiles::*;
+use retention::*;
 use rpc::*;
 use sessions::*;
 use telemetry::*;

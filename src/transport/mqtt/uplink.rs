@@ -53,6 +53,7 @@ impl DeviceSession {
         let (kind, format) = match &uplink {
             Uplink::Telemetry(format) => (Values::Telemetry, *format),
             Uplink::Attributes(format) => (Values::Attributes, *format),
+            Uplink::Gateway(topic) => return self.gateway_publish(*topic, &payload, permit).await,
             _ => {
                 if let Err(limit) = self.limits.admit_message() {
                     return Outcome::RateLimited(limit);
@@ -86,9 +87,10 @@ impl DeviceSession {
         match uplink {
             Uplink::AttributeRequest { id, v2 } => self.attribute_request(&id, v2, &payload).await,
             Uplink::RpcResponse { id, .. } => self.rpc_response(&id, payload),
-            Uplink::RpcRequest { .. } | Uplink::Telemetry(_) | Uplink::Attributes(_) => {
-                Outcome::Accepted
-            }
+            Uplink::RpcRequest { .. }
+            | Uplink::Telemetry(_)
+            | Uplink::Attributes(_)
+            | Uplink::Gateway(_) => Outcome::Accepted,
             Uplink::Unknown => {
                 tracing::debug!("PUBLISH to an unknown topic");
                 Outcome::TopicInvalid
@@ -102,7 +104,6 @@ impl DeviceSession {
                 self.package_chunk(&request, &chunk, software, &payload)
                     .await
             }
-            Uplink::Gateway(_) => Outcome::Unsupported("the gateway API"),
         }
     }
 
@@ -294,7 +295,7 @@ impl DeviceSession {
     }
 
     /// The device answers a server-side RPC.
-    fn rpc_response(self: &Rc<Self>, id: &str, payload: Bytes) -> Outcome {
+    pub(super) fn rpc_response(self: &Rc<Self>, id: &str, payload: Bytes) -> Outcome {
         let Ok(id) = id.parse::<i32>() else {
             return Outcome::InvalidPayload(format!("RPC response id '{id}' is not an integer"));
         };
@@ -344,6 +345,7 @@ impl DeviceSession {
                 config.mqtt.max_packet_size,
                 config.mqtt.max_inflight,
                 &config.limits,
+                self.gateway().is_some(),
             );
             self.client_rpc_reply(id, Bytes::from(limits.to_string()));
             return Outcome::Accepted;

@@ -99,6 +99,8 @@ pub async fn publish(conn: &Session, p: v5::Publish) -> Result<PublishAck, Sessi
     match sess.publish(p.publish_topic(), payload).await {
         Outcome::Accepted => Ok(p.ack()),
         Outcome::TopicInvalid => Ok(PublishAck::new(PublishAckReason::TopicNameInvalid)),
+        Outcome::NotGateway => Ok(PublishAck::new(PublishAckReason::NotAuthorized)
+            .reason("the device is not a gateway".into())),
         Outcome::Unsupported(what) => {
             tracing::warn!(
                 topic = p.publish_topic(),
@@ -168,7 +170,7 @@ pub async fn protocol(
             s.ack()
         }
         v5::ProtocolMessage::Ping(p) => {
-            sess.state.services.device_state.activity(&sess.device);
+            sess.ping();
             p.ack()
         }
         v5::ProtocolMessage::Disconnect(d) => d.ack(),
