@@ -59,28 +59,13 @@ impl Sink {
         timeout: Duration,
         property: Option<(&str, String)>,
     ) -> Result<(), PublishError> {
-        if !qos1 && property.is_none() {
-            return self.publish_at_most_once(topic, payload);
+        if !qos1 {
+            return self.publish_at_most_once_with(topic, payload, property);
         }
         let kind = crate::observability::metrics::out_type(topic);
         let topic = ByteString::from(topic);
-        let v5 = |s: &v5::MqttSink, topic| {
-            s.publish(topic).properties(|p| {
-                if let Some((key, value)) = property {
-                    p.user_properties
-                        .push((ByteString::from(key), ByteString::from(value)));
-                }
-            })
-        };
-        let result = match (self, qos1) {
-            (Self::V3(s), false) => s
-                .publish(topic)
-                .send_at_most_once(payload)
-                .map_err(PublishError::from),
-            (Self::V5(s), false) => v5(s, topic)
-                .send_at_most_once(payload)
-                .map_err(PublishError::from),
-            (Self::V3(s), true) => {
+        let result = match self {
+            Self::V3(s) => {
                 with_timeout(timeout, async {
                     s.publish(topic)
                         .send_at_least_once(payload)
@@ -89,9 +74,9 @@ impl Sink {
                 })
                 .await
             }
-            (Self::V5(s), true) => {
+            Self::V5(s) => {
                 with_timeout(timeout, async {
-                    v5(s, topic)
+                    v5_publish(s, topic, property)
                         .send_at_least_once(payload)
                         .await
                         .map(|_| ())
@@ -108,11 +93,20 @@ impl Sink {
 
     /// QoS 0: written to the connection now, in order with what is written next.
     pub fn publish_at_most_once(&self, topic: &str, payload: Bytes) -> Result<(), PublishError> {
+        self.publish_at_most_once_with(topic, payload, None)
+    }
+
+    fn publish_at_most_once_with(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        property: Option<(&str, String)>,
+    ) -> Result<(), PublishError> {
         let kind = crate::observability::metrics::out_type(topic);
         let topic = ByteString::from(topic);
         let result = match self {
             Self::V3(s) => s.publish(topic).send_at_most_once(payload),
-            Self::V5(s) => s.publish(topic).send_at_most_once(payload),
+            Self::V5(s) => v5_publish(s, topic, property).send_at_most_once(payload),
         }
         .map_err(PublishError::from);
         if result.is_ok() {
@@ -150,6 +144,20 @@ impl Sink {
             }
         }
     }
+}
+
+/// An MQTT 5 PUBLISH with an optional user property.
+fn v5_publish(
+    s: &v5::MqttSink,
+    topic: ByteString,
+    property: Option<(&str, String)>,
+) -> v5::PublishBuilder {
+    s.publish(topic).properties(|p| {
+        if let Some((key, value)) = property {
+            p.user_properties
+                .push((ByteString::from(key), ByteString::from(value)));
+        }
+    })
 }
 
 async fn with_timeout(
