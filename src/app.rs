@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::domain::Msg;
-use crate::engine::{Engine, ScriptLimits};
+use crate::engine::Engine;
 use crate::observability::redact_secrets;
 use crate::services::Services;
 use crate::state::AppState;
@@ -103,7 +103,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     let jwt_secret = crate::services::accounts::jwt_secret(store.as_ref(), &config)
         .await
         .context("cannot load the JWT signing key")?;
-    let limits = ScriptLimits::from_config(&config.engine);
+    let limits = crate::engine::EngineOptions::from_config(&config.engine);
     let metrics = crate::observability::metrics_handle();
     let engine = Engine::load(&config.rules_dir, limits).map_err(|e| {
         anyhow::anyhow!(

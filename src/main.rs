@@ -82,6 +82,18 @@ enum RulesCommand {
         #[arg(long, env = "FERROBOARD_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Run the root chain of DIR over recorded messages offline (a JSON array as
+    /// `GET /api/ruleChain/dryRun/messages` answers it); print each message's path and what it
+    /// would have saved or sent, as JSON. Nothing is written or sent.
+    DryRun {
+        /// The rules directory (default: ./rules).
+        dir: Option<PathBuf>,
+        /// The messages file.
+        #[arg(long, value_name = "FILE")]
+        messages: PathBuf,
+        #[arg(long, env = "FERROBOARD_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -106,6 +118,17 @@ fn main() -> ExitCode {
         } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from("rules"));
             with_runtime(|| async move { rules_test(dir, config).await })
+        }
+        Command::Rules {
+            command:
+                RulesCommand::DryRun {
+                    dir,
+                    messages,
+                    config,
+                },
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("rules"));
+            with_runtime(|| async move { rules_dry_run(dir, messages, config).await })
         }
     };
     match result {
@@ -240,6 +263,30 @@ async fn rules_test(dir: PathBuf, config: Option<PathBuf>) -> anyhow::Result<()>
         report.failed(),
         report.cases.len()
     );
+    Ok(())
+}
+
+async fn rules_dry_run(
+    dir: PathBuf,
+    messages: PathBuf,
+    config: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use ferroboard::domain::{DeviceId, TenantId};
+    let config = Config::load(config.as_deref())?;
+    let limits = ferroboard::engine::ScriptLimits::from_config(&config.engine);
+    let engine = ferroboard::engine::Engine::load(&dir, limits)
+        .map_err(|e| anyhow::anyhow!("{}:\n{e}", dir.display()))?;
+    let text = std::fs::read_to_string(&messages)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", messages.display()))?;
+    let msgs = ferroboard::engine::edit::read_messages(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", messages.display()))?;
+    let root = engine.chains().root().id;
+    let device = DeviceId(uuid::Uuid::nil());
+    let results = engine
+        .dry_run(root, None, TenantId(uuid::Uuid::nil()), device, &msgs)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{}", serde_json::to_string_pretty(&results)?);
     Ok(())
 }
 

@@ -21,6 +21,8 @@ mod logins;
 mod profiles;
 #[path = "api/provision.rs"]
 mod provision;
+#[path = "api/rule_chains.rs"]
+mod rule_chains;
 #[path = "api/support.rs"]
 mod support;
 #[path = "api/telemetry.rs"]

@@ -518,3 +518,56 @@ async fn firmware_assignment_pushed_across_nodes() {
     deleted.sort();
     assert_eq!(deleted, ["fw_tag", "fw_title", "fw_url", "fw_version"]);
 }
+
+/// A value a device publishes on node A reaches a WebSocket subscriber connected to node B (node
+/// B's interest in the device travels over Redis first, so the device publishes until it arrives).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_on_one_node_sees_values_saved_on_the_other() {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let cluster = Cluster::start().await;
+    let rest_a = Rest::login(cluster.a()).await;
+    let rest_b = Rest::login(cluster.b()).await;
+    let (id, token) = rest_a.device().await;
+    let url = format!(
+        "ws{}/api/ws/plugins/telemetry?token={}",
+        cluster.b().http.trim_start_matches("http"),
+        rest_b.token()
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("WebSocket on B");
+    let cmd =
+        json!({"tsSubCmds": [{"cmdId": 1, "entityType": "DEVICE", "entityId": id, "keys": "seq"}]});
+    ws.send(Message::Text(cmd.to_string().into()))
+        .await
+        .expect("subscribe");
+    let mut dev = Device::connect(cluster.a(), &token).await;
+    let deadline = Instant::now() + WAIT;
+    let mut seq = 0;
+    let update = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no update reached node B's WebSocket"
+        );
+        seq += 1;
+        dev.telemetry(json!({"seq": seq})).await;
+        let next = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
+        let Ok(Some(Ok(Message::Text(text)))) = next else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&text).expect("JSON update");
+        if v["data"] != json!({}) {
+            break v;
+        }
+    };
+    assert_eq!(update["subscriptionId"], 1);
+    assert_eq!(update["errorCode"], 0);
+    let value: i64 = update["data"]["seq"][0][1]
+        .as_str()
+        .unwrap_or_else(|| panic!("string value: {update}"))
+        .parse()
+        .expect("number");
+    assert!((1..=seq).contains(&value), "{update}");
+}

@@ -455,3 +455,52 @@ expect.timeseries = { temperature = 21, sum = 1999000 }
         "{stdout}"
     );
 }
+
+/// `rules dry-run` runs recorded messages through the root chain and prints each one's path and
+/// what it would have saved or answered; a messages file that is not JSON is an error.
+#[test]
+fn rules_dry_run_command_prints_paths_and_recorded_effects() {
+    let bin = env!("CARGO_BIN_EXE_ferroboard");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("messages.json");
+    std::fs::write(
+        &file,
+        r#"[{"type": "POST_TELEMETRY_REQUEST", "data": {"temperature": 21.5}},
+            {"type": "TO_SERVER_RPC_REQUEST", "data": {"method": "getCurrentTime", "params": {}},
+             "metadata": {"requestId": "1", "sessionId": "1", "serviceId": "x"}}]"#,
+    )
+    .expect("write");
+    let out = std::process::Command::new(bin)
+        .args(["rules", "dry-run"])
+        .arg(default_rules())
+        .arg("--messages")
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let nodes: Vec<&str> = results[0]["path"]
+        .as_array()
+        .expect("path")
+        .iter()
+        .filter_map(|s| s["node"].as_str())
+        .collect();
+    assert_eq!(nodes, ["message_type_switch", "save_timeseries"]);
+    assert_eq!(results[0]["timeseries"][0]["key"], "temperature");
+    let reply: serde_json::Value =
+        serde_json::from_str(results[1]["rpcReplies"][0].to_string().as_str()).expect("reply");
+    assert!(reply.get("time").is_some(), "{results}");
+    std::fs::write(&file, "not json").expect("write");
+    let bad = std::process::Command::new(bin)
+        .args(["rules", "dry-run"])
+        .arg(default_rules())
+        .arg("--messages")
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+}

@@ -23,6 +23,7 @@ mod profiles;
 mod provision;
 mod rpc;
 mod rpc_persistent;
+mod rule_chains;
 pub mod serve;
 mod telemetry;
 mod tenants;
@@ -71,6 +72,7 @@ pub fn router(state: State) -> Router {
         .merge(health::routes())
         .merge(metrics)
         .merge(ws::routes())
+        .merge(rule_chains::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_timeout,

@@ -1,12 +1,17 @@
 //! The chain graph and routing: nodes by index, connections precomputed per node, a work list that
 //! carries each message (and its copies) from node to node until no relation matches.
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use metrics::{Counter, Histogram};
 use tracing::Instrument as _;
+use uuid::Uuid;
 
 use super::EngineError;
+use super::debug::DebugSlot;
+use super::loader::ChainDoc;
 use super::nodes::{EngineServices, Node, Outcome, Relation};
 use crate::domain::Msg;
 
@@ -41,17 +46,22 @@ pub struct Slot {
     pub id: String,
     pub node: Node,
     pub routes: Vec<Route>,
+    /// Stable id (from the chain file's name and the node's id).
+    pub uuid: Uuid,
+    pub debug: Arc<DebugSlot>,
     runs: OnceLock<Counter>,
     failures: OnceLock<Counter>,
     seconds: OnceLock<Histogram>,
 }
 
 impl Slot {
-    pub fn new(id: String, node: Node) -> Self {
+    pub fn new(id: String, node: Node, uuid: Uuid, debug: Arc<DebugSlot>) -> Self {
         Self {
             id,
             node,
             routes: Vec::new(),
+            uuid,
+            debug,
             runs: OnceLock::new(),
             failures: OnceLock::new(),
             seconds: OnceLock::new(),
@@ -84,6 +94,13 @@ pub struct Chain {
     pub root: bool,
     pub entry: usize,
     pub slots: Vec<Slot>,
+    /// The chain file's name in the rules directory.
+    pub file: String,
+    /// Stable id (from the file name).
+    pub id: Uuid,
+    /// The file as parsed, and its text.
+    pub doc: ChainDoc,
+    pub text: String,
 }
 
 struct Item {
@@ -149,7 +166,9 @@ impl Chain {
             stats.runs += 1;
             let slot = &self.slots[item.node];
             slot.runs().increment(1);
-            let started = std::time::Instant::now();
+            // Two atomic loads when debugging is off; the input is copied only when it is on.
+            let debug = slot.debug.active().then(|| item.msg.clone());
+            let started = Instant::now();
             let span = crate::trace_child!(
                 "rule.node",
                 otel.name = %format_args!("rule node {}", slot.id),
@@ -168,6 +187,10 @@ impl Chain {
             if outcome.is_failure() {
                 slot.failures().increment(1);
             }
+            if let Some(input) = debug {
+                capture(slot, &input, &outcome);
+            }
+            services.visited(&self.name, &slot.id, &outcome);
             let hops = item.hops + 1;
             let unrouted = match outcome {
                 Outcome::One(msg, rels) => {
@@ -249,20 +272,47 @@ impl Chain {
     }
 }
 
+/// IN and OUT events of a node in debug mode: all of them while `all` lasts, else failures only.
+fn capture(slot: &Slot, input: &Msg, outcome: &Outcome) {
+    let all = slot.debug.all();
+    if !all && !outcome.is_failure() {
+        return;
+    }
+    slot.debug.record("IN", input, None);
+    match outcome {
+        Outcome::One(msg, rels) => {
+            let names: Vec<&str> = rels.as_slice().iter().map(Relation::name).collect();
+            slot.debug.record("OUT", msg, Some(names.join(",")));
+        }
+        Outcome::Many(msgs) => {
+            for msg in msgs {
+                slot.debug.record("OUT", msg, Some("Success".to_owned()));
+            }
+        }
+    }
+}
+
 /// Every chain of a rules directory; one of them is the root.
 pub struct Chains {
     pub chains: Vec<Chain>,
     pub root: usize,
+    /// Script files read by the chains (path relative to the rules directory -> text).
+    pub scripts: BTreeMap<String, String>,
     dropped: OnceLock<Counter>,
 }
 
 impl Chains {
-    pub fn new(chains: Vec<Chain>, root: usize) -> Self {
+    pub fn new(chains: Vec<Chain>, root: usize, scripts: BTreeMap<String, String>) -> Self {
         Self {
             chains,
             root,
+            scripts,
             dropped: OnceLock::new(),
         }
+    }
+
+    pub fn by_id(&self, id: Uuid) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.id == id)
     }
 
     pub fn root(&self) -> &Chain {

@@ -16,6 +16,9 @@ use crate::domain::{Msg, now_ms};
 #[serde(rename_all = "camelCase")]
 pub struct DebugEvent {
     pub id: Uuid,
+    /// The message's tenant: events are shown to that tenant only.
+    #[serde(skip)]
+    pub tenant: Uuid,
     pub created_time: i64,
     /// `IN` or `OUT`.
     pub event_type: &'static str,
@@ -34,6 +37,7 @@ impl DebugEvent {
     fn of(event_type: &'static str, msg: &Msg, relation: Option<String>) -> Self {
         Self {
             id: Uuid::new_v4(),
+            tenant: msg.tenant.0,
             created_time: now_ms(),
             event_type,
             entity_id: msg.originator.uuid(),

@@ -334,26 +334,36 @@ fn expected_kv(key: &str, value: &toml::Value) -> Result<KvValue, String> {
         .ok_or_else(|| format!("expected value of '{key}' is null"))
 }
 
-/// Everything the chain did with one message.
-#[derive(Default)]
-struct Recorded {
-    timeseries: Vec<TsKv>,
-    attributes: Vec<(AttributeScope, Kv)>,
-    rpc_requests: Vec<RpcRequest>,
-    rpc_replies: Vec<String>,
-    logs: Vec<String>,
+/// One node run of a message: the chain, the node and the relations it left on.
+#[derive(Debug)]
+pub(super) struct Step {
+    pub chain: String,
+    pub node: String,
+    pub relations: Vec<String>,
 }
 
-/// Offline services: saves and RPCs are recorded and succeed; the typing is the server default.
+/// Everything the chain did with one message.
 #[derive(Default)]
-struct Recorder(Mutex<Recorded>);
+pub(super) struct Recorded {
+    pub timeseries: Vec<TsKv>,
+    pub attributes: Vec<(AttributeScope, Kv)>,
+    pub rpc_requests: Vec<RpcRequest>,
+    pub rpc_replies: Vec<String>,
+    pub logs: Vec<String>,
+    pub path: Vec<Step>,
+}
+
+/// Offline services: saves and RPCs are recorded and succeed (nothing is written or sent); the
+/// typing is the server default. Used by the fixtures and by dry runs.
+#[derive(Default)]
+pub(super) struct Recorder(Mutex<Recorded>);
 
 impl Recorder {
     fn with<T>(&self, f: impl FnOnce(&mut Recorded) -> T) -> T {
         f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn into_inner(self) -> Recorded {
+    pub(super) fn into_inner(self) -> Recorded {
         self.0.into_inner().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -393,6 +403,24 @@ impl EngineServices for Recorder {
     ) -> Result<(), String> {
         self.with(|r| r.rpc_replies.push(body));
         Ok(())
+    }
+
+    fn visited(&self, chain: &str, node: &str, outcome: &super::nodes::Outcome) {
+        let relations = match outcome {
+            super::nodes::Outcome::One(_, rels) => rels
+                .as_slice()
+                .iter()
+                .map(|r| r.name().to_owned())
+                .collect(),
+            super::nodes::Outcome::Many(msgs) => vec!["Success".to_owned(); msgs.len()],
+        };
+        self.with(|r| {
+            r.path.push(Step {
+                chain: chain.to_owned(),
+                node: node.to_owned(),
+                relations,
+            });
+        });
     }
 
     fn log(&self, _node: &str, msg: &Msg, text: Option<&str>) {

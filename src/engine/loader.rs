@@ -1,74 +1,160 @@
 //! Loads a rules directory: every `*.chain.toml` parsed, every node built (scripts compiled), every
 //! relation resolved; all problems are collected and reported together.
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::RulesErrors;
 use super::chain::{Chain, Chains, Route, Slot};
+use super::debug::DebugRegistry;
 use super::nodes::{BuildCtx, Kind, Node};
 use super::script::Sandbox;
 
 pub const CHAIN_SUFFIX: &str = ".chain.toml";
 
-#[derive(Deserialize)]
+/// A chain file as written on disk (and written back by a save over REST).
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct ChainFile {
-    name: String,
+pub struct ChainDoc {
+    pub name: String,
     #[serde(default)]
-    root: bool,
+    pub root: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub entry: String,
     #[serde(default)]
-    #[allow(dead_code)]
-    description: Option<String>,
-    entry: String,
+    pub nodes: Vec<NodeDoc>,
     #[serde(default)]
-    nodes: Vec<RawNode>,
-    #[serde(default)]
-    relations: Vec<RawRelation>,
+    pub relations: Vec<RelationDoc>,
 }
 
-#[derive(Deserialize)]
-struct RawNode {
-    id: String,
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct NodeDoc {
+    pub id: String,
     #[serde(rename = "type")]
-    kind: String,
+    pub kind: String,
     /// Display name; documentation only.
-    #[serde(default)]
-    #[allow(dead_code)]
-    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Everything else is the kind's typed config.
     #[serde(flatten)]
-    config: toml::Table,
+    pub config: toml::Table,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawRelation {
-    from: String,
-    to: String,
+pub struct RelationDoc {
+    pub from: String,
+    pub to: String,
     #[serde(rename = "type")]
-    relation: String,
+    pub relation: String,
+}
+
+/// Stable ids derived from file names: a chain keeps its id across restarts and reloads.
+const ID_NAMESPACE: Uuid = Uuid::from_u128(0x5c1e_0b7a_96d2_4f0e_9a53_2b6e_7d41_c0f8);
+
+pub fn chain_id(file: &str) -> Uuid {
+    Uuid::new_v5(&ID_NAMESPACE, format!("chain/{file}").as_bytes())
+}
+
+pub fn node_id(file: &str, node: &str) -> Uuid {
+    Uuid::new_v5(&ID_NAMESPACE, format!("node/{file}/{node}").as_bytes())
+}
+
+/// Where a load reads its files: the rules directory, with some files replaced by candidate texts
+/// (a save being validated, a dry run) that are not on disk. Scripts read are remembered.
+pub struct Source<'a> {
+    pub dir: &'a Path,
+    /// Path relative to `dir` -> text.
+    pub overlay: &'a BTreeMap<PathBuf, String>,
+    scripts: Mutex<BTreeMap<String, String>>,
+}
+
+impl<'a> Source<'a> {
+    pub fn new(dir: &'a Path, overlay: &'a BTreeMap<PathBuf, String>) -> Self {
+        Self {
+            dir,
+            overlay,
+            scripts: Mutex::default(),
+        }
+    }
+
+    pub fn read(&self, rel: &Path) -> std::io::Result<String> {
+        match self.overlay.get(rel) {
+            Some(text) => Ok(text.clone()),
+            None => std::fs::read_to_string(self.dir.join(rel)),
+        }
+    }
+
+    /// Reads a script and remembers its text (shown over REST beside the chain).
+    pub fn read_script(&self, rel: &str) -> std::io::Result<String> {
+        let text = self.read(Path::new(rel))?;
+        self.scripts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(rel.to_owned(), text.clone());
+        Ok(text)
+    }
 }
 
 /// Loads and validates the whole directory.
 pub fn load_dir(dir: &Path, sandbox: &Arc<Sandbox>) -> Result<Chains, RulesErrors> {
+    let overlay = BTreeMap::new();
+    load(
+        &Source::new(dir, &overlay),
+        sandbox,
+        &DebugRegistry::new(1, 1),
+    )
+}
+
+/// Loads and validates every chain of `source`; nodes get their debug slots from `debug`.
+pub fn load(
+    source: &Source<'_>,
+    sandbox: &Arc<Sandbox>,
+    debug: &DebugRegistry,
+) -> Result<Chains, RulesErrors> {
+    let dir = source.dir;
     let mut errors = Vec::new();
-    let files = chain_files(dir).map_err(|e| RulesErrors(vec![e]))?;
+    let mut files = chain_files(dir).map_err(|e| RulesErrors(vec![e]))?;
+    for rel in source.overlay.keys() {
+        let name = rel
+            .to_str()
+            .filter(|n| n.ends_with(CHAIN_SUFFIX) && !n.contains('/'));
+        if let Some(name) = name
+            && !files.iter().any(|f| f == name)
+        {
+            files.push(name.to_owned());
+        }
+    }
+    files.sort();
     if files.is_empty() {
         errors.push(format!("no *{CHAIN_SUFFIX} file in {}", dir.display()));
     }
     let mut chains = Vec::new();
     for file in &files {
         let before = errors.len();
-        let chain = std::fs::read_to_string(dir.join(file))
+        let chain = source
+            .read(Path::new(file))
             .map_err(|e| e.to_string())
-            .and_then(|text| toml::from_str::<ChainFile>(&text).map_err(|e| e.to_string()))
+            .and_then(|text| {
+                let doc = toml::from_str::<ChainDoc>(&text).map_err(|e| e.to_string())?;
+                Ok((doc, text))
+            })
             .map_err(|e| errors.push(format!("{file}: {}", e.trim_end())))
             .ok()
-            .and_then(|raw| build_chain(file, raw, dir, sandbox, &mut errors));
+            .and_then(|(doc, text)| {
+                let ctx = ChainCtx {
+                    file,
+                    source,
+                    sandbox,
+                    debug,
+                };
+                build_chain(&ctx, doc, text, &mut errors)
+            });
         match chain {
             Some(chain) if errors.len() == before => chains.push((file.as_str(), chain)),
             _ => {}
@@ -79,9 +165,16 @@ pub fn load_dir(dir: &Path, sandbox: &Arc<Sandbox>) -> Result<Chains, RulesError
         return Err(RulesErrors(errors));
     }
     let root = root.ok_or_else(|| RulesErrors(vec!["no root chain".to_owned()]))?;
+    let scripts = std::mem::take(
+        &mut *source
+            .scripts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
     Ok(Chains::new(
         chains.into_iter().map(|(_, c)| c).collect(),
         root,
+        scripts,
     ))
 }
 
@@ -130,13 +223,22 @@ fn check_chains(
     None
 }
 
+/// What building one chain file uses.
+struct ChainCtx<'a> {
+    file: &'a str,
+    source: &'a Source<'a>,
+    sandbox: &'a Arc<Sandbox>,
+    debug: &'a DebugRegistry,
+}
+
 fn build_chain(
-    file: &str,
-    raw: ChainFile,
-    dir: &Path,
-    sandbox: &Arc<Sandbox>,
+    ctx: &ChainCtx<'_>,
+    raw: ChainDoc,
+    text: String,
     errors: &mut Vec<String>,
 ) -> Option<Chain> {
+    let file = ctx.file;
+    let doc = raw.clone();
     let before = errors.len();
     let mut index: HashMap<String, (usize, Option<Kind>)> = HashMap::new();
     let mut slots = Vec::with_capacity(raw.nodes.len());
@@ -151,7 +253,7 @@ fn build_chain(
         }
         let kind = Kind::parse(&node.kind);
         index.insert(node.id.clone(), (i, kind));
-        slots.push(build_node(file, node, kind, dir, sandbox, errors));
+        slots.push(build_node(ctx, node, kind, errors));
     }
     let entry = match index.get(&raw.entry) {
         Some((i, _)) => *i,
@@ -173,17 +275,20 @@ fn build_chain(
         root: raw.root,
         entry,
         slots,
+        file: file.to_owned(),
+        id: chain_id(file),
+        doc,
+        text,
     })
 }
 
 fn build_node(
-    file: &str,
-    node: RawNode,
+    chain: &ChainCtx<'_>,
+    node: NodeDoc,
     kind: Option<Kind>,
-    dir: &Path,
-    sandbox: &Arc<Sandbox>,
     errors: &mut Vec<String>,
 ) -> Option<Slot> {
+    let file = chain.file;
     let Some(kind) = kind else {
         errors.push(format!(
             "{file}: node '{}': unknown type '{}' (known: {})",
@@ -194,12 +299,15 @@ fn build_node(
         return None;
     };
     let ctx = BuildCtx {
-        dir,
-        sandbox,
+        source: chain.source,
+        sandbox: chain.sandbox,
         node_id: &node.id,
     };
     match Node::build(kind, node.config, &ctx) {
-        Ok(built) => Some(Slot::new(node.id, built)),
+        Ok(built) => {
+            let uuid = node_id(file, &node.id);
+            Some(Slot::new(node.id, built, uuid, chain.debug.slot(uuid)))
+        }
         Err(e) => {
             errors.push(format!(
                 "{file}: node '{}' ({}): {e}",
@@ -214,7 +322,7 @@ fn build_node(
 /// Relations as (from index, route); unknown ends, impossible relation names and duplicates are errors.
 fn resolve_relations(
     file: &str,
-    relations: &[RawRelation],
+    relations: &[RelationDoc],
     index: &HashMap<String, (usize, Option<Kind>)>,
     errors: &mut Vec<String>,
 ) -> Vec<(usize, Route)> {

@@ -7,6 +7,7 @@
 
 mod chain;
 pub mod debug;
+pub mod edit;
 mod fixtures;
 mod loader;
 mod nodes;
@@ -14,11 +15,13 @@ mod nodes;
 mod process_tests;
 pub mod recent;
 mod script;
+pub mod tb_json;
 #[cfg(test)]
 mod testing;
 mod watch;
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::domain::Msg;
@@ -73,6 +76,42 @@ impl Default for ScriptLimits {
     }
 }
 
+/// What the engine is built with besides the rules directory.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineOptions {
+    pub limits: ScriptLimits,
+    /// Last messages kept per device for dry runs (0: none).
+    pub recorded_messages: usize,
+    pub recorded_devices: usize,
+    pub debug_max_minutes: u64,
+    pub debug_max_events: usize,
+}
+
+impl EngineOptions {
+    pub fn from_config(engine: &crate::config::EngineConfig) -> Self {
+        Self {
+            limits: ScriptLimits::from_config(engine),
+            recorded_messages: engine.recorded_messages,
+            recorded_devices: engine.recorded_devices,
+            debug_max_minutes: engine.debug_max_minutes,
+            debug_max_events: engine.debug_max_events,
+        }
+    }
+}
+
+impl From<ScriptLimits> for EngineOptions {
+    /// The budgets given, nothing recorded, ThingsBoard's debug defaults.
+    fn from(limits: ScriptLimits) -> Self {
+        Self {
+            limits,
+            recorded_messages: 0,
+            recorded_devices: 1,
+            debug_max_minutes: 15,
+            debug_max_events: 200,
+        }
+    }
+}
+
 /// The running rule engine. The active chains are swapped whole on reload; a message keeps the
 /// chains it started with.
 pub struct Engine {
@@ -80,22 +119,56 @@ pub struct Engine {
     sandbox: Arc<Sandbox>,
     /// Bumped on every successful reload.
     generation: tokio::sync::watch::Sender<u64>,
+    /// The rules directory the chains come from (saves write back into it).
+    dir: PathBuf,
+    pub debug: debug::DebugRegistry,
+    pub recent: recent::RecentMessages,
+    /// One save at a time.
+    saving: std::sync::Mutex<()>,
 }
 
 impl Engine {
     /// Loads and validates the whole directory.
-    pub fn load(dir: &Path, limits: ScriptLimits) -> Result<Self, RulesErrors> {
-        let sandbox = Arc::new(Sandbox::new(limits));
-        let chains = loader::load_dir(dir, &sandbox)?;
+    pub fn load(dir: &Path, options: impl Into<EngineOptions>) -> Result<Self, RulesErrors> {
+        let options = options.into();
+        let sandbox = Arc::new(Sandbox::new(options.limits));
+        let debug = debug::DebugRegistry::new(options.debug_max_events, options.debug_max_minutes);
+        let overlay = BTreeMap::new();
+        let chains = loader::load(&loader::Source::new(dir, &overlay), &sandbox, &debug)?;
         Ok(Self {
             active: RwLock::new(Arc::new(chains)),
             sandbox,
             generation: tokio::sync::watch::Sender::new(0),
+            dir: dir.to_path_buf(),
+            debug,
+            recent: recent::RecentMessages::new(
+                options.recorded_messages,
+                options.recorded_devices,
+            ),
+            saving: std::sync::Mutex::new(()),
         })
+    }
+
+    /// Loads `dir` with some files replaced by `overlay` (nothing is written).
+    fn load_candidate(&self, overlay: &BTreeMap<PathBuf, String>) -> Result<Chains, RulesErrors> {
+        loader::load(
+            &loader::Source::new(&self.dir, overlay),
+            &self.sandbox,
+            &self.debug,
+        )
+    }
+
+    /// Swaps in chains loaded already.
+    fn activate(&self, chains: Chains, what: &str) {
+        let summary = chains.summary();
+        *self.active.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(chains);
+        self.generation.send_modify(|g| *g += 1);
+        tracing::info!(dir = %self.dir.display(), "rules {what} ({summary})");
     }
 
     /// Runs one message through the root chain; returns when every branch finished and its writes committed.
     pub async fn process(&self, msg: Msg, services: &Services) -> Result<(), EngineError> {
+        self.recent.record(&msg);
         self.run(msg, services).await
     }
 
@@ -108,7 +181,7 @@ impl Engine {
             .map(drop)
     }
 
-    fn chains(&self) -> Arc<Chains> {
+    pub fn chains(&self) -> Arc<Chains> {
         self.active
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -117,11 +190,13 @@ impl Engine {
 
     /// Loads `dir` again and swaps it in; when it is invalid the running chains stay.
     pub fn reload(&self, dir: &Path) -> Result<(), RulesErrors> {
-        let chains = Arc::new(loader::load_dir(dir, &self.sandbox)?);
-        let summary = chains.summary();
-        *self.active.write().unwrap_or_else(PoisonError::into_inner) = chains;
-        self.generation.send_modify(|g| *g += 1);
-        tracing::info!(dir = %dir.display(), "rules reloaded ({summary})");
+        let overlay = BTreeMap::new();
+        let chains = loader::load(
+            &loader::Source::new(dir, &overlay),
+            &self.sandbox,
+            &self.debug,
+        )?;
+        self.activate(chains, "reloaded");
         Ok(())
     }
 

@@ -332,6 +332,11 @@ impl Rest {
         }
     }
 
+    /// The access token (for the WebSocket's `?token=`).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         send(
             &self.http,

@@ -178,6 +178,9 @@ pub trait EngineServices: Sync {
         }
     }
 
+    /// A node of `chain` ran and produced `outcome` (dry runs record the path; nothing by default).
+    fn visited(&self, _chain: &str, _node: &str, _outcome: &Outcome) {}
+
     /// Answers a device's own RPC request on the session that asked.
     fn reply_to_client_rpc(
         &self,
@@ -333,6 +336,16 @@ impl Kind {
             .join(", ")
     }
 
+    /// ThingsBoard's class name of the kind (`org.thingsboard.rule.engine.…`).
+    pub fn tb_class(self) -> String {
+        let class = Self::ALL
+            .iter()
+            .find(|(k, _, _)| *k == self)
+            .map(|(_, _, c)| *c)
+            .unwrap_or("?");
+        format!("org.thingsboard.rule.engine.{class}")
+    }
+
     pub fn as_str(self) -> &'static str {
         Self::ALL
             .iter()
@@ -429,7 +442,7 @@ fn parse_config<T: DeserializeOwned>(config: toml::Table) -> Result<T, String> {
 
 /// What building a node may use: the rules directory (for scripts) and the sandbox.
 pub struct BuildCtx<'a> {
-    pub dir: &'a Path,
+    pub source: &'a crate::engine::loader::Source<'a>,
     pub sandbox: &'a Arc<Sandbox>,
     /// The node's id, for log lines.
     pub node_id: &'a str,
@@ -447,7 +460,9 @@ impl BuildCtx<'_> {
                 "script path '{file}' must be relative to the rules directory, without '..'"
             ));
         }
-        let text = std::fs::read_to_string(self.dir.join(rel))
+        let text = self
+            .source
+            .read_script(file)
             .map_err(|e| format!("cannot read script file '{file}': {e}"))?;
         self.sandbox.compile(file, &text)
     }
