@@ -16,6 +16,7 @@ mod health;
 mod limits;
 mod metrics;
 mod observe;
+pub mod openapi;
 mod ota;
 mod paging;
 mod profile_save;
@@ -68,6 +69,7 @@ pub fn router(state: State) -> Router {
         .merge(rpc::routes())
         .merge(ota::routes())
         .merge(health::routes())
+        .merge(openapi::routes())
         .merge(metrics)
         .layer(middleware::from_fn_with_state(
             state.clone(),
