@@ -40,7 +40,7 @@ pub struct RunningApp {
 /// Builds and starts everything. Must run inside a multi-thread tokio runtime.
 pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     config.validate()?;
-    let store = storage::open(&config.database_url, &config.storage)
+    let store = storage::open_retrying(&config.database_url, &config.storage)
         .await
         .map_err(|e| {
             anyhow::anyhow!(
@@ -55,11 +55,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     let sessions = Arc::new(crate::bus::Registry::default());
     let waiters = Arc::new(crate::bus::RpcWaiters::default());
     let sent = Arc::new(crate::bus::SentRpcs::default());
+    let live = crate::bus::live::LiveHub::new(config.node_id.clone());
     let dispatcher = Arc::new(crate::bus::Dispatcher::new(
         config.node_id.clone(),
         sessions.clone(),
         waiters.clone(),
         sent.clone(),
+        live.clone(),
     ));
     let shutdown = CancellationToken::new();
     let bus = crate::bus::build(config.redis_url.as_deref(), dispatcher, shutdown.clone())
@@ -92,6 +94,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         ),
         logins: crate::services::logins::Logins::new(store.clone(), config.auth.clone()),
         profile_settings: Default::default(),
+        default_ttl_s: config.retention.default_ttl_s,
+        live,
     });
     crate::services::accounts::bootstrap(store.as_ref(), &config)
         .await
@@ -135,6 +139,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
 
     let mqtt = crate::transport::mqtt::MqttShared::default();
     let device_limits = crate::transport::limits::DeviceLimits::new(&config.limits);
+    let gateway_limits =
+        crate::transport::limits::DeviceLimits::new(&config.limits.of_gateway_devices());
     let http_polls = crate::transport::http::Polls::new(config.http_device.max_polls);
     let state = Arc::new(AppState {
         inflight: Arc::new(Semaphore::new(config.engine.max_in_flight.max(1))),
@@ -145,10 +151,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         jwt_secret,
         rt: tokio::runtime::Handle::current(),
         mqtt_accepting: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
         shutdown,
         sessions,
         mqtt,
         device_limits,
+        gateway_limits,
         http_polls,
     });
 
@@ -177,6 +185,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         crate::services::device_state::spawn(state.services.clone(), state.shutdown.clone());
     tokio::spawn(run_device_events(state.clone(), state_events));
     spawn_rpc_sweeper(&state);
+    crate::services::retention::spawn(
+        state.services.store.clone(),
+        crate::services::retention::Cleanup::from_config(&state.config.retention),
+        state.shutdown.clone(),
+    );
+    state
+        .services
+        .live
+        .spawn(state.services.bus.clone(), state.shutdown.clone());
     let (tls, tls_cert) = match tls {
         Some((listener, cert)) => (Some(listener), Some(cert)),
         None => (None, None),
@@ -219,15 +236,26 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_secs(9);
 const CLOSE_RESERVE: Duration = Duration::from_millis(1500);
 
 impl RunningApp {
-    /// Stops accepting, closes sessions (MQTT 5: DISCONNECT 0x8B), finishes what is in flight,
-    /// writes the device states, commits what was queued, and closes storage — within
-    /// `SHUTDOWN_BUDGET`; what a step could not finish in its share is logged as dropped.
+    /// Turns readiness off and keeps serving for `shutdown.drain_ms` (load balancers move new
+    /// clients elsewhere), then stops accepting, closes sessions (MQTT 5: DISCONNECT 0x8B),
+    /// finishes what is in flight, writes the device states, commits what was queued, and closes
+    /// storage — within `SHUTDOWN_BUDGET`; what a step could not finish in its share is logged
+    /// as dropped.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
         let left = |cap: Duration| {
             cap.min(deadline.saturating_duration_since(tokio::time::Instant::now()))
         };
         let state = self.state.clone();
+        state.draining.store(true, Ordering::SeqCst);
+        let drain = Duration::from_millis(state.config.shutdown.drain_ms);
+        if !drain.is_zero() {
+            tracing::info!(
+                drain_ms = state.config.shutdown.drain_ms,
+                "shutting down: not ready; still serving during the drain window"
+            );
+            tokio::time::sleep(left(drain)).await;
+        }
         state.mqtt_accepting.store(false, Ordering::SeqCst);
         state.shutdown.cancel();
         state

@@ -36,7 +36,48 @@ pub struct Config {
     pub rpc: RpcConfig,
     pub auth: AuthConfig,
     pub ota: OtaConfig,
+    pub retention: RetentionConfig,
+    pub shutdown: ShutdownConfig,
     pub metrics: MetricsConfig,
+    pub ws: WsConfig,
+}
+
+/// Telemetry retention: TTLs and the background deletion of expired points.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// TTL of time-series points saved without one of their own (seconds after the point's
+    /// timestamp), for every tenant; 0 keeps them until deleted.
+    pub default_ttl_s: u64,
+    /// How often expired points are looked for (ms).
+    pub cleanup_interval_ms: u64,
+    /// Expired points deleted per statement, at most.
+    pub cleanup_batch_size: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl_s: 0,
+            cleanup_interval_ms: 60_000,
+            cleanup_batch_size: 10_000,
+        }
+    }
+}
+
+/// Stopping: how long a node keeps serving, unready, before it closes its listeners.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, `/api/health/ready` answers 503 while the node goes on serving this long
+    /// (ms), so load balancers stop sending it new clients first; part of the 10 s shutdown.
+    pub drain_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { drain_ms: 2000 }
+    }
 }
 
 /// The Prometheus endpoint.
@@ -46,6 +87,34 @@ pub struct MetricsConfig {
     /// A separate listen address (`host:port`) for `GET /metrics`; when set, the HTTP port no
     /// longer serves it. Unset: `/metrics` is on the HTTP port.
     pub addr: Option<String>,
+}
+
+/// WebSocket telemetry subscriptions (`/api/ws`, `/api/ws/plugins/telemetry`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsConfig {
+    /// Updates waiting for one connection, at most; a client that falls further behind is closed
+    /// (1008, "too slow").
+    pub queue: usize,
+    pub max_subscriptions_per_connection: usize,
+    /// Subscriptions of one user over all its connections on this node.
+    pub max_subscriptions_per_user: usize,
+    /// Time `/api/ws` waits for the first message's `authCmd`.
+    pub auth_timeout_ms: u64,
+    /// Bytes of one command message, at most.
+    pub max_message_bytes: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            queue: 512,
+            max_subscriptions_per_connection: 200,
+            max_subscriptions_per_user: 1000,
+            auth_timeout_ms: 10_000,
+            max_message_bytes: 65_536,
+        }
+    }
 }
 
 /// Firmware and software packages (OTA).
@@ -72,8 +141,28 @@ pub struct LimitsConfig {
     pub messages: Option<String>,
     pub telemetry_messages: Option<String>,
     pub telemetry_data_points: Option<String>,
+    /// One set of buckets per gateway, shared by all the devices behind it (their messages skip
+    /// the per-device limits above, as in ThingsBoard); the gateway's own messages use the
+    /// per-device limits.
+    pub gateway_messages: Option<String>,
+    pub gateway_telemetry_messages: Option<String>,
+    pub gateway_telemetry_data_points: Option<String>,
+    /// Devices one gateway connection serves at once, at most (more are refused).
+    pub max_devices_per_gateway: usize,
     /// Distinct time-series keys the devices of one tenant may use, at most.
     pub max_timeseries_keys_per_tenant: usize,
+}
+
+impl LimitsConfig {
+    /// The limits of the buckets a gateway's devices share, in the per-device shape.
+    pub fn of_gateway_devices(&self) -> Self {
+        Self {
+            messages: self.gateway_messages.clone(),
+            telemetry_messages: self.gateway_telemetry_messages.clone(),
+            telemetry_data_points: self.gateway_telemetry_data_points.clone(),
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for LimitsConfig {
@@ -82,6 +171,10 @@ impl Default for LimitsConfig {
             messages: None,
             telemetry_messages: None,
             telemetry_data_points: None,
+            gateway_messages: None,
+            gateway_telemetry_messages: None,
+            gateway_telemetry_data_points: None,
+            max_devices_per_gateway: 10_000,
             max_timeseries_keys_per_tenant: 10_000,
         }
     }
@@ -190,6 +283,9 @@ pub struct StorageConfig {
     /// SQLite `synchronous` setting: FULL (default) or NORMAL.
     pub sqlite_synchronous: String,
     pub pool_size: u32,
+    /// How long a start waits for a PostgreSQL server that does not answer yet, retrying with
+    /// a growing pause, before it gives up (ms); 0 tries once.
+    pub connect_wait_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -201,6 +297,14 @@ pub struct EngineConfig {
     pub script_timeout_ms: u64,
     /// Scripts running at once, at most (each on a blocking thread, off the async workers).
     pub script_workers: usize,
+    /// Last messages kept per device for dry runs of a candidate chain; 0 keeps none.
+    pub recorded_messages: usize,
+    /// Devices whose last messages are kept, at most (the least recently active are forgotten).
+    pub recorded_devices: usize,
+    /// Longest debug capture a node may ask for (`debugSettings.allEnabledUntil` is capped to it).
+    pub debug_max_minutes: u64,
+    /// Debug events kept per node, at most (the oldest are dropped).
+    pub debug_max_events: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -239,7 +343,10 @@ impl Default for Config {
             rpc: RpcConfig::default(),
             auth: AuthConfig::default(),
             ota: OtaConfig::default(),
+            retention: RetentionConfig::default(),
+            shutdown: ShutdownConfig::default(),
             metrics: MetricsConfig::default(),
+            ws: WsConfig::default(),
         }
     }
 }
@@ -269,6 +376,7 @@ impl Default for StorageConfig {
             batch_queue: 8192,
             sqlite_synchronous: "FULL".into(),
             pool_size: 8,
+            connect_wait_ms: 60_000,
         }
     }
 }
@@ -280,6 +388,10 @@ impl Default for EngineConfig {
             script_max_operations: 200_000,
             script_timeout_ms: 100,
             script_workers: 4,
+            recorded_messages: 10,
+            recorded_devices: 1000,
+            debug_max_minutes: 15,
+            debug_max_events: 200,
         }
     }
 }
@@ -291,6 +403,16 @@ impl Default for JsonConfig {
             max_string_value_length: 0,
             max_value_size: crate::domain::kv::DEFAULT_MAX_VALUE_SIZE,
         }
+    }
+}
+
+/// The address a local client reaches a listener bound to `addr` on: a wildcard host
+/// (`0.0.0.0`, `[::]`, empty) becomes loopback.
+pub fn local_address(addr: &str) -> String {
+    match addr.rsplit_once(':') {
+        Some(("0.0.0.0" | "", port)) => format!("127.0.0.1:{port}"),
+        Some(("[::]", port)) => format!("[::1]:{port}"),
+        _ => addr.to_owned(),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The `ferroboard` command line: serve (default), migrate, rules check / test.
+//! The `ferroboard` command line: serve (default), migrate, healthcheck, backup, rules check / test.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +35,28 @@ enum Command {
         /// TOML configuration file; FERROBOARD_* variables override its keys.
         #[arg(long, env = "FERROBOARD_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
+        /// List the pending migrations without applying them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Ask the local node's /api/health (the configured HTTP address); exit 0 on 200, 1 otherwise.
+    /// For container health checks.
+    Healthcheck {
+        /// TOML configuration file; FERROBOARD_* variables override its keys.
+        #[arg(long, env = "FERROBOARD_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Give up (exit 1) after this many milliseconds.
+        #[arg(long, default_value_t = 3000, value_name = "MS")]
+        timeout_ms: u64,
+    },
+    /// Copy the configured SQLite database to FILE while the server runs (a consistent snapshot;
+    /// FILE must not exist). PostgreSQL databases are backed up with pg_dump instead.
+    Backup {
+        /// The new backup file.
+        file: PathBuf,
+        /// TOML configuration file; FERROBOARD_* variables override its keys.
+        #[arg(long, env = "FERROBOARD_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Work with a rules directory offline.
     Rules {
@@ -67,7 +89,15 @@ fn main() -> ExitCode {
     let _telemetry = ferroboard::observability::init_tracing();
     let result = match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::Serve { config } => with_runtime(|| async move { serve(config).await }),
-        Command::Migrate { config } => with_runtime(|| async move { migrate(config).await }),
+        Command::Migrate { config, dry_run } => {
+            with_runtime(|| async move { migrate(config, dry_run).await })
+        }
+        Command::Healthcheck { config, timeout_ms } => {
+            with_runtime(|| async move { healthcheck(config, timeout_ms).await })
+        }
+        Command::Backup { file, config } => {
+            with_runtime(|| async move { backup(config, file).await })
+        }
         Command::Rules {
             command: RulesCommand::Check { dir },
         } => rules_check(dir.unwrap_or_else(|| PathBuf::from("rules"))),
@@ -114,13 +144,58 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     app.shutdown().await
 }
 
-async fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
+async fn migrate(config: Option<PathBuf>, dry_run: bool) -> anyhow::Result<()> {
     let config = Config::load(config.as_deref())?;
     ensure_sqlite_dir(&config.database_url)?;
-    let store = ferroboard::storage::open(&config.database_url, &config.storage).await?;
+    let store = ferroboard::storage::open_retrying(&config.database_url, &config.storage).await?;
+    if dry_run {
+        let pending = store.pending_migrations().await;
+        store.close().await;
+        let pending = pending?;
+        if pending.is_empty() {
+            println!("no pending migrations");
+        }
+        for (version, name) in pending {
+            println!("pending: {version:04} {name}");
+        }
+        return Ok(());
+    }
     store.migrate().await?;
     store.close().await;
     tracing::info!(storage = store.backend(), "migrations applied");
+    Ok(())
+}
+
+/// GET `/api/health` on the configured HTTP address (a wildcard address is asked on loopback).
+async fn healthcheck(config: Option<PathBuf>, timeout_ms: u64) -> anyhow::Result<()> {
+    let config = Config::load(config.as_deref())?;
+    let url = format!(
+        "http://{}/api/health",
+        ferroboard::config::local_address(&config.http_addr)
+    );
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(timeout_ms))
+        .no_proxy()
+        .build()?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    println!("{url}: {} {body}", status.as_u16());
+    anyhow::ensure!(status == reqwest::StatusCode::OK, "{url} answered {status}");
+    Ok(())
+}
+
+async fn backup(config: Option<PathBuf>, file: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(config.as_deref())?;
+    let store = ferroboard::storage::open(&config.database_url, &config.storage).await?;
+    let result = store.backup(&file).await;
+    store.close().await;
+    result?;
+    println!("backup written to {}", file.display());
     Ok(())
 }
 

@@ -25,12 +25,16 @@ pub struct AppState {
     /// Messages in processing, bounded: when exhausted, sessions stop reading.
     pub inflight: Arc<Semaphore>,
     pub mqtt_accepting: AtomicBool,
+    /// Set when a shutdown began: the node still serves (the drain window) but is not ready.
+    pub draining: AtomicBool,
     pub shutdown: CancellationToken,
     pub sessions: Arc<crate::bus::Registry>,
     /// State the MQTT sessions share (in-flight statistics).
     pub mqtt: crate::transport::mqtt::MqttShared,
     /// Per-device rate limits, shared by every transport.
     pub device_limits: crate::transport::limits::DeviceLimits,
+    /// The buckets each gateway's devices share (`limits.gateway_*`), by gateway.
+    pub gateway_limits: crate::transport::limits::DeviceLimits,
     /// The HTTP device API's long polls (bounded by `http_device.max_polls`).
     pub http_polls: crate::transport::http::Polls,
 }

@@ -31,3 +31,5 @@ mod tenancy;
 mod tokens;
 #[path = "api/users.rs"]
 mod users;
+#[path = "api/ws.rs"]
+mod ws;

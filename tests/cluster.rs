@@ -3,7 +3,9 @@
 //! change closes the device's session on the other node, each node keeps serving its own devices
 //! while Redis is down, cross-node delivery resumes after, and an RPC requested during the outage
 //! reaches the device on the other node once Redis is back; an RPC received on one node is answered
-//! from the device's next session on the other.
+//! from the device's next session on the other; a device behind a gateway on one node gets shared
+//! attributes and RPC from the other; a firmware assignment made through one node reaches the device
+//! on the other as fw_* attributes.
 
 mod common;
 #[path = "cluster/harness.rs"]
@@ -378,4 +380,141 @@ async fn http_long_polls_across_nodes() {
     assert_eq!(body, json!({"pong": 3}));
     // The device's MQTT session on A was not taken over by the polls on B.
     mqtt_a.telemetry(json!({"still_connected": 1})).await;
+}
+
+/// A gateway on B serves a device behind it: a shared attribute saved through A and a two-way RPC
+/// called through A reach the gateway, wrapped with the device's name, and the gateway's answer
+/// (matched by device and id) completes the call on A. Then the device connects directly to A:
+/// its session behind the gateway on B ends, and RPC goes to A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_devices_across_nodes() {
+    let cluster = Cluster::start().await;
+    let rest_a = Rest::login(cluster.a()).await;
+    let gw_name = format!("cluster-gw-{}", uuid::Uuid::new_v4().simple());
+    let (status, gw) = rest_a
+        .post(
+            "/api/device",
+            json!({"name": gw_name, "additionalInfo": {"gateway": true}}),
+        )
+        .await;
+    assert_eq!(status, 200, "create gateway: {gw}");
+    let gw_id = gw["id"]["id"].as_str().expect("id").to_owned();
+    let (_, creds) = rest_a
+        .get(&format!("/api/device/{gw_id}/credentials"))
+        .await;
+    let gw_token = creds["credentialsId"].as_str().expect("token").to_owned();
+    let mut gw = Device::connect(cluster.b(), &gw_token).await;
+    gw.subscribe("v1/gateway/attributes").await;
+    gw.subscribe("v1/gateway/rpc").await;
+    let name = format!("behind-{}", uuid::Uuid::new_v4().simple());
+    gw.publish(
+        "v1/gateway/connect",
+        QoS::AtLeastOnce,
+        json!({"device": name}),
+    )
+    .await;
+    gw.expect("PUBACK of connect", |p| {
+        matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
+    })
+    .await;
+    let (status, found) = rest_a
+        .get(&format!("/api/tenant/devices?deviceName={name}"))
+        .await;
+    assert_eq!(status, 200, "created before the PUBACK: {found}");
+    let id = found["id"]["id"].as_str().expect("id").to_owned();
+
+    rest_a.save_shared(&id, json!({"target": 3})).await;
+    let (_, pushed) = gw
+        .publish_on("v1/gateway/attributes", WAIT)
+        .await
+        .expect("shared attribute reaches the gateway on B");
+    assert_eq!(pushed, json!({"device": name, "data": {"target": 3}}));
+
+    let path = format!("/api/plugins/rpc/twoway/{id}");
+    let call = rest_a.post(&path, json!({"method": "hop", "params": {"n": 1}}));
+    let gateway_side = async {
+        let (_, request) = gw
+            .publish_on("v1/gateway/rpc", WAIT)
+            .await
+            .expect("RPC reaches the gateway on B");
+        assert_eq!(request["device"], json!(name), "{request}");
+        assert_eq!(request["data"]["method"], "hop", "{request}");
+        let reply = json!({"device": name, "id": request["data"]["id"], "data": {"hopped": true}});
+        gw.publish("v1/gateway/rpc", QoS::AtLeastOnce, reply).await;
+    };
+    let ((status, answer), ()) = tokio::join!(call, gateway_side);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, json!({"hopped": true}));
+
+    // One session per device across nodes: the direct connection on A takes the device over.
+    let (_, creds) = rest_a.get(&format!("/api/device/{id}/credentials")).await;
+    let token = creds["credentialsId"].as_str().expect("token").to_owned();
+    let mut direct = Device::connect(cluster.a(), &token).await;
+    direct.subscribe("v1/devices/me/rpc/request/+").await;
+    let call = rest_a.post(
+        &path,
+        json!({"method": "direct", "params": {}, "timeout": 20000}),
+    );
+    let device_side = async {
+        let (topic, request) = direct
+            .publish_on("v1/devices/me/rpc/request/", WAIT)
+            .await
+            .expect("RPC reaches the direct session on A");
+        assert_eq!(request["method"], "direct", "{request}");
+        let request_id = topic.rsplit('/').next().expect("id").to_owned();
+        direct
+            .publish(
+                &format!("v1/devices/me/rpc/response/{request_id}"),
+                QoS::AtLeastOnce,
+                json!({"direct": true}),
+            )
+            .await;
+    };
+    let ((status, answer), ()) = tokio::join!(call, device_side);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, json!({"direct": true}));
+}
+
+// j. A firmware assigned through A: its fw_* attributes reach the device connected to B, and
+// unassigning it through A pushes their deletion there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firmware_assignment_pushed_across_nodes() {
+    let cluster = Cluster::start().await;
+    let rest_a = Rest::login(cluster.a()).await;
+    let (id, token) = rest_a.device().await;
+    let mut dev = Device::connect(cluster.b(), &token).await;
+    dev.subscribe("v1/devices/me/attributes").await;
+    let (_, profile) = rest_a.get("/api/deviceProfileInfo/default").await;
+    let (status, package) = rest_a
+        .post(
+            "/api/otaPackage",
+            json!({"title": "cluster-fw", "version": "3.1", "type": "FIRMWARE", "usesUrl": true,
+                   "url": "https://example.com/cluster-fw.bin", "deviceProfileId": profile["id"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{package}");
+    let (_, mut device) = rest_a.get(&format!("/api/device/{id}")).await;
+    device["firmwareId"] = package["id"].clone();
+    let (status, body) = rest_a.post("/api/device", device.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, pushed) = dev
+        .publish_on("v1/devices/me/attributes", WAIT)
+        .await
+        .expect("fw_* attributes pushed across nodes");
+    assert_eq!(
+        pushed,
+        json!({"fw_title": "cluster-fw", "fw_version": "3.1", "fw_tag": "cluster-fw 3.1",
+               "fw_url": "https://example.com/cluster-fw.bin"})
+    );
+    device["firmwareId"] = Value::Null;
+    device["version"] = body["version"].clone();
+    let (status, body) = rest_a.post("/api/device", device).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, pushed) = dev
+        .publish_on("v1/devices/me/attributes", WAIT)
+        .await
+        .expect("the deletion pushed across nodes");
+    let mut deleted: Vec<String> = serde_json::from_value(pushed["deleted"].clone()).expect("keys");
+    deleted.sort();
+    assert_eq!(deleted, ["fw_tag", "fw_title", "fw_url", "fw_version"]);
 }

@@ -20,12 +20,12 @@ fn registered_routes() -> Vec<(String, String)> {
     let literal = regex::Regex::new(r#""([^"]*)""#).expect("regex");
     let method = regex::Regex::new(r"\b(get|post|put|delete|patch)\(").expect("regex");
     let mut out = Vec::new();
+    let mut files = Vec::new();
     for dir in ["src/api", "src/transport/http"] {
-        for entry in std::fs::read_dir(root.join(dir)).expect("read dir") {
-            let path = entry.expect("entry").path();
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
+        sources(&root.join(dir), &mut files);
+    }
+    {
+        for path in files {
             let file = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -60,6 +60,18 @@ fn registered_routes() -> Vec<(String, String)> {
     }
     out.sort();
     out
+}
+
+/// Every `.rs` file under `dir`, subfolders included.
+fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
 }
 
 /// The text up to the parenthesis closing the one just opened.

@@ -184,3 +184,134 @@ async fn shutdown_keeps_its_bound_with_a_stalled_writer_sqlite() {
 async fn shutdown_keeps_its_bound_with_a_stalled_writer_postgres() {
     shutdown_keeps_its_bound_with_a_stalled_writer(Backend::Postgres).await;
 }
+
+// ---------------------------------------------------------------- probes for orchestrators
+
+#[allow(dead_code)]
+#[path = "cluster/private_pg.rs"]
+mod private_pg;
+
+/// Status code of GET `path`, or None when nothing answers.
+async fn probe(base: &str, path: &str) -> Option<u16> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let response = client.get(format!("{base}{path}")).send().await.ok()?;
+    Some(response.status().as_u16())
+}
+
+/// A shutdown turns readiness off first and keeps serving through the drain window: the probes
+/// still answer (ready 503, live 200), a new MQTT connection is still accepted; then the
+/// listeners close.
+async fn readiness_turns_off_first_then_the_drain_window(backend: Backend) {
+    // The longest drain allowed, so the checks below run well inside it.
+    let mut app = common::spawn_app_with(backend, |c| c.shutdown.drain_ms = 5000).await;
+    assert_eq!(probe(&app.http, "/api/health/ready").await, Some(200));
+    assert_eq!(probe(&app.http, "/api/health/live").await, Some(200));
+    let running = app.app.take().expect("running");
+    let stopping = tokio::spawn(running.shutdown());
+    eventually("readiness off", WAIT, || async {
+        (probe(&app.http, "/api/health/ready").await == Some(503)).then_some(())
+    })
+    .await;
+    assert_eq!(probe(&app.http, "/api/health").await, Some(503));
+    assert_eq!(probe(&app.http, "/api/health/live").await, Some(200));
+    TcpStream::connect(("127.0.0.1", app.mqtt_port))
+        .await
+        .expect("MQTT still accepts during the drain window");
+    stopping
+        .await
+        .expect("shutdown task")
+        .expect("clean shutdown");
+    assert_eq!(probe(&app.http, "/api/health/live").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_turns_off_first_then_the_drain_window_sqlite() {
+    readiness_turns_off_first_then_the_drain_window(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_turns_off_first_then_the_drain_window_postgres() {
+    readiness_turns_off_first_then_the_drain_window(Backend::Postgres).await;
+}
+
+/// A database outage makes the node unready (503) but not dead (live stays 200); it is ready
+/// again once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_makes_the_node_unready_not_dead() {
+    let pg = private_pg::PrivatePostgres::start().await;
+    let url = pg.url();
+    let app = common::spawn_app_with(Backend::Sqlite, |c| c.database_url = url).await;
+    assert_eq!(probe(&app.http, "/api/health/ready").await, Some(200));
+    pg.stop_server();
+    eventually("unready without a database", WAIT, || async {
+        (probe(&app.http, "/api/health/ready").await == Some(503)).then_some(())
+    })
+    .await;
+    assert_eq!(probe(&app.http, "/api/health/live").await, Some(200));
+    let client = reqwest::Client::new();
+    let body: serde_json::Value = client
+        .get(format!("{}/api/health/ready", app.http))
+        .send()
+        .await
+        .expect("ready answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(body["status"], "DOWN", "{body}");
+    assert_eq!(body["components"]["database"], "DOWN", "{body}");
+    pg.start_server().await;
+    eventually("ready again with the database back", WAIT, || async {
+        (probe(&app.http, "/api/health/ready").await == Some(200)).then_some(())
+    })
+    .await;
+    app.shutdown().await;
+}
+
+/// A node whose PostgreSQL is not up yet waits for it (storage.connect_wait_ms) instead of
+/// exiting; with no wait it fails at once, naming the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_waits_for_the_database() {
+    let pg = private_pg::PrivatePostgres::start().await;
+    pg.stop_server();
+    let url = pg.url();
+    let refused = {
+        let url = url.clone();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = ferroboard::config::Config {
+            http_addr: "127.0.0.1:0".into(),
+            mqtt_addr: "127.0.0.1:0".into(),
+            database_url: url,
+            rules_dir: common::rules_copy(dir.path()),
+            storage: ferroboard::config::StorageConfig {
+                connect_wait_ms: 0,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        ferroboard::app::start(config)
+            .await
+            .err()
+            .expect("no database, no wait: refused")
+    };
+    assert!(
+        refused.to_string().contains("cannot open database"),
+        "{refused:#}"
+    );
+    let starting = tokio::spawn(async move {
+        common::spawn_app_with(Backend::Sqlite, |c| {
+            c.database_url = url;
+            c.storage.connect_wait_ms = 60_000;
+        })
+        .await
+    });
+    pg.start_server().await;
+    let app = tokio::time::timeout(Duration::from_secs(60), starting)
+        .await
+        .expect("the start finished once the database was up")
+        .expect("start task");
+    assert_eq!(probe(&app.http, "/api/health/ready").await, Some(200));
+    app.shutdown().await;
+}

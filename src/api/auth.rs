@@ -222,6 +222,14 @@ impl FromRequestParts<Arc<AppState>> for AuthUser {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(ApiError::auth_failed)?;
+        Self::from_token(token, state).await
+    }
+}
+
+impl AuthUser {
+    /// The caller an access token names, if its login session is still alive (the WebSocket's
+    /// tokens arrive in the URL or in its first message, not in a header).
+    pub async fn from_token(token: &str, state: &AppState) -> Result<Self, ApiError> {
         let user = Self::from_claims(decode(token, &state.jwt_secret)?)?;
         // ThingsBoard answers a token outdated by a logout or a password change as expired.
         if !state
@@ -311,7 +319,13 @@ impl FromRequestParts<Arc<AppState>> for TenantUser {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let user = AuthUser::from_request_parts(parts, state).await?;
+        TenantUser::of(AuthUser::from_request_parts(parts, state).await?)
+    }
+}
+
+impl TenantUser {
+    /// A tenant administrator or a customer user; anyone else is 403.
+    pub fn of(user: AuthUser) -> Result<Self, ApiError> {
         match (user.authority, user.tenant_id, user.customer_id) {
             (Authority::TenantAdmin, Some(tenant), _) => Ok(Self {
                 user,

@@ -14,7 +14,7 @@ use super::error::{ApiError, ITEM_NOT_FOUND_MSG, JsonBody, Params, parse_uuid};
 use super::paging::{page_json, page_query};
 use crate::domain::ids::NULL_UUID;
 use crate::domain::{CustomerId, DeviceId, DeviceProfileId, OtaPackageId, TenantId, now_ms};
-use crate::domain::{Device, DeviceCredentials, DeviceProfile, StorageError};
+use crate::domain::{Device, DeviceCredentials, DeviceProfile};
 use crate::services::accounts::random_alphanumeric;
 
 pub fn routes() -> Router<AppStateRef> {
@@ -137,6 +137,7 @@ async fn delete_device(
         return Err(device_not_found(device.id.0));
     }
     super::credentials::close_sessions(&state, device.id).await;
+    tell_gateway(&state, &device, None).await;
     Ok(StatusCode::OK)
 }
 
@@ -293,6 +294,13 @@ struct DeviceInput {
     version: Option<i64>,
 }
 
+impl DeviceInput {
+    /// The `firmwareId` and `softwareId` given.
+    fn packages(&self) -> (Option<Uuid>, Option<Uuid>) {
+        (self.firmware_id, self.software_id)
+    }
+}
+
 /// An id given as `{"id": "<uuid>", ...}` (or a bare string); null or absent is None.
 pub fn id_field(obj: &Map<String, Value>, name: &str) -> Result<Option<Uuid>, ApiError> {
     match obj.get(name) {
@@ -391,7 +399,8 @@ async fn create_device(
     };
     let profile =
         resolve_profile(state, tenant, input.profile_id, input.type_name.as_deref()).await?;
-    let (firmware_id, software_id) = assignable(state, tenant, &input, profile.id).await?;
+    let (firmware_id, software_id) =
+        super::ota::check_assignments(state, tenant, input.packages(), profile.id).await?;
     let now = now_ms();
     let device = Device {
         id: DeviceId::new(),
@@ -422,6 +431,7 @@ async fn create_device(
         .create_device(&device, &credentials)
         .await?;
     state.services.auth_cache.invalidate();
+    crate::services::ota_state::device_saved(&state.services, None, &device).await;
     Ok(device)
 }
 
@@ -433,6 +443,7 @@ async fn update_device(
     input: DeviceInput,
 ) -> Result<Device, ApiError> {
     let mut device = device_for(state, tenant, customer, &id.to_string()).await?;
+    let before = device.clone();
     if input.version.is_some_and(|v| v != device.version) {
         return Err(ApiError::VersionConflict(format!(
             "Device with id [{id}] was already changed by someone else"
@@ -452,43 +463,20 @@ async fn update_device(
         device.profile_name = profile.name;
     }
     (device.firmware_id, device.software_id) =
-        assignable(state, tenant, &input, device.profile_id).await?;
+        super::ota::check_assignments(state, tenant, input.packages(), device.profile_id).await?;
     device.name = input.name;
     device.label = input.label;
     if let Some(info) = input.additional_info {
         device.additional_info = info;
     }
     let saved = state.services.store.update_device(&device).await?;
+    tell_gateway(state, &before, Some(&saved)).await;
+    crate::services::ota_state::device_saved(&state.services, Some(&before), &saved).await;
     if saved.profile_id != old_profile {
         // Its session runs under the old profile's settings: the device reconnects.
         super::credentials::close_sessions(state, saved.id).await;
     }
     Ok(saved)
-}
-
-/// The body's `firmwareId` and `softwareId`, checked as ThingsBoard checks an assignment.
-async fn assignable(
-    state: &AppStateRef,
-    tenant: TenantId,
-    input: &DeviceInput,
-    profile: DeviceProfileId,
-) -> Result<(Option<OtaPackageId>, Option<OtaPackageId>), ApiError> {
-    use crate::domain::ota::OtaPackageType;
-    let fw = super::ota::check_assignable(
-        state,
-        tenant,
-        input.firmware_id,
-        OtaPackageType::Firmware,
-        profile,
-    );
-    let sw = super::ota::check_assignable(
-        state,
-        tenant,
-        input.software_id,
-        OtaPackageType::Software,
-        profile,
-    );
-    Ok((fw.await?, sw.await?))
 }
 
 /// The profile by id; else by `type` name (created when missing); else the tenant default.
@@ -516,17 +504,36 @@ async fn resolve_profile(
             ApiError::General("The tenant has no default device profile".to_owned())
         });
     };
-    if let Some(p) = store.find_profile_by_name(tenant, name).await? {
-        return Ok(p);
-    }
-    let profile = DeviceProfile::new(tenant, name, false, now_ms());
-    match store.create_profile(&profile).await {
-        Ok(()) => Ok(profile),
-        // A concurrent request created it first.
-        Err(StorageError::Conflict(_)) => store
-            .find_profile_by_name(tenant, name)
-            .await?
-            .ok_or_else(|| ApiError::General("Device profile vanished".to_owned())),
-        Err(e) => Err(e.into()),
+    Ok(state.services.profile_named(tenant, name).await?)
+}
+
+/// A device behind a gateway was renamed or deleted: the gateway is told with a persistent
+/// one-way service RPC (`gateway_device_renamed` / `gateway_device_deleted`). Failures are
+/// logged; the REST change stands.
+async fn tell_gateway(state: &AppStateRef, before: &Device, after: Option<&Device>) {
+    use crate::services::gateway;
+    let Some((gateway_id, method, params)) = gateway::service_rpc(before, after) else {
+        return;
+    };
+    let found = state
+        .services
+        .store
+        .get_device(before.tenant_id, gateway_id)
+        .await;
+    let Ok(Some(gw)) = found else {
+        tracing::debug!(gateway = %gateway_id, device = %before.id, "the device's gateway is gone; no service RPC");
+        return;
+    };
+    let sent = super::rpc::send_persistent_oneway(
+        state,
+        &gw,
+        method,
+        &params,
+        gateway::SERVICE_RPC_TTL_MS,
+        gateway::SERVICE_RPC_RETRIES,
+    )
+    .await;
+    if let Err(e) = sent {
+        tracing::warn!(gateway = %gw.id, device = %before.id, method, error = ?e, "service RPC to the gateway not stored");
     }
 }

@@ -28,6 +28,7 @@ pub mod serve;
 mod telemetry;
 mod tenants;
 mod users;
+mod ws;
 
 use std::sync::Arc;
 
@@ -71,6 +72,7 @@ pub fn router(state: State) -> Router {
         .merge(health::routes())
         .merge(openapi::routes())
         .merge(metrics)
+        .merge(ws::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_timeout,

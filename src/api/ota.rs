@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::State as AppStateRef;
-use super::auth::TenantAdmin;
+use super::auth::{TenantAdmin, TenantUser};
 use super::error::{ApiError, ITEM_NOT_FOUND_MSG, JsonBody, Params, parse_uuid};
 use super::paging::{page_json, page_query_sorted};
 use crate::domain::ota::{ChecksumAlgorithm, OtaPackageData, OtaPackageType};
@@ -83,18 +83,22 @@ fn not_found() -> ApiError {
     ApiError::NotFound(ITEM_NOT_FOUND_MSG.to_owned())
 }
 
+/// The caller's package by path id: 400 for a malformed id, 403 for another tenant's, 404 when
+/// absent.
 pub(crate) async fn load_package(
     state: &AppStateRef,
     tenant: TenantId,
     id: &str,
 ) -> Result<OtaPackage, ApiError> {
     let id = OtaPackageId(parse_uuid(id)?);
-    state
-        .services
-        .store
-        .get_package(tenant, id)
-        .await?
-        .ok_or_else(not_found)
+    let store = &state.services.store;
+    if let Some(package) = store.get_package(tenant, id).await? {
+        return Ok(package);
+    }
+    match store.package_owner(id).await? {
+        Some(_) => Err(ApiError::PermissionDenied),
+        None => Err(not_found()),
+    }
 }
 
 /// A required text member of the info body.
@@ -181,9 +185,10 @@ async fn save_info(
     Ok(Json(info_json(&package)))
 }
 
+/// A customer user may read package infos, as in ThingsBoard.
 async fn get_info(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(info_json(
@@ -397,7 +402,7 @@ async fn download(
 
 async fn page_all(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let query = page_query_sorted(&params, &SORT_PROPERTIES)?;
@@ -411,7 +416,7 @@ async fn page_all(
 
 async fn page_by_profile(
     State(state): State<AppStateRef>,
-    caller: TenantAdmin,
+    caller: TenantUser,
     Path((profile, kind)): Path<(String, String)>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
@@ -432,7 +437,7 @@ async fn delete_package(
     caller: TenantAdmin,
     Path(id): Path<String>,
 ) -> Result<(), ApiError> {
-    let id = OtaPackageId(parse_uuid(&id)?);
+    let id = load_package(&state, caller.tenant, &id).await?.id;
     if !state
         .services
         .store
@@ -442,6 +447,19 @@ async fn delete_package(
         return Err(not_found());
     }
     Ok(())
+}
+
+/// A body's `firmwareId` and `softwareId` for a device or profile of `profile`, each checked by
+/// `check_assignable`.
+pub(crate) async fn check_assignments(
+    state: &AppStateRef,
+    tenant: TenantId,
+    (firmware, software): (Option<uuid::Uuid>, Option<uuid::Uuid>),
+    profile: DeviceProfileId,
+) -> Result<(Option<OtaPackageId>, Option<OtaPackageId>), ApiError> {
+    let fw = check_assignable(state, tenant, firmware, OtaPackageType::Firmware, profile).await?;
+    let sw = check_assignable(state, tenant, software, OtaPackageType::Software, profile).await?;
+    Ok((fw, sw))
 }
 
 /// The package `id` if it may be assigned to a device (or profile) of `profile`: it must be the

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::State as AppStateRef;
 use super::devices::id_field;
 use super::error::ApiError;
+use super::ota::check_assignments;
 use crate::domain::profile::normalise;
 use crate::domain::{DeviceProfile, DeviceProfileId, PageQuery, SortOrder, TenantId, now_ms};
 use crate::storage::DEFAULT_PROFILE_TAKEN;
@@ -19,6 +20,8 @@ struct ProfileInput {
     is_default: bool,
     profile_data: Value,
     provision_device_key: Option<String>,
+    firmware_id: Option<Uuid>,
+    software_id: Option<Uuid>,
 }
 
 fn text(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, ApiError> {
@@ -88,6 +91,8 @@ fn parse(body: &Value) -> Result<ProfileInput, ApiError> {
         is_default,
         profile_data,
         provision_device_key,
+        firmware_id: id_field(obj, "firmwareId")?,
+        software_id: id_field(obj, "softwareId")?,
     })
 }
 
@@ -100,12 +105,20 @@ pub async fn save(
     let input = parse(body)?;
     let store = &state.services.store;
     let Some(id) = input.id else {
-        let profile = DeviceProfile {
+        let mut profile = DeviceProfile {
             description: input.description,
             profile_data: input.profile_data,
             provision_device_key: input.provision_device_key,
             ..DeviceProfile::new(tenant, &input.name, input.is_default, now_ms())
         };
+        // A new profile has no packages yet: any package given is of another profile (refused).
+        (profile.firmware_id, profile.software_id) = check_assignments(
+            state,
+            tenant,
+            (input.firmware_id, input.software_id),
+            profile.id,
+        )
+        .await?;
         store.create_profile(&profile).await?;
         return Ok(profile);
     };
@@ -115,11 +128,15 @@ pub async fn save(
     if input.is_default && !old.is_default {
         return Err(ApiError::bad_request(DEFAULT_PROFILE_TAKEN));
     }
+    let packages = (input.firmware_id, input.software_id);
+    let (firmware_id, software_id) = check_assignments(state, tenant, packages, id).await?;
     let new = DeviceProfile {
         name: input.name,
         description: input.description,
         profile_data: input.profile_data,
         provision_device_key: input.provision_device_key,
+        firmware_id,
+        software_id,
         ..old.clone()
     };
     if new.transport_type() != old.transport_type() && devices_use(state, &old).await? {
@@ -128,9 +145,16 @@ pub async fn save(
         ));
     }
     store.update_profile(&new).await?;
-    if new != old {
+    // Sessions run under the profile's transport settings; its packages are pushed instead.
+    let settings_changed = DeviceProfile {
+        firmware_id: old.firmware_id,
+        software_id: old.software_id,
+        ..new.clone()
+    } != old;
+    if settings_changed {
         super::credentials::close_profile_sessions(state, new.id).await;
     }
+    crate::services::ota_state::profile_saved(&state.services, &old, &new);
     Ok(new)
 }
 

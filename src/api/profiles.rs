@@ -12,7 +12,7 @@ use super::auth::{TenantAdmin, TenantUser};
 use super::error::{ApiError, JsonBody, Params, parse_uuid};
 use super::paging::{page_json, page_query};
 use crate::domain::DeviceProfile;
-use crate::domain::{DeviceProfileId, TenantId};
+use crate::domain::{DeviceProfileId, OtaPackageId, TenantId};
 
 pub fn routes() -> Router<AppStateRef> {
     Router::new()
@@ -46,8 +46,8 @@ pub fn profile_json(p: &DeviceProfile) -> Value {
         "defaultDashboardId": null,
         "defaultQueueName": null,
         "defaultEdgeRuleChainId": null,
-        "firmwareId": null,
-        "softwareId": null,
+        "firmwareId": p.firmware_id.map(OtaPackageId::to_json),
+        "softwareId": p.software_id.map(OtaPackageId::to_json),
         "profileData": p.profile_data,
         "version": 1,
     })

@@ -181,6 +181,40 @@ impl Call {
     }
 }
 
+/// Stores a persistent one-way RPC to `device` and hands it to the rules, as a REST call with
+/// `"persistent": true` does: an offline device gets it when it next subscribes to RPC.
+pub async fn send_persistent_oneway(
+    state: &AppStateRef,
+    device: &Device,
+    method: &str,
+    params: &Value,
+    ttl_ms: i64,
+    retries: u32,
+) -> Result<Uuid, ApiError> {
+    let call = Call {
+        rpc: Uuid::new_v4(),
+        method: method.to_owned(),
+        params: params.to_string(),
+        oneway: true,
+        persistent: true,
+        expiration_time: now_ms().saturating_add(ttl_ms),
+        retries: Some(i64::from(retries)),
+        additional_info: None,
+    };
+    state
+        .services
+        .store
+        .create_rpc(&call.stored(device))
+        .await?;
+    if let Err(e) = state
+        .ingest(vec![call.msg(device, &state.config.node_id)])
+        .await
+    {
+        tracing::warn!(rpc = %call.rpc, error = %e, "persistent RPC stored but not routed");
+    }
+    Ok(call.rpc)
+}
+
 /// An optional integer field; present but not an integer is 400.
 fn int_field(obj: &Map<String, Value>, name: &str) -> Result<Option<i64>, ApiError> {
     match obj.get(name) {

@@ -47,7 +47,10 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Each connection watches `drain`; the tracker waits for them (hyper-util's GracefulShutdown
+    // does not take connections that may be upgraded to WebSockets).
+    let drain = CancellationToken::new();
+    let tracker = tokio_util::task::TaskTracker::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -86,17 +89,30 @@ pub async fn serve(
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             router.clone().call(req.map(axum::body::Body::new))
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        // Upgrades: the WebSocket subscriptions (`/api/ws`) take the connection over.
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let drain = drain.clone();
+        tracker.spawn(async move {
             let _slot = slot;
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                () = drain.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    drain.cancel();
+    tracker.close();
+    tracker.wait().await;
 }
 
 /// Answers a connection over the cap with a 503 without waiting for it (a fresh socket's send

@@ -107,20 +107,24 @@ async fn save_timeseries(
     Path((entity_type, entity_id, _scope)): Path<(String, String, String)>,
     RawBody(body): RawBody,
 ) -> Result<StatusCode, ApiError> {
-    store_timeseries(&state, caller.scope(), &entity_type, &entity_id, &body).await
+    store_timeseries(&state, caller.scope(), &entity_type, &entity_id, &body, 0).await
 }
 
-/// The TTL is accepted and ignored: points are kept until deleted.
+/// As `save_timeseries`, the points expiring `ttl` seconds after their timestamps (0: the
+/// tenant's default, `retention.default_ttl_s`).
 async fn save_timeseries_ttl(
     State(state): State<AppStateRef>,
     caller: TenantUser,
     Path((entity_type, entity_id, _scope, ttl)): Path<(String, String, String, String)>,
     RawBody(body): RawBody,
 ) -> Result<StatusCode, ApiError> {
-    ttl.trim()
+    let ttl = ttl
+        .trim()
         .parse::<i64>()
         .map_err(|_| ApiError::BadRequest(format!("Invalid ttl: {ttl}")))?;
-    store_timeseries(&state, caller.scope(), &entity_type, &entity_id, &body).await
+    // A negative TTL is no TTL, as ThingsBoard reads it.
+    let ttl = u64::try_from(ttl).unwrap_or(0);
+    store_timeseries(&state, caller.scope(), &entity_type, &entity_id, &body, ttl).await
 }
 
 async fn store_timeseries(
@@ -129,6 +133,7 @@ async fn store_timeseries(
     entity_type: &str,
     entity_id: &str,
     body: &[u8],
+    ttl_s: u64,
 ) -> Result<StatusCode, ApiError> {
     let device = resolve_entity(state, scope, entity_type, entity_id).await?;
     let value = parse_body(body, "Unable to parse time series payload: invalid JSON")?;
@@ -158,7 +163,10 @@ async fn store_timeseries(
     if points.iter().any(|p| p.key.trim().is_empty()) {
         return Err(ApiError::text_bad_request("Key cannot be empty!"));
     }
-    state.services.save_timeseries(device.id.0, points).await?;
+    state
+        .services
+        .save_timeseries_ttl(device.id.0, points, ttl_s)
+        .await?;
     // Seam: a TIMESERIES_UPDATED rule-engine message belongs here once the engine accepts REST events.
     Ok(StatusCode::OK)
 }
@@ -233,7 +241,7 @@ struct HistoryParams {
     strict: bool,
 }
 
-fn parse_aggregation(text: &str) -> Result<Aggregation, ApiError> {
+pub(crate) fn parse_aggregation(text: &str) -> Result<Aggregation, ApiError> {
     Ok(match text {
         "NONE" => Aggregation::None,
         "AVG" => Aggregation::Avg,
@@ -367,12 +375,12 @@ async fn delete_timeseries(
         }
     };
     let delete_latest = params.bool("deleteLatest")?.unwrap_or(true);
-    // `rewriteLatestIfDeleted` is accepted; the storage layer decides what the latest value becomes.
-    let _ = params.bool("rewriteLatestIfDeleted")?;
+    // A deleted latest value is replaced by the newest point left only when asked (ThingsBoard's default).
+    let rewrite_latest = params.bool("rewriteLatestIfDeleted")?.unwrap_or(false);
     state
         .services
         .store
-        .delete_timeseries(device.id.0, &keys, range, delete_latest)
+        .delete_timeseries(device.id.0, &keys, range, delete_latest, rewrite_latest)
         .await?;
     // Seam: a TIMESERIES_DELETED rule-engine message belongs here.
     Ok(StatusCode::OK)

@@ -1,6 +1,7 @@
 //! The cross-node bus: server→device traffic and RPC replies reach whichever node holds the session.
 //! One `Bus` trait, two implementations: in-process (single node) and Redis (many nodes).
 
+pub mod live;
 pub mod local;
 pub mod redis;
 pub mod registry;
@@ -62,6 +63,15 @@ pub enum Event {
     BusRecovered { node: String },
     /// Every message of `device` is traced until `until_ms` (epoch ms; in the past: no longer).
     TraceDevice { device: Uuid, until_ms: i64 },
+    /// `node` has WebSocket subscribers of `entities`: all of them when `full` (its previous list is
+    /// replaced), else some it added. Changes of other entities are not published at all.
+    Watching {
+        node: String,
+        entities: Vec<Uuid>,
+        full: bool,
+    },
+    /// Values of a watched entity were committed; nodes with subscribers of it push them.
+    EntityChanged(live::Changed),
 }
 
 /// Server→device messages.
@@ -137,6 +147,8 @@ pub struct Dispatcher {
     pub sessions: Arc<Registry>,
     pub waiters: Arc<RpcWaiters>,
     pub sent: Arc<SentRpcs>,
+    /// WebSocket subscribers of this node.
+    pub live: Arc<live::LiveHub>,
     /// Set once the bus exists; used to re-offer waiting RPCs when a device connects.
     pub bus: std::sync::OnceLock<std::sync::Weak<dyn Bus>>,
 }
@@ -147,12 +159,14 @@ impl Dispatcher {
         sessions: Arc<Registry>,
         waiters: Arc<RpcWaiters>,
         sent: Arc<SentRpcs>,
+        live: Arc<live::LiveHub>,
     ) -> Self {
         Self {
             node,
             sessions,
             waiters,
             sent,
+            live,
             bus: std::sync::OnceLock::new(),
         }
     }
@@ -232,7 +246,6 @@ impl Dispatcher {
             Event::CloseProfileSessions { profile } => self
                 .sessions
                 .close_profile(crate::domain::DeviceProfileId(profile)),
-            Event::BusRecovered { node } => self.reoffer_all(&node),
             Event::TraceDevice { device, until_ms } => {
                 let left = u64::try_from(until_ms - crate::domain::now_ms()).unwrap_or(0);
                 if !crate::observability::trace::trace_device(
@@ -246,6 +259,16 @@ impl Dispatcher {
                     );
                 }
             }
+            Event::BusRecovered { node } => {
+                self.live.announce();
+                self.reoffer_all(&node);
+            }
+            Event::Watching {
+                node,
+                entities,
+                full,
+            } => self.live.on_watching(&node, &entities, full),
+            Event::EntityChanged(change) => self.live.deliver(change),
         }
     }
 
@@ -324,6 +347,8 @@ impl Event {
             Self::CloseProfileSessions { .. } => "close_profile_sessions",
             Self::BusRecovered { .. } => "bus_recovered",
             Self::TraceDevice { .. } => "trace_device",
+            Self::Watching { .. } => "watching",
+            Self::EntityChanged(_) => "entity_changed",
         }
     }
 }

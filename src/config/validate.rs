@@ -33,12 +33,27 @@ impl Config {
                 "limits.telemetry_data_points",
                 &self.limits.telemetry_data_points,
             ),
+            ("limits.gateway_messages", &self.limits.gateway_messages),
+            (
+                "limits.gateway_telemetry_messages",
+                &self.limits.gateway_telemetry_messages,
+            ),
+            (
+                "limits.gateway_telemetry_data_points",
+                &self.limits.gateway_telemetry_data_points,
+            ),
         ] {
             if let Some(spec) = spec {
                 crate::transport::limits::parse(spec)
                     .map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))?;
             }
         }
+        range(
+            "limits.max_devices_per_gateway",
+            self.limits.max_devices_per_gateway,
+            1,
+            1_000_000,
+        )?;
         range(
             "limits.max_timeseries_keys_per_tenant",
             self.limits.max_timeseries_keys_per_tenant,
@@ -123,6 +138,29 @@ impl Config {
         range("storage.batch_max_points", s.batch_max_points, 1, 1_000_000)?;
         range("storage.batch_queue", s.batch_queue, 1, 1_000_000)?;
         range("storage.pool_size", s.pool_size, 1, 1000)?;
+        range("storage.connect_wait_ms", s.connect_wait_ms, 0, HOUR_MS)?;
+        let r = &self.retention;
+        // Ten years: a longer TTL is "keep" in all but name, and ts + TTL stays far from overflow.
+        range(
+            "retention.default_ttl_s",
+            r.default_ttl_s,
+            0,
+            10 * 366 * 86_400,
+        )?;
+        range(
+            "retention.cleanup_interval_ms",
+            r.cleanup_interval_ms,
+            100,
+            24 * HOUR_MS,
+        )?;
+        range(
+            "retention.cleanup_batch_size",
+            r.cleanup_batch_size,
+            1,
+            1_000_000,
+        )?;
+        // The drain is part of the 10 s the operator contract gives a shutdown.
+        range("shutdown.drain_ms", self.shutdown.drain_ms, 0, 5000)?;
         range(
             "json.max_string_value_length",
             self.json.max_string_value_length,
@@ -148,7 +186,27 @@ impl Config {
             1_000_000_000,
         )?;
         range("engine.script_timeout_ms", e.script_timeout_ms, 1, 60_000)?;
-        range("engine.script_workers", e.script_workers, 1, 256)
+        range("engine.script_workers", e.script_workers, 1, 256)?;
+        range("engine.recorded_messages", e.recorded_messages, 0, 1000)?;
+        range("engine.recorded_devices", e.recorded_devices, 1, 1_000_000)?;
+        range("engine.debug_max_minutes", e.debug_max_minutes, 1, 24 * 60)?;
+        range("engine.debug_max_events", e.debug_max_events, 1, 100_000)?;
+        let w = &self.ws;
+        range("ws.queue", w.queue, 1, 1_000_000)?;
+        range(
+            "ws.max_subscriptions_per_connection",
+            w.max_subscriptions_per_connection,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "ws.max_subscriptions_per_user",
+            w.max_subscriptions_per_user,
+            1,
+            10_000_000,
+        )?;
+        range("ws.auth_timeout_ms", w.auth_timeout_ms, 100, 600_000)?;
+        range("ws.max_message_bytes", w.max_message_bytes, 256, 16 << 20)
     }
 
     fn validate_rpc(&self) -> Result<(), ConfigError> {

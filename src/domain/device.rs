@@ -17,6 +17,9 @@ pub struct DeviceProfile {
     pub profile_data: Value,
     /// `provisionDeviceKey`: unique across all tenants when set.
     pub provision_device_key: Option<String>,
+    /// The packages of the profile's devices that have none of their own.
+    pub firmware_id: Option<OtaPackageId>,
+    pub software_id: Option<OtaPackageId>,
 }
 
 impl DeviceProfile {
@@ -31,6 +34,8 @@ impl DeviceProfile {
             is_default,
             profile_data: super::profile::default_profile_data(),
             provision_device_key: None,
+            firmware_id: None,
+            software_id: None,
         }
     }
 

@@ -6,11 +6,13 @@
 //! `fixtures` runs a directory's test cases offline (`ferroboard rules test`).
 
 mod chain;
+pub mod debug;
 mod fixtures;
 mod loader;
 mod nodes;
 #[cfg(test)]
 mod process_tests;
+pub mod recent;
 mod script;
 #[cfg(test)]
 mod testing;

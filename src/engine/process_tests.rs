@@ -26,7 +26,11 @@ impl EngineServices for Committing {
         points: Vec<TsKv>,
     ) -> Result<(), StorageError> {
         self.0
-            .write(vec![WriteOp::Timeseries { entity, points }])
+            .write(vec![WriteOp::Timeseries {
+                entity,
+                points,
+                ttl_ms: None,
+            }])
             .await
     }
 

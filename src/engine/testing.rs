@@ -24,6 +24,8 @@ pub enum Saved {
 #[derive(Default)]
 pub struct FakeServices {
     pub saved: Mutex<Vec<Saved>>,
+    /// The TTL of every `save_timeseries_ttl`, in order.
+    pub ttls: Mutex<Vec<u64>>,
     pub fail: bool,
 }
 
@@ -37,6 +39,10 @@ impl FakeServices {
 
     pub fn saved(&self) -> Vec<Saved> {
         self.saved.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn ttls(&self) -> Vec<u64> {
+        self.ttls.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     fn record(&self, s: Saved) -> Result<(), StorageError> {
@@ -56,6 +62,18 @@ impl EngineServices for FakeServices {
     }
 
     async fn save_timeseries(&self, entity: Uuid, points: Vec<TsKv>) -> Result<(), StorageError> {
+        self.record(Saved::Timeseries(entity, points))
+    }
+
+    async fn save_timeseries_ttl(
+        &self,
+        entity: Uuid,
+        points: Vec<TsKv>,
+        ttl_s: u64,
+    ) -> Result<(), StorageError> {
+        if let Ok(mut ttls) = self.ttls.lock() {
+            ttls.push(ttl_s);
+        }
         self.record(Saved::Timeseries(entity, points))
     }
 

@@ -145,6 +145,42 @@ pub const SERIES: &[(&str, Kind, Option<Unit>, &str)] = &[
         None,
         "Writes refused by storage (e.g. a value over a limit).",
     ),
+    (
+        "ferroboard_ws_connections",
+        Kind::Gauge,
+        None,
+        "Open WebSocket subscription connections on this node.",
+    ),
+    (
+        "ferroboard_ws_updates_total",
+        Kind::Counter,
+        None,
+        "Subscription updates sent to WebSocket clients.",
+    ),
+    (
+        "ferroboard_ws_closed_slow_total",
+        Kind::Counter,
+        None,
+        "WebSocket clients closed because more than ws.queue updates waited for them.",
+    ),
+    (
+        "ferroboard_ws_updates_dropped_total",
+        Kind::Counter,
+        None,
+        "Committed changes of watched entities not passed to other nodes, by reason (publish_queue: the bus publish queue was full).",
+    ),
+    (
+        "ferroboard_telemetry_rows_expired_total",
+        Kind::Counter,
+        None,
+        "Time-series points deleted because their TTL had passed.",
+    ),
+    (
+        "ferroboard_gateway_latency_ms",
+        Kind::Histogram,
+        None,
+        "Age of gateway telemetry when it reached the server (ms), from the connector's receive (stage=received) and publish (stage=published) timestamps the IoT Gateway reports.",
+    ),
     // Bus
     (
         "ferroboard_bus_up",
@@ -324,6 +360,12 @@ pub fn out_type(topic: &str) -> &'static str {
         "provision_response"
     } else if topic.starts_with("v2/fw/") || topic.starts_with("v2/sw/") {
         "ota"
+    } else if topic == "v1/gateway/rpc" {
+        "gateway_rpc"
+    } else if topic == "v1/gateway/attributes/response" {
+        "gateway_attributes_response"
+    } else if topic == "v1/gateway/attributes" {
+        "gateway_attributes_update"
     } else {
         "other"
     }
@@ -347,6 +389,11 @@ mod tests {
         assert_eq!(out_type("v1/devices/me/rpc/request/3"), "rpc_request");
         assert_eq!(out_type("v2/r/res/3"), "rpc_response");
         assert_eq!(out_type("v1/devices/me/attributes"), "attributes_update");
+        assert_eq!(out_type("v1/gateway/rpc"), "gateway_rpc");
+        assert_eq!(
+            out_type("v1/gateway/attributes"),
+            "gateway_attributes_update"
+        );
         assert_eq!(out_type("v2/a/res/4"), "attributes_response");
         assert_eq!(out_type("/provision/response"), "provision_response");
         assert_eq!(out_type("v2/fw/response/1/chunk/0"), "ota");

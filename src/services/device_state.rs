@@ -432,7 +432,7 @@ impl DeviceStateService {
             }
         }
         for (ops, ids) in batches {
-            let result = services.writer.write(ops).await;
+            let result = services.write(ops).await;
             let mut guard = self.lock();
             let table = &mut *guard;
             for (id, flags) in ids {

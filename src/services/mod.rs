@@ -5,13 +5,16 @@ pub mod auth_cache;
 pub mod claiming;
 pub mod device_auth;
 pub mod device_state;
+pub mod gateway;
 pub mod key_quota;
 pub mod login_throttle;
 pub mod logins;
 pub mod ota;
+pub mod ota_state;
 pub mod passwords;
 pub mod profile_settings;
 pub mod provisioning;
+pub mod retention;
 pub mod rpc;
 pub mod x509_chain;
 
@@ -36,21 +39,54 @@ pub struct Services {
     pub logins: logins::Logins,
     /// Compiled MQTT settings of device profiles.
     pub profile_settings: profile_settings::ProfileSettings,
+    /// TTL of points saved without one (`retention.default_ttl_s`; 0 keeps them).
+    pub default_ttl_s: u64,
+    /// WebSocket subscribers anywhere: committed changes of watched entities are published.
+    pub live: std::sync::Arc<crate::bus::live::LiveHub>,
 }
 
 impl Services {
-    /// Saves time-series points; returns once they are committed.
+    /// Saves time-series points with the default TTL; returns once they are committed.
     pub async fn save_timeseries(
         &self,
         entity: Uuid,
         points: Vec<TsKv>,
     ) -> Result<(), StorageError> {
+        self.save_timeseries_ttl(entity, points, 0).await
+    }
+
+    /// Saves time-series points that expire `ttl_s` seconds after their timestamps (0: the
+    /// default, `retention.default_ttl_s`, which 0 keeps); returns once they are committed.
+    pub async fn save_timeseries_ttl(
+        &self,
+        entity: Uuid,
+        points: Vec<TsKv>,
+        ttl_s: u64,
+    ) -> Result<(), StorageError> {
         if points.is_empty() {
             return Ok(());
         }
-        self.writer
-            .write(vec![WriteOp::Timeseries { entity, points }])
-            .await
+        let ttl_s = if ttl_s == 0 {
+            self.default_ttl_s
+        } else {
+            ttl_s
+        };
+        let ttl_ms =
+            (ttl_s > 0).then(|| i64::try_from(ttl_s.saturating_mul(1000)).unwrap_or(i64::MAX));
+        self.write(vec![WriteOp::Timeseries {
+            entity,
+            points,
+            ttl_ms,
+        }])
+        .await
+    }
+
+    /// Commits the writes, then tells WebSocket subscribers of the entities (when there are any).
+    pub async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StorageError> {
+        let changes = self.live.changes_of(&ops);
+        self.writer.write(ops).await?;
+        self.live.committed(changes);
+        Ok(())
     }
 
     /// Saves attributes of one scope stamped `ts`; returns once they are committed.
@@ -64,14 +100,13 @@ impl Services {
         if kvs.is_empty() {
             return Ok(());
         }
-        self.writer
-            .write(vec![WriteOp::Attributes {
-                entity,
-                scope,
-                kvs,
-                ts,
-            }])
-            .await
+        self.write(vec![WriteOp::Attributes {
+            entity,
+            scope,
+            kvs,
+            ts,
+        }])
+        .await
     }
 }
 

@@ -259,6 +259,8 @@ impl Services {
             Err(e) => return Err(e),
         }
         self.auth_cache.invalidate();
+        // A profile with a package: the new device is told, as any device created over REST.
+        super::ota_state::device_saved(self, None, &device).await;
         Ok(Some((device.id, credentials)))
     }
 

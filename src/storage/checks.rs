@@ -93,6 +93,7 @@ mod tests {
                     key: "t".into(),
                     value: KvValue::Str("\0".into()),
                 }],
+                ttl_ms: None,
             }],
         ] {
             assert!(

@@ -49,6 +49,8 @@ pub enum WriteOp {
     Timeseries {
         entity: uuid::Uuid,
         points: Vec<TsKv>,
+        /// The points expire this long after their own timestamp (ms); None keeps them.
+        ttl_ms: Option<i64>,
     },
     /// Attributes of one entity and scope, all stamped `ts`.
     Attributes {
@@ -321,14 +323,20 @@ pub trait TimeseriesStore: Send + Sync {
     async fn timeseries_keys(&self, entity: uuid::Uuid) -> Result<Vec<String>>;
     /// Time-series keys with a latest value on any device of the tenant (its key quota's count).
     async fn tenant_timeseries_keys(&self, tenant: uuid::Uuid) -> Result<Vec<String>>;
-    /// Deletes points in `[start, end)` (all when None); with `delete_latest` also the latest values.
+    /// Deletes points in `[start, end)` (all when None); with `delete_latest` also the latest
+    /// values in the range, and with `rewrite_latest` a deleted latest value is replaced by the
+    /// newest point left (ThingsBoard's `rewriteLatestIfDeleted`).
     async fn delete_timeseries(
         &self,
         entity: uuid::Uuid,
         keys: &[String],
         range: Option<(i64, i64)>,
         delete_latest: bool,
+        rewrite_latest: bool,
     ) -> Result<()>;
+    /// Deletes at most `limit` points whose expiry time is at or before `now`; returns how many.
+    /// Latest values stay (as in ThingsBoard).
+    async fn delete_expired(&self, now: i64, limit: u32) -> Result<u64>;
 }
 
 /// A conditional status change: applied only while the RPC is in one of `from`.
@@ -392,6 +400,8 @@ pub trait OtaStore: Send + Sync {
     /// `Conflict("OtaPackage with such title and version already exists!")`.
     async fn create_package(&self, package: &OtaPackage) -> Result<()>;
     async fn get_package(&self, tenant: TenantId, id: OtaPackageId) -> Result<Option<OtaPackage>>;
+    /// The tenant of a package, whoever asks (403 rather than 404 for another tenant's).
+    async fn package_owner(&self, id: OtaPackageId) -> Result<Option<TenantId>>;
     /// The tenant's packages; with a filter only those of one profile and type that have data
     /// or a URL. Sort properties: `createdTime`, `title`, `version`, `type`, `tag`, `url`,
     /// `fileName`, `dataSize`.
@@ -418,6 +428,16 @@ pub trait OtaStore: Send + Sync {
     async fn discard_blob(&self, blob: uuid::Uuid) -> Result<()>;
     /// Chunks `first..=last` of a blob, in order.
     async fn read_chunks(&self, blob: uuid::Uuid, first: i32, last: i32) -> Result<Vec<Vec<u8>>>;
+    /// Devices of the tenant's `profile` without a package of `kind` of their own (those the
+    /// profile's package applies to), by ascending id after `after`, at most `limit`.
+    async fn devices_following_profile(
+        &self,
+        tenant: TenantId,
+        profile: DeviceProfileId,
+        kind: OtaPackageType,
+        after: Option<crate::domain::DeviceId>,
+        limit: u32,
+    ) -> Result<Vec<crate::domain::Device>>;
 }
 
 #[async_trait]
@@ -449,6 +469,11 @@ pub trait Store:
     fn backend(&self) -> &'static str;
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<()>;
+    /// `(version, name)` of the migrations `migrate` would apply, without applying them.
+    async fn pending_migrations(&self) -> Result<Vec<(i64, String)>>;
+    /// Writes a consistent copy of the whole database to the new file `path` while the database
+    /// stays in use (SQLite's `VACUUM INTO`); PostgreSQL answers `Unsupported` naming `pg_dump`.
+    async fn backup(&self, path: &std::path::Path) -> Result<()>;
     /// A cheap round trip for the health probe.
     async fn ping(&self) -> Result<()>;
     /// Commits all ops in one transaction (called by the group-commit writer).
@@ -458,6 +483,41 @@ pub trait Store:
 }
 
 pub type DynStore = Arc<dyn Store>;
+
+/// As `open`, but a PostgreSQL server that does not answer yet (a container still starting) is
+/// tried again with a growing pause (0.25 s doubling up to 5 s), one log line per failed attempt,
+/// until `options.connect_wait_ms` have passed; then the last error is returned. SQLite is
+/// opened once: its errors (a path, a permission) do not pass by waiting.
+pub async fn open_retrying(url: &str, options: &crate::config::StorageConfig) -> Result<DynStore> {
+    use std::time::{Duration, Instant};
+    let is_pg = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let wait = Duration::from_millis(options.connect_wait_ms);
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(250);
+    let mut attempt = 1u32;
+    loop {
+        match open(url, options).await {
+            Ok(store) => return Ok(store),
+            Err(e) => {
+                let waited = started.elapsed();
+                if !is_pg || waited + pause > wait {
+                    return Err(e);
+                }
+                tracing::warn!(
+                    attempt,
+                    retry_in_ms = pause.as_millis() as u64,
+                    waited_ms = waited.as_millis() as u64,
+                    wait_ms = options.connect_wait_ms,
+                    error = %crate::observability::redact_secrets(&e.to_string()),
+                    "database not reachable yet; retrying (storage.connect_wait_ms)"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+        }
+    }
+}
 
 /// Opens the backend named by the URL (`sqlite://PATH` or `postgres://...`) without migrating.
 pub async fn open(url: &str, options: &crate::config::StorageConfig) -> Result<DynStore> {

@@ -252,26 +252,55 @@ fn admit(limit: &Option<RateLimit>, n: f64) -> Result<(), &'static str> {
     }
 }
 
-/// The `getSessionLimits` reply.
+/// The `getSessionLimits` reply; a gateway's also has `gatewayRateLimits`, the buckets its
+/// devices share (`rateLimits` are then the gateway's own, the per-device ones).
 pub fn session_limits_json(
     max_payload: u32,
     max_inflight: u16,
     config: &LimitsConfig,
+    gateway: bool,
 ) -> serde_json::Value {
-    serde_json::json!({
+    let limits = |c: &LimitsConfig| {
+        serde_json::json!({
+            "messages": c.messages,
+            "telemetryMessages": c.telemetry_messages,
+            "telemetryDataPoints": c.telemetry_data_points,
+        })
+    };
+    let mut reply = serde_json::json!({
         "maxPayloadSize": max_payload,
         "maxInflightMessages": max_inflight,
-        "rateLimits": {
-            "messages": config.messages,
-            "telemetryMessages": config.telemetry_messages,
-            "telemetryDataPoints": config.telemetry_data_points,
-        }
-    })
+        "rateLimits": limits(config),
+    });
+    if gateway {
+        reply["gatewayRateLimits"] = limits(&config.of_gateway_devices());
+    }
+    reply
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateways_are_told_the_limits_their_devices_share() {
+        let config = LimitsConfig {
+            messages: Some("10:1".into()),
+            gateway_telemetry_data_points: Some("500:1".into()),
+            ..LimitsConfig::default()
+        };
+        let device = session_limits_json(1024, 8, &config, false);
+        assert!(device.get("gatewayRateLimits").is_none());
+        let gateway = session_limits_json(1024, 8, &config, true);
+        assert_eq!(
+            gateway["rateLimits"],
+            serde_json::json!({"messages": "10:1", "telemetryMessages": null, "telemetryDataPoints": null})
+        );
+        assert_eq!(
+            gateway["gatewayRateLimits"],
+            serde_json::json!({"messages": null, "telemetryMessages": null, "telemetryDataPoints": "500:1"})
+        );
+    }
 
     #[test]
     fn grammar() {

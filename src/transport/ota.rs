@@ -3,6 +3,7 @@
 
 use crate::domain::StorageError;
 use crate::domain::ota::{OtaPackageData, OtaPackageType};
+use crate::services::ota_state::target_of;
 use crate::transport::uplink::DeviceLink;
 
 /// Why a chunk cannot be served; the text is what the device gets (ThingsBoard's statuses).
@@ -32,26 +33,37 @@ pub struct ChunkRequest {
     pub chunk: u64,
     /// The largest chunk the transport can carry.
     pub max: u64,
+    /// A size above `max` is answered with chunks of `max` bytes (chunk `chunk` of those)
+    /// rather than refused.
+    pub shrink: bool,
+}
+
+/// The bytes of a chunk and the chunk size they were cut with.
+#[derive(Debug)]
+pub struct Chunk {
+    pub bytes: Vec<u8>,
+    /// The size asked for, or `max` when that was smaller (see `ChunkRequest::shrink`).
+    pub size: u64,
+    /// Whether `size` is smaller than what was asked for.
+    pub shrunk: bool,
 }
 
 impl DeviceLink<'_> {
-    /// The file of the package of `kind` assigned to the device; with `expect`, only when it
-    /// has that title and version.
+    /// The file of the package of `kind` assigned to the device (its own, else its profile's);
+    /// with `expect`, only when it has that title and version.
     pub async fn package_file(
         &self,
         kind: OtaPackageType,
         expect: Option<(String, String)>,
     ) -> Result<OtaPackageData, ChunkError> {
-        let store = self.state.services.store.clone();
+        let services = self.state.services.clone();
         let (tenant, device) = (self.device.tenant_id, self.device.id);
         let task = self.state.rt.spawn(async move {
+            let store = &services.store;
             let Some(device) = store.get_device(tenant, device).await? else {
                 return Ok(Err(ChunkError::Unknown));
             };
-            let assigned = match kind {
-                OtaPackageType::Firmware => device.firmware_id,
-                OtaPackageType::Software => device.software_id,
-            };
+            let assigned = target_of(&services, &device, kind).await?;
             let Some(id) = assigned else {
                 return Ok(Err(ChunkError::NotFound));
             };
@@ -73,13 +85,15 @@ impl DeviceLink<'_> {
         &self,
         req: ChunkRequest,
         expect: Option<(String, String)>,
-    ) -> Result<Vec<u8>, ChunkError> {
+    ) -> Result<Chunk, ChunkError> {
         let data = self.package_file(req.kind, expect).await?;
         let file_size = u64::try_from(data.size).unwrap_or(0);
-        let size = if req.size == 0 { file_size } else { req.size };
-        if size > req.max {
+        let asked = if req.size == 0 { file_size } else { req.size };
+        let shrunk = asked > req.max;
+        if shrunk && (!req.shrink || req.max == 0) {
             return Err(ChunkError::PayloadTooLarge);
         }
+        let size = asked.min(req.max);
         let store = self.state.services.store.clone();
         let offset = size.saturating_mul(req.chunk);
         let task = self.state.rt.spawn(async move {
@@ -87,7 +101,12 @@ impl DeviceLink<'_> {
                 .await
                 .map(Ok)
         });
-        self.settle(task.await)
+        let bytes = self.settle(task.await)?;
+        Ok(Chunk {
+            bytes,
+            size,
+            shrunk,
+        })
     }
 
     fn settle<T>(

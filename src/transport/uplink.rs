@@ -25,6 +25,8 @@ pub enum Outcome {
     TopicInvalid,
     /// A device API feature this build does not serve yet.
     Unsupported(&'static str),
+    /// The gateway API, used by a device that is not a gateway.
+    NotGateway,
     /// Processing or storage failed: nothing was acknowledged.
     Failed(String),
     /// A rate limit refused the message.
@@ -41,6 +43,7 @@ impl Outcome {
             Self::InvalidPayload(_) => "invalid_payload",
             Self::TopicInvalid => "topic_invalid",
             Self::Unsupported(_) => "unsupported",
+            Self::NotGateway => "not_gateway",
             Self::Failed(_) => "failed",
             Self::RateLimited(_) => "rate_limited",
             Self::Malformed(_) => "malformed",

@@ -474,11 +474,12 @@ class SdkDevice:
         "v1/devices/me/rpc/response/+",
     )
 
-    def __init__(self, port: int, token: Optional[str], tls: Optional["TlsFiles"] = None):
+    def __init__(self, port: int, token: Optional[str], tls: Optional["TlsFiles"] = None, **options: Any):
+        """`options` go to TBDeviceMqttClient as they are (e.g. `chunk_size` for firmware downloads)."""
         from tb_device_mqtt import TBDeviceMqttClient
 
         self.tls = tls
-        self.client = TBDeviceMqttClient(HOST, port=port, username=token)
+        self.client = TBDeviceMqttClient(HOST, port=port, username=token, **options)
         self._cv = threading.Condition()
         self.granted: List[int] = []
         # The SDK sends its SUBSCRIBEs on connect but offers no SUBACK hook. It leaves its paho client's

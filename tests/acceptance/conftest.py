@@ -433,8 +433,8 @@ def sdk_device(mqtt_port: int, new_device):
     """Factory: connect a TBDeviceMqttClient for a device and wait until its subscriptions are acknowledged."""
     opened: List[acc.SdkDevice] = []
 
-    def connect(device: acc.Device) -> acc.SdkDevice:
-        client = acc.SdkDevice(mqtt_port, device.token)
+    def connect(device: acc.Device, **options) -> acc.SdkDevice:
+        client = acc.SdkDevice(mqtt_port, device.token, **options)
         opened.append(client)
         return client.connect()
 

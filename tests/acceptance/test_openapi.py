@@ -26,6 +26,9 @@ EXCLUDED = [
     "/api/auth/changePassword",
     "/api/v1/{token}/rpc",
     "/api/v1/{token}/attributes/updates",
+    # WebSocket upgrades, not plain HTTP answers.
+    "/api/ws",
+    "/api/ws/plugins/telemetry",
 ]
 
 

@@ -461,9 +461,87 @@ fn rows() -> Vec<(Caller, &'static str, String, Option<Value>, u16)> {
         (GET, "/api/v1/no-such-token/rpc?timeout=1"),
         (POST, "/api/v1/no-such-token/rpc"),
         (POST, "/api/v1/no-such-token/rpc/1"),
+        (GET, "/api/v1/no-such-token/firmware?title=b-fw&version=1"),
+        (GET, "/api/v1/no-such-token/software?title=b-fw&version=1"),
     ] {
         add(Ta, method, path, Some(payload.clone()), 401);
     }
+    // OTA packages: another tenant's is 403 everywhere, and cannot be assigned (it does not exist
+    // for the caller); a customer user reads its tenant's infos and lists, and changes nothing.
+    for who in [Ta, Ca] {
+        add(who, GET, "/api/otaPackage/info/{oB}", None, 403);
+        add(who, GET, &format!("/api/otaPackages?{PAGE}"), None, 200);
+    }
+    add(Ta, GET, "/api/otaPackage/{oB}", None, 403);
+    add(Ta, GET, "/api/otaPackage/{oB}/download", None, 403);
+    add(Ta, DELETE, "/api/otaPackage/{oB}", None, 403);
+    add(
+        Ta,
+        POST,
+        "/api/otaPackage/{oB}?checksumAlgorithm=MD5",
+        Some(json!({})),
+        403,
+    );
+    add(Ta, GET, "/api/otaPackage/info/{miss}", None, 404);
+    add(Ta, DELETE, "/api/otaPackage/{miss}", None, 404);
+    add(Tb, GET, "/api/otaPackage/info/{oB}", None, 200);
+    add(Sys, GET, "/api/otaPackage/info/{oB}", None, 403);
+    add(Sys, GET, &format!("/api/otaPackages?{PAGE}"), None, 403);
+    for (who, device) in [(Ta, "a-ota-assign"), (Tb, "b-ota-assign")] {
+        let status = if who == Tb { 200 } else { 400 };
+        add(
+            who,
+            POST,
+            "/api/device",
+            Some(
+                json!({"name": device, "firmwareId": {"entityType": "OTA_PACKAGE", "id": "{oB}"}}),
+            ),
+            status,
+        );
+    }
+    add(
+        Ta,
+        POST,
+        "/api/deviceProfile",
+        Some(json!({"name": "a-ota-profile", "firmwareId": {"id": "{oB}"}})),
+        400,
+    );
+    add(
+        Ta,
+        POST,
+        "/api/otaPackage",
+        Some(
+            json!({"title": "a-fw", "version": "2", "type": "FIRMWARE", "deviceProfileId": {"id": "{pB}"}}),
+        ),
+        400,
+    );
+    add(Ca, GET, "/api/otaPackage/info/{oA}", None, 200);
+    add(
+        Ca,
+        GET,
+        &format!("/api/otaPackages/{{pA}}/FIRMWARE?{PAGE}"),
+        None,
+        200,
+    );
+    add(Ca, GET, "/api/otaPackage/{oA}", None, 403);
+    add(Ca, GET, "/api/otaPackage/{oA}/download", None, 403);
+    add(Ca, DELETE, "/api/otaPackage/{oA}", None, 403);
+    add(
+        Ca,
+        POST,
+        "/api/otaPackage",
+        Some(
+            json!({"title": "c-fw", "version": "1", "type": "FIRMWARE", "deviceProfileId": {"id": "{pA}"}}),
+        ),
+        403,
+    );
+    add(
+        Ca,
+        POST,
+        "/api/otaPackage/{oA}?checksumAlgorithm=MD5",
+        Some(json!({})),
+        403,
+    );
     // Users.
     for who in [Ta, Ca] {
         add(who, GET, "/api/user/{uB}", None, 403);
@@ -533,6 +611,8 @@ fn rows() -> Vec<(Caller, &'static str, String, Option<Value>, u16)> {
         409,
     );
     add(Anon, GET, "/api/health", None, 200);
+    add(Anon, GET, "/api/health/live", None, 200);
+    add(Anon, GET, "/api/health/ready", None, 200);
     add(Anon, GET, "/metrics", None, 200);
     add(Anon, GET, "/", None, 200);
     rows
@@ -582,6 +662,22 @@ async fn isolation_table(app: &TestApp) {
         .expect("rpcId")
         .to_owned();
     let p_b = id_of(&tb.get("/api/deviceProfileInfo/default").await.ok());
+    let p_a = id_of(&ta.get("/api/deviceProfileInfo/default").await.ok());
+    let url_package = |title: &str, profile: &str| {
+        json!({"title": title, "version": "1", "type": "FIRMWARE", "usesUrl": true,
+               "url": format!("https://example.com/{title}.bin"),
+               "deviceProfileId": {"entityType": "DEVICE_PROFILE", "id": profile}})
+    };
+    let o_b = id_of(
+        &tb.post("/api/otaPackage", url_package("b-fw", &p_b))
+            .await
+            .ok(),
+    );
+    let o_a = id_of(
+        &ta.post("/api/otaPackage", url_package("a-fw", &p_a))
+            .await
+            .ok(),
+    );
     let id_claim = |api: &Api, claim: &str| {
         claims(api.token.as_deref().unwrap())[claim]
             .as_str()
@@ -602,6 +698,9 @@ async fn isolation_table(app: &TestApp) {
             ("{uB}", id_claim(&tb, "userId")),
             ("{rB}", r_b.clone()),
             ("{pB}", p_b),
+            ("{pA}", p_a),
+            ("{oB}", o_b.clone()),
+            ("{oA}", o_a.clone()),
             ("{miss}", MISSING_ID.to_owned()),
         ],
     };
@@ -674,6 +773,14 @@ async fn isolation_table(app: &TestApp) {
         .await
         .ok();
     tb.get(&format!("/api/rpc/persistent/{r_b}")).await.ok();
+    // The packages are where they were, A's unassigned to anything of tenant A.
+    tb.get(&format!("/api/otaPackage/info/{o_b}")).await.ok();
+    ta.get(&format!("/api/otaPackage/info/{o_a}")).await.ok();
+    let b_assigned = tb
+        .get("/api/tenant/devices?deviceName=b-ota-assign")
+        .await
+        .ok();
+    assert_eq!(b_assigned["firmwareId"]["id"], json!(o_b.as_str()));
     let unassigned = ta.get(&format!("/api/device/{d_a0}")).await.ok();
     assert_eq!(
         (

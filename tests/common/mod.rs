@@ -148,6 +148,8 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
     config.database_url = database.url.clone();
     config.mqtt.workers = 1;
     config.storage.pool_size = 4;
+    // Tests stop their servers at once; the drain window has tests of its own (tests/shutdown.rs).
+    config.shutdown.drain_ms = 0;
     tweak(&mut config);
     let app = ferroboard::app::start(config).await.expect("server starts");
     TestApp {

@@ -131,6 +131,11 @@ pub(crate) fn v5_login(app: &TestApp, username: Option<&str>, password: &str) ->
     if let Some(u) = username {
         opts.set_credentials(u, password);
     }
+    v5_with(opts)
+}
+
+/// An MQTT 5 client with these options, its event loop in a task.
+pub(crate) fn v5_with(opts: v5::MqttOptions) -> V5 {
     let (client, mut eventloop) = v5::AsyncClient::new(opts, 64);
     let (tx, events) = mpsc::unbounded_channel();
     tokio::spawn(async move {

@@ -9,6 +9,7 @@ mod clients;
 mod common;
 mod credentials;
 mod downlink;
+mod gateway;
 mod hostile;
 mod profiles;
 mod provision;
@@ -26,6 +27,10 @@ use common::{TestApp, eventually};
 use credentials::{deleting_the_device_closes_its_session, mqtt_basic_credentials_from_rest};
 use downlink::downlink_requests_and_pushes;
 use ferroboard::domain::{AttributeScope, KvValue};
+use gateway::{
+    a_device_has_one_session_across_gateway_and_direct, bad_gateway_input,
+    gateway_serves_its_devices, renames_and_deletions_reach_the_gateway,
+};
 use profiles::{
     profile_topics_and_protobuf, shared_attributes_on_subscribe_and_profile_changes,
     validation_exception_ack,
@@ -323,7 +328,21 @@ both_backends!(
     a_device_that_reconnects_can_still_answer,
     duplicate_request_uuid_is_refused,
     another_tenant_cannot_complete_or_overwrite_a_call,
+    gateway_serves_its_devices,
+    renames_and_deletions_reach_the_gateway,
+    a_device_has_one_session_across_gateway_and_direct,
+    bad_gateway_input,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_rate_limits_sqlite() {
+    gateway::gateway_rate_limits(common::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_rate_limits_postgres() {
+    gateway::gateway_rate_limits(common::Backend::Postgres).await;
+}
 
 async fn shutdown_closes_sessions_with_0x8b(backend: common::Backend) {
     let app = common::spawn_app(backend).await;

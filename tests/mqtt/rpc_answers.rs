@@ -15,7 +15,7 @@ use ferroboard::domain::{DeviceId, TenantId};
 const REQUESTS: &str = "v1/devices/me/rpc/request/+";
 
 /// Runs a REST call in the background.
-fn post_later(api: &Api, path: String, body: Value) -> tokio::task::JoinHandle<Resp> {
+pub(crate) fn post_later(api: &Api, path: String, body: Value) -> tokio::task::JoinHandle<Resp> {
     let api = Api {
         http: api.http.clone(),
         base: api.base.clone(),
@@ -228,7 +228,7 @@ pub(crate) async fn another_tenant_cannot_complete_or_overwrite_a_call(app: &Tes
 }
 
 /// A device of a new tenant, made in the store; returns (tenant, token).
-async fn foreign_device(app: &TestApp) -> (TenantId, String) {
+pub(crate) async fn foreign_device(app: &TestApp) -> (TenantId, String) {
     let store = &state(app).services.store;
     let tenant = ferroboard::storage::Tenant {
         id: TenantId::new(),

@@ -3,6 +3,8 @@
 //! devices and chunked downloads over MQTT — on SQLite and
 //! PostgreSQL.
 
+mod assignment;
+mod chunks;
 #[path = "../mqtt/clients.rs"]
 mod clients;
 #[path = "../common/mod.rs"]

@@ -322,7 +322,7 @@ async fn package_refusals(app: &TestApp) {
     store.create_package(&foreign).await.unwrap();
     api.get(&format!("/api/otaPackage/info/{}", foreign.id))
         .await
-        .error(404, 32);
+        .error(403, 20);
     upload(
         &api,
         &foreign.id.to_string(),
@@ -331,10 +331,10 @@ async fn package_refusals(app: &TestApp) {
         &data,
     )
     .await
-    .error(404, 32);
+    .error(403, 20);
     api.delete(&format!("/api/otaPackage/{}", foreign.id))
         .await
-        .error(404, 32);
+        .error(403, 20);
     let foreign_profile = other_profile.id.0;
     api.post(
         "/api/otaPackage",

@@ -91,7 +91,20 @@ pub fn pt(ts: i64, key: &str, value: KvValue) -> TsKv {
 }
 
 pub fn ts_op(entity: Uuid, points: Vec<TsKv>) -> WriteOp {
-    WriteOp::Timeseries { entity, points }
+    WriteOp::Timeseries {
+        entity,
+        points,
+        ttl_ms: None,
+    }
+}
+
+/// Points that expire `ttl_ms` after their timestamps.
+pub fn ts_op_ttl(entity: Uuid, points: Vec<TsKv>, ttl_ms: i64) -> WriteOp {
+    WriteOp::Timeseries {
+        entity,
+        points,
+        ttl_ms: Some(ttl_ms),
+    }
 }
 
 pub fn attr_op(entity: Uuid, scope: AttributeScope, ts: i64, kvs: &[(&str, KvValue)]) -> WriteOp {

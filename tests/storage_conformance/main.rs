@@ -1,6 +1,6 @@
 //! Storage conformance: one suite of cases, run against SQLite (`sqlite::*`) and PostgreSQL
 //! (`postgres::*`), each on a fresh database. Cases live in `accounts`, `sessions`, `devices`,
-//! `profiles`, `attributes`, `telemetry`, `rpc`, `tenancy`, `ota` and `isolation` (the group-commit writer).
+//! `profiles`, `attributes`, `telemetry`, `retention`, `rpc`, `tenancy`, `ota` and `isolation` (the group-commit writer).
 
 mod accounts;
 mod attributes;
@@ -11,6 +11,7 @@ mod fixtures;
 mod isolation;
 mod ota;
 mod profiles;
+mod retention;
 mod rpc;
 mod sessions;
 mod telemetry;
@@ -107,6 +108,10 @@ conformance!(
     claims_assign_once,
     ota_packages_crud_paging_and_conflicts,
     ota_files_are_read_by_range,
+    expired_points_are_deleted_in_bounded_batches,
+    deleted_latest_is_rewritten_when_asked,
+    no_migration_is_pending_after_migrate,
+    backup_copies_sqlite_and_names_pg_dump_for_postgres,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -116,6 +121,7 @@ use attributes::*;
 use devices::*;
 use ota::*;
 use profiles::*;
+use retention::*;
 use rpc::*;
 use sessions::*;
 use telemetry::*;
@@ -152,6 +158,44 @@ async fn bench_commit_throughput() {
             db.store.backend(),
             (batches * 1000) as f64 / secs,
             (batches * 3000) as f64 / secs
+        );
+        db.store.close().await;
+    }
+}
+
+/// Expiry throughput (100000 points): `cargo test --test storage_conformance -- --ignored --nocapture bench_expiry`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_expiry() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let db = open(backend).await;
+        let devices: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
+        for b in 0..100i64 {
+            let ops: Vec<WriteOp> = devices
+                .iter()
+                .map(|d| {
+                    let points = (0..10)
+                        .map(|i| pt(b * 10 + i, "t", KvValue::Long(b)))
+                        .collect();
+                    fixtures::ts_op_ttl(*d, points, 1000)
+                })
+                .collect();
+            db.store.commit(&ops).await.unwrap();
+        }
+        let started = std::time::Instant::now();
+        let mut total = 0;
+        loop {
+            let n = db.store.delete_expired(i64::MAX, 10_000).await.unwrap();
+            total += n;
+            if n < 10_000 {
+                break;
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{}: {total} expired points deleted in batches of 10000 in {secs:.2}s = {:.0} points/s",
+            db.store.backend(),
+            total as f64 / secs
         );
         db.store.close().await;
     }

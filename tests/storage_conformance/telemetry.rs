@@ -279,7 +279,7 @@ pub async fn delete_timeseries_ranges_and_latest(store: &dyn Store) {
 
     // Range [20, 40), latest kept (its point at 50 is outside the range).
     store
-        .delete_timeseries(e, &strs(&["a"]), Some((20, 40)), true)
+        .delete_timeseries(e, &strs(&["a"]), Some((20, 40)), true, false)
         .await
         .unwrap();
     assert_eq!(
@@ -308,7 +308,7 @@ pub async fn delete_timeseries_ranges_and_latest(store: &dyn Store) {
 
     // A range covering the latest value with delete_latest removes it.
     store
-        .delete_timeseries(e, &strs(&["a"]), Some((45, 100)), true)
+        .delete_timeseries(e, &strs(&["a"]), Some((45, 100)), true, false)
         .await
         .unwrap();
     assert!(
@@ -330,7 +330,7 @@ pub async fn delete_timeseries_ranges_and_latest(store: &dyn Store) {
 
     // Without a range: all points; without delete_latest: latest survives.
     store
-        .delete_timeseries(e, &strs(&["b", "never-stored"]), None, false)
+        .delete_timeseries(e, &strs(&["b", "never-stored"]), None, false, false)
         .await
         .unwrap();
     assert!(
@@ -346,7 +346,7 @@ pub async fn delete_timeseries_ranges_and_latest(store: &dyn Store) {
     );
     assert_eq!(store.timeseries_keys(e).await.unwrap(), strs(&["a", "b"]));
     store
-        .delete_timeseries(e, &strs(&["a", "b"]), None, true)
+        .delete_timeseries(e, &strs(&["a", "b"]), None, true, false)
         .await
         .unwrap();
     assert!(store.latest(e, None).await.unwrap().is_empty());

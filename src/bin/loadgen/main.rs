@@ -99,6 +99,14 @@ struct Args {
     #[arg(long, default_value = "v1/devices/me/telemetry")]
     topic: String,
 
+    /// Gateway mode: each connection is a gateway (its token must belong to a device with
+    /// `additionalInfo.gateway`) publishing to `v1/gateway/telemetry` for N devices behind it,
+    /// named `{PREFIX}gw-sub{j}`; message k carries the values of device k mod N,
+    /// `{"name": [{"key0":..}]}`. Meant for `--devices 1` (gateways of one run share the names).
+    /// 0 = off.
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    gateway_devices: u32,
+
     /// Sample this process's VmRSS (/proc/PID/status) every 500 ms: before connecting, and
     /// min/avg/max while the run lasts. Comma-separated pids: the fan-out mode reports each
     /// (every 20 ms); the other modes sample the first.
@@ -296,7 +304,12 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         qos: args.qos,
         devices: Vec::new(),
         token_prefix: args.token_prefix.clone(),
-        topic: args.topic.clone(),
+        topic: if args.gateway_devices > 0 {
+            "v1/gateway/telemetry".to_owned()
+        } else {
+            args.topic.clone()
+        },
+        gateway_devices: args.gateway_devices as usize,
         connect_rate: args.connect_rate,
         connect_start: t0,
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),

@@ -205,6 +205,7 @@ impl Report<'_> {
             "protocol": format!("{:?}", a.protocol).to_lowercase(),
             "qos": a.qos,
             "devices": a.devices,
+            "gateway_devices": a.gateway_devices,
             "threads": a.threads,
             "inflight": a.inflight,
             "keys": a.keys,

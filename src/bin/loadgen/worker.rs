@@ -82,6 +82,8 @@ pub struct Settings {
     pub devices: Vec<usize>,
     pub token_prefix: String,
     pub topic: String,
+    /// Gateway mode: devices behind each connection (0 = off).
+    pub gateway_devices: usize,
     /// Global connections per second; device `i` connects at `start + i / connect_rate`.
     pub connect_rate: f64,
     pub connect_start: Instant,
@@ -371,7 +373,18 @@ impl Ctx {
         let seq = self.seq.get();
         self.seq.set(seq + 1);
         let keys = self.settings.keys;
-        let mut out = String::with_capacity(2 + keys * (12 + self.string_value.len().max(12)));
+        let mut out = String::with_capacity(64 + keys * (12 + self.string_value.len().max(12)));
+        let behind = self.settings.gateway_devices;
+        if behind > 0 {
+            // Every connection of a worker names the same devices: with one gateway per run
+            // (the benchmark's case) they are its own.
+            let _ = write!(
+                out,
+                "{{\"{}gw-sub{}\":[",
+                self.settings.token_prefix,
+                seq as usize % behind
+            );
+        }
         out.push('{');
         for k in 0..keys {
             if k > 0 {
@@ -385,6 +398,9 @@ impl Ctx {
             }
         }
         out.push('}');
+        if behind > 0 {
+            out.push_str("]}");
+        }
         Bytes::from(out)
     }
 

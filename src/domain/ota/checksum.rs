@@ -1,6 +1,9 @@
 //! Checksums of a package computed while its bytes stream by, rendered as ThingsBoard renders
 //! them (Guava's `HashCode.toString()`: lowercase hex of the hash bytes, which for CRC32 and
-//! MURMUR3 are the little-endian bytes of the hash's integers).
+//! MURMUR3 are the little-endian bytes of the hash's integers). MURMUR3 (seed 0, as Guava's
+//! `murmur3_32()` / `murmur3_128()`) comes from the `mur3` crate's incremental hashers.
+
+use std::hash::Hasher as _;
 
 use md5::Digest as _;
 
@@ -14,8 +17,8 @@ enum State {
     Sha384(sha2::Sha384),
     Sha512(sha2::Sha512),
     Crc32(crc::Digest<'static, u32>),
-    Murmur32(Murmur3_32),
-    Murmur128(Murmur3_128),
+    Murmur32(mur3::Hasher32),
+    Murmur128(mur3::Hasher128),
 }
 
 impl State {
@@ -26,8 +29,8 @@ impl State {
             ChecksumAlgorithm::Sha384 => Self::Sha384(sha2::Sha384::new()),
             ChecksumAlgorithm::Sha512 => Self::Sha512(sha2::Sha512::new()),
             ChecksumAlgorithm::Crc32 => Self::Crc32(CRC32.digest()),
-            ChecksumAlgorithm::Murmur3_32 => Self::Murmur32(Murmur3_32::default()),
-            ChecksumAlgorithm::Murmur3_128 => Self::Murmur128(Murmur3_128::default()),
+            ChecksumAlgorithm::Murmur3_32 => Self::Murmur32(mur3::Hasher32::with_seed(0)),
+            ChecksumAlgorithm::Murmur3_128 => Self::Murmur128(mur3::Hasher128::with_seed(0)),
         }
     }
 
@@ -38,8 +41,8 @@ impl State {
             Self::Sha384(h) => h.update(data),
             Self::Sha512(h) => h.update(data),
             Self::Crc32(h) => h.update(data),
-            Self::Murmur32(h) => h.update(data),
-            Self::Murmur128(h) => h.update(data),
+            Self::Murmur32(h) => h.write(data),
+            Self::Murmur128(h) => h.write(data),
         }
     }
 
@@ -50,9 +53,9 @@ impl State {
             Self::Sha384(h) => hex::encode(h.finalize()),
             Self::Sha512(h) => hex::encode(h.finalize()),
             Self::Crc32(h) => hex::encode(h.finalize().to_le_bytes()),
-            Self::Murmur32(h) => hex::encode(h.finish().to_le_bytes()),
+            Self::Murmur32(h) => hex::encode(h.finish32().to_le_bytes()),
             Self::Murmur128(h) => {
-                let (h1, h2) = h.finish();
+                let (h1, h2) = h.finish128();
                 let mut out = [0u8; 16];
                 out[..8].copy_from_slice(&h1.to_le_bytes());
                 out[8..].copy_from_slice(&h2.to_le_bytes());
@@ -102,167 +105,6 @@ impl Checksummer {
 }
 
 /// Bytes of an unfinished block, kept between updates.
-struct Tail<const N: usize> {
-    buf: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> Default for Tail<N> {
-    fn default() -> Self {
-        Self {
-            buf: [0; N],
-            len: 0,
-        }
-    }
-}
-
-impl<const N: usize> Tail<N> {
-    /// Feeds `data`, calling `block` for every complete block.
-    fn feed(&mut self, mut data: &[u8], mut block: impl FnMut(&[u8; N])) {
-        if self.len > 0 {
-            let take = (N - self.len).min(data.len());
-            self.buf[self.len..self.len + take].copy_from_slice(&data[..take]);
-            self.len += take;
-            data = &data[take..];
-            if self.len < N {
-                return;
-            }
-            block(&self.buf);
-            self.len = 0;
-        }
-        let mut blocks = data.chunks_exact(N);
-        for b in &mut blocks {
-            if let Ok(b) = <&[u8; N]>::try_from(b) {
-                block(b);
-            }
-        }
-        let rest = blocks.remainder();
-        self.buf[..rest.len()].copy_from_slice(rest);
-        self.len = rest.len();
-    }
-
-    fn rest(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-/// Little-endian integer of up to 8 bytes.
-fn le(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .rev()
-        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
-}
-
-/// MurmurHash3 x86_32, seed 0 (Guava's `murmur3_32`).
-#[derive(Default)]
-struct Murmur3_32 {
-    h: u32,
-    total: u64,
-    tail: Tail<4>,
-}
-
-const C1_32: u32 = 0xcc9e_2d51;
-const C2_32: u32 = 0x1b87_3593;
-
-fn mix_k32(k: u32) -> u32 {
-    k.wrapping_mul(C1_32).rotate_left(15).wrapping_mul(C2_32)
-}
-
-impl Murmur3_32 {
-    fn update(&mut self, data: &[u8]) {
-        self.total += data.len() as u64;
-        let h = &mut self.h;
-        self.tail.feed(data, |b| {
-            *h ^= mix_k32(u32::from_le_bytes(*b));
-            *h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
-        });
-    }
-
-    fn finish(self) -> u32 {
-        let mut h = self.h;
-        let rest = self.tail.rest();
-        if !rest.is_empty() {
-            h ^= mix_k32(le(rest) as u32);
-        }
-        h ^= self.total as u32;
-        h ^= h >> 16;
-        h = h.wrapping_mul(0x85eb_ca6b);
-        h ^= h >> 13;
-        h = h.wrapping_mul(0xc2b2_ae35);
-        h ^ (h >> 16)
-    }
-}
-
-/// MurmurHash3 x64_128, seed 0 (Guava's `murmur3_128`).
-#[derive(Default)]
-struct Murmur3_128 {
-    h1: u64,
-    h2: u64,
-    total: u64,
-    tail: Tail<16>,
-}
-
-const C1_64: u64 = 0x87c3_7b91_1142_53d5;
-const C2_64: u64 = 0x4cf5_ad43_2745_937f;
-
-fn mix_k1(k: u64) -> u64 {
-    k.wrapping_mul(C1_64).rotate_left(31).wrapping_mul(C2_64)
-}
-
-fn mix_k2(k: u64) -> u64 {
-    k.wrapping_mul(C2_64).rotate_left(33).wrapping_mul(C1_64)
-}
-
-fn fmix64(mut k: u64) -> u64 {
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    k ^ (k >> 33)
-}
-
-impl Murmur3_128 {
-    fn update(&mut self, data: &[u8]) {
-        self.total += data.len() as u64;
-        let (h1, h2) = (&mut self.h1, &mut self.h2);
-        self.tail.feed(data, |b| {
-            *h1 ^= mix_k1(le(&b[..8]));
-            *h1 = h1
-                .rotate_left(27)
-                .wrapping_add(*h2)
-                .wrapping_mul(5)
-                .wrapping_add(0x52dc_e729);
-            *h2 ^= mix_k2(le(&b[8..]));
-            *h2 = h2
-                .rotate_left(31)
-                .wrapping_add(*h1)
-                .wrapping_mul(5)
-                .wrapping_add(0x3849_5ab5);
-        });
-    }
-
-    fn finish(self) -> (u64, u64) {
-        let (mut h1, mut h2) = (self.h1, self.h2);
-        let rest = self.tail.rest();
-        if rest.len() > 8 {
-            h2 ^= mix_k2(le(&rest[8..]));
-        }
-        if !rest.is_empty() {
-            h1 ^= mix_k1(le(&rest[..rest.len().min(8)]));
-        }
-        h1 ^= self.total;
-        h2 ^= self.total;
-        h1 = h1.wrapping_add(h2);
-        h2 = h2.wrapping_add(h1);
-        h1 = fmix64(h1);
-        h2 = fmix64(h2);
-        h1 = h1.wrapping_add(h2);
-        h2 = h2.wrapping_add(h1);
-        (h1, h2)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,6 +116,17 @@ pub trait EngineServices: Sync {
         points: Vec<TsKv>,
     ) -> impl Future<Output = Result<(), StorageError>> + Send;
 
+    /// As `save_timeseries`, the points expiring `ttl_s` seconds after their timestamps (0:
+    /// the tenant's default). Fakes that do not care keep the points without a TTL.
+    fn save_timeseries_ttl(
+        &self,
+        entity: Uuid,
+        points: Vec<TsKv>,
+        _ttl_s: u64,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send {
+        self.save_timeseries(entity, points)
+    }
+
     fn save_attributes(
         &self,
         entity: Uuid,
@@ -190,6 +201,15 @@ impl EngineServices for Services {
         points: Vec<TsKv>,
     ) -> impl Future<Output = Result<(), StorageError>> + Send {
         Services::save_timeseries(self, entity, points)
+    }
+
+    fn save_timeseries_ttl(
+        &self,
+        entity: Uuid,
+        points: Vec<TsKv>,
+        ttl_s: u64,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send {
+        Services::save_timeseries_ttl(self, entity, points, ttl_s)
     }
 
     fn save_attributes(

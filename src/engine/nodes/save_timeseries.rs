@@ -15,17 +15,31 @@ pub struct Config {
     /// Stamp values without their own `ts` with the server time instead of metadata `ts`.
     #[serde(default)]
     pub use_server_ts: bool,
+    /// Seconds after their timestamps the points expire (ThingsBoard's `defaultTTL`); 0 = the
+    /// tenant's default (`retention.default_ttl_s`). A message's metadata `TTL` wins over it.
+    #[serde(default)]
+    pub ttl: u64,
 }
 
 pub struct SaveTimeseries {
     use_server_ts: bool,
+    ttl: u64,
 }
 
 impl SaveTimeseries {
     pub fn build(config: Config) -> Self {
         Self {
             use_server_ts: config.use_server_ts,
+            ttl: config.ttl,
         }
+    }
+
+    /// The message's metadata `TTL` (seconds) when it is a number, else the node's.
+    fn ttl_of(&self, msg: &Msg) -> u64 {
+        msg.metadata
+            .get("TTL")
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .map_or(self.ttl, |t| u64::try_from(t).unwrap_or(0))
     }
 }
 
@@ -74,8 +88,9 @@ impl RuleNode for SaveTimeseries {
             }
             return Ok(Outcome::failure(msg, refused));
         }
+        let ttl = self.ttl_of(&msg);
         services
-            .save_timeseries(msg.originator.uuid(), points)
+            .save_timeseries_ttl(msg.originator.uuid(), points, ttl)
             .await?;
         Ok(Outcome::success(msg))
     }
@@ -139,6 +154,29 @@ mod tests {
             assert_eq!(m.metadata["error"], error);
         }
         assert!(services.saved().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_ttl_is_the_nodes_unless_the_metadata_names_one() {
+        let services = FakeServices::default();
+        let node = SaveTimeseries::build(Config {
+            ttl: 60,
+            ..Config::default()
+        });
+        let mut with_meta = msg("POST_TELEMETRY_REQUEST", r#"{"a":1}"#);
+        with_meta.metadata.insert("TTL".into(), "5".into());
+        let mut bad_meta = msg("POST_TELEMETRY_REQUEST", r#"{"a":1}"#);
+        bad_meta.metadata.insert("TTL".into(), "soon".into());
+        for m in [
+            msg("POST_TELEMETRY_REQUEST", r#"{"a":1}"#),
+            with_meta,
+            bad_meta,
+        ] {
+            assert!(!node.process(m, &services).await.unwrap().is_failure());
+        }
+        assert_eq!(services.ttls(), [60, 5, 60]);
+        let config: Config = toml::from_str("ttl = 86400").unwrap();
+        assert_eq!(config.ttl, 86400);
     }
 
     #[tokio::test]

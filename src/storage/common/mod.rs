@@ -28,6 +28,10 @@ pub(crate) const PROFILE_IN_USE: &str =
 pub(crate) const CUSTOMER_TITLE_TAKEN: &str = "Customer with such title already exists!";
 pub(crate) const OTA_PACKAGE_IN_USE: &str =
     "The otaPackage referenced by the devices cannot be deleted!";
+pub(crate) const OTA_FIRMWARE_OF_PROFILE: &str =
+    "The otaPackage referenced by the device profile cannot be deleted!";
+pub(crate) const OTA_SOFTWARE_OF_PROFILE: &str =
+    "The software referenced by the device profile cannot be deleted!";
 pub(crate) const OTA_PACKAGE_TAKEN: &str = "OtaPackage with such title and version already exists!";
 
 /// A migrator over embedded `(version, description, sql)` migrations.
@@ -112,6 +116,8 @@ pub(crate) struct PointRow<'a> {
     pub key_id: i32,
     pub ts: i64,
     pub value: &'a KvValue,
+    /// When the point expires (ms since the epoch); only `ts_kv` stores it.
+    pub expires_at: Option<i64>,
 }
 
 /// The two time-series tables a batch writes points to.
@@ -152,7 +158,11 @@ pub(crate) fn coalesce<'a>(ops: &'a [WriteOp], keys: &KeyCache) -> Result<Coales
     let mut attrs = Vec::new();
     for op in ops {
         match op {
-            WriteOp::Timeseries { entity, points: ps } => {
+            WriteOp::Timeseries {
+                entity,
+                points: ps,
+                ttl_ms,
+            } => {
                 for p in ps {
                     let key_id = ids.get(p.key.as_str()).copied().ok_or_else(|| {
                         StorageError::Database(format!("unresolved key '{}'", p.key))
@@ -162,6 +172,7 @@ pub(crate) fn coalesce<'a>(ops: &'a [WriteOp], keys: &KeyCache) -> Result<Coales
                         key_id,
                         ts: p.ts,
                         value: &p.value,
+                        expires_at: ttl_ms.map(|ttl| p.ts.saturating_add(ttl)),
                     });
                 }
             }
@@ -392,10 +403,12 @@ mod tests {
             WriteOp::Timeseries {
                 entity: e,
                 points: vec![ts(20, "t", 1), ts(10, "t", 2)],
+                ttl_ms: None,
             },
             WriteOp::Timeseries {
                 entity: e,
                 points: vec![ts(20, "t", 3), ts(5, "h", 4)],
+                ttl_ms: None,
             },
             WriteOp::Attributes {
                 entity: e,

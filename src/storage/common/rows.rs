@@ -109,6 +109,10 @@ macro_rules! row_decoders {
                 profile_data: json(row, "profile_data")?
                     .unwrap_or_else(crate::domain::profile::default_profile_data),
                 provision_device_key: col(row, "provision_device_key")?,
+                firmware_id: col::<Option<uuid::Uuid>>(row, "firmware_id")?
+                    .map(crate::domain::OtaPackageId),
+                software_id: col::<Option<uuid::Uuid>>(row, "software_id")?
+                    .map(crate::domain::OtaPackageId),
             })
         }
 

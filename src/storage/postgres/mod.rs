@@ -58,6 +58,12 @@ impl PgStore {
         expire_rpcs: "UPDATE rpc SET status = 'EXPIRED' WHERE expiration_time <= $1 \
              AND status IN ('QUEUED', 'SENT', 'TIMEOUT', 'DELIVERED') \
              AND (status <> 'DELIVERED' OR coalesce((request->>'oneway')::boolean, false) = false)",
+        has_migrations: "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() \
+             AND tablename = '_sqlx_migrations'",
+        backup: None,
+        no_backup: "ferroboard backup copies SQLite databases only: back up PostgreSQL with pg_dump \
+             (e.g. pg_dump --format=custom --file=ferroboard.dump DATABASE_URL; restore with pg_restore), \
+             see docs/operations.md",
     };
 
     const MIGRATIONS: &[(i64, &str, &str)] = migrations!("postgres":
@@ -70,6 +76,8 @@ impl PgStore {
         (7, "ota", "0007_ota.sql"),
         (9, "claims", "0009_claims.sql"),
         (10, "ota_assignment", "0010_ota_assignment.sql"),
+        (11, "profile_ota", "0011_profile_ota.sql"),
+        (13, "retention", "0013_retention.sql"),
     );
 
     pub async fn connect(url: &str, options: &StorageConfig) -> Result<Self> {

@@ -10,11 +10,11 @@ use super::PgStore;
 use crate::storage::Result;
 use crate::storage::common::{AttrRow, Cols, PointRow, PointTable};
 
-const POINTS: &str = "INSERT INTO ts_kv (entity_id, key_id, ts, bool_v, long_v, dbl_v, str_v, json_v) \
-     SELECT e, k, t, b, l, d, s, j::jsonb FROM UNNEST($1::uuid[], $2::int4[], $3::int8[], $4::bool[], \
-     $5::int8[], $6::float8[], $7::text[], $8::text[]) AS u(e, k, t, b, l, d, s, j) \
+const POINTS: &str = "INSERT INTO ts_kv (entity_id, key_id, ts, bool_v, long_v, dbl_v, str_v, json_v, \
+     expires_at) SELECT e, k, t, b, l, d, s, j::jsonb, x FROM UNNEST($1::uuid[], $2::int4[], $3::int8[], \
+     $4::bool[], $5::int8[], $6::float8[], $7::text[], $8::text[], $9::int8[]) AS u(e, k, t, b, l, d, s, j, x) \
      ON CONFLICT (entity_id, key_id, ts) DO UPDATE SET bool_v = EXCLUDED.bool_v, long_v = EXCLUDED.long_v, \
-     dbl_v = EXCLUDED.dbl_v, str_v = EXCLUDED.str_v, json_v = EXCLUDED.json_v";
+     dbl_v = EXCLUDED.dbl_v, str_v = EXCLUDED.str_v, json_v = EXCLUDED.json_v, expires_at = EXCLUDED.expires_at";
 const LATEST: &str = "INSERT INTO ts_kv_latest (entity_id, key_id, ts, bool_v, long_v, dbl_v, str_v, json_v) \
      SELECT e, k, t, b, l, d, s, j::jsonb FROM UNNEST($1::uuid[], $2::int4[], $3::int8[], $4::bool[], \
      $5::int8[], $6::float8[], $7::text[], $8::text[]) AS u(e, k, t, b, l, d, s, j) \
@@ -79,10 +79,11 @@ impl PgStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let sql = match table {
-            PointTable::History => POINTS,
-            PointTable::Latest => LATEST,
+        let (sql, history) = match table {
+            PointTable::History => (POINTS, true),
+            PointTable::Latest => (LATEST, false),
         };
+        let mut expires = Vec::with_capacity(if history { rows.len() } else { 0 });
         let (mut e, mut k, mut t) = (
             Vec::with_capacity(rows.len()),
             Vec::with_capacity(rows.len()),
@@ -94,11 +95,15 @@ impl PgStore {
             k.push(p.key_id);
             t.push(p.ts);
             values.push(Cols::of(p.value));
+            if history {
+                expires.push(p.expires_at);
+            }
         }
-        values
-            .bind(sqlx::query(sql).bind(e).bind(k).bind(t))
-            .execute(conn)
-            .await?;
+        let mut query = values.bind(sqlx::query(sql).bind(e).bind(k).bind(t));
+        if history {
+            query = query.bind(expires);
+        }
+        query.execute(conn).await?;
         Ok(())
     }
 

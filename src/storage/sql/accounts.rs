@@ -16,7 +16,7 @@ pub(crate) const TENANT_SELECT: &str = "SELECT t.id, t.title, t.created_time FRO
 
 /// What goes with a tenant (`$1`), deleted in this order before the tenant itself: the data of its
 /// devices, then the rows that refer to it.
-pub(crate) const DELETE_TENANT_DATA: [&str; 9] = [
+pub(crate) const DELETE_TENANT_DATA: [&str; 12] = [
     "DELETE FROM attributes WHERE entity_id IN (SELECT id FROM devices WHERE tenant_id = $1)",
     "DELETE FROM ts_kv WHERE entity_id IN (SELECT id FROM devices WHERE tenant_id = $1)",
     "DELETE FROM ts_kv_latest WHERE entity_id IN (SELECT id FROM devices WHERE tenant_id = $1)",
@@ -25,6 +25,10 @@ pub(crate) const DELETE_TENANT_DATA: [&str; 9] = [
     "DELETE FROM devices WHERE tenant_id = $1",
     "DELETE FROM users WHERE tenant_id = $1",
     "DELETE FROM customers WHERE tenant_id = $1",
+    // Profiles and packages refer to each other: the profiles' assignments go first.
+    "UPDATE device_profiles SET firmware_id = NULL, software_id = NULL WHERE tenant_id = $1",
+    "DELETE FROM ota_chunks WHERE blob_id IN (SELECT blob_id FROM ota_packages WHERE tenant_id = $1)",
+    "DELETE FROM ota_packages WHERE tenant_id = $1",
     "DELETE FROM device_profiles WHERE tenant_id = $1",
 ];
 

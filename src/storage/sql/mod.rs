@@ -49,6 +49,12 @@ pub(crate) struct Dialect {
     pub aggregate_sum: &'static str,
     /// Marks overdue open RPCs (and delivered two-way ones) EXPIRED: `$1` now.
     pub expire_rpcs: &'static str,
+    /// 1 when the migrations table exists, else 0.
+    pub has_migrations: &'static str,
+    /// Copies the database into the new file `$1`, when the backend can.
+    pub backup: Option<&'static str>,
+    /// Why `backup` cannot, when it is None.
+    pub no_backup: &'static str,
 }
 
 /// The migrations of one backend's folder `migrations/<dir>/`, embedded.
@@ -97,6 +103,46 @@ macro_rules! stores {
                 $crate::storage::common::migrator(Self::MIGRATIONS)
                     .run(self.writer())
                     .await?;
+                Ok(())
+            }
+
+            async fn pending_migrations(&self) -> $crate::storage::Result<Vec<(i64, String)>> {
+                let exists: i64 = sqlx::query_scalar(Self::SQL.has_migrations)
+                    .fetch_one(self.reader())
+                    .await?;
+                let applied: Vec<i64> = if exists > 0 {
+                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                        .fetch_all(self.reader())
+                        .await?
+                } else {
+                    Vec::new()
+                };
+                Ok(Self::MIGRATIONS
+                    .iter()
+                    .filter(|(version, _, _)| !applied.contains(version))
+                    .map(|(version, name, _)| (*version, (*name).to_owned()))
+                    .collect())
+            }
+
+            async fn backup(&self, path: &std::path::Path) -> $crate::storage::Result<()> {
+                let Some(sql) = Self::SQL.backup else {
+                    return Err($crate::storage::StorageError::Invalid(
+                        Self::SQL.no_backup.to_owned(),
+                    ));
+                };
+                if path.exists() {
+                    return Err($crate::storage::StorageError::Invalid(format!(
+                        "{} exists already: a backup never overwrites a file",
+                        path.display()
+                    )));
+                }
+                let target = path.to_str().ok_or_else(|| {
+                    $crate::storage::StorageError::Invalid(format!(
+                        "{} is not a UTF-8 path",
+                        path.display()
+                    ))
+                })?;
+                sqlx::query(sql).bind(target).execute(self.reader()).await?;
                 Ok(())
             }
 

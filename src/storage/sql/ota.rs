@@ -12,6 +12,15 @@ pub(crate) const ATTACH_DATA: &str = "UPDATE ota_packages SET blob_id = $3, file
      content_type = $5, checksum_algorithm = $6, checksum = $7, data_size = $8 \
      WHERE tenant_id = $1 AND id = $2 AND blob_id IS NULL AND url IS NULL";
 
+/// Devices of a tenant (`$1`) and profile (`$2`) after an id (`$3`), with no package in `column`.
+pub(crate) fn following_profile(column: &str) -> String {
+    format!(
+        "{} WHERE d.tenant_id = $1 AND d.profile_id = $2 AND d.{column} IS NULL \
+         AND ($3 IS NULL OR d.id > $3) ORDER BY d.id LIMIT $4",
+        crate::storage::sql::devices::DEVICE_SELECT
+    )
+}
+
 /// Packages of a tenant (`$1`); with a profile (`$2`) only that profile's packages of type `$3`
 /// that can be downloaded; optionally matching a text (`$4`) in the title.
 pub(crate) fn ota_filter(find: &str) -> String {
@@ -33,9 +42,13 @@ macro_rules! ota_store {
             use super::rows::*;
             use crate::domain::ota::{OtaPackageData, OtaPackageType};
             use crate::domain::{
-                DeviceProfileId, OtaPackage, OtaPackageId, Page, PageQuery, TenantId,
+                Device, DeviceId, DeviceProfileId, OtaPackage, OtaPackageId, Page, PageQuery,
+                TenantId,
             };
-            use crate::storage::common::{OTA_PACKAGE_IN_USE, OTA_PACKAGE_TAKEN, conflict, ota_order};
+            use crate::storage::common::{
+                OTA_FIRMWARE_OF_PROFILE, OTA_PACKAGE_IN_USE, OTA_PACKAGE_TAKEN,
+                OTA_SOFTWARE_OF_PROFILE, conflict, ota_order,
+            };
             use crate::storage::sql::ota::*;
             use crate::storage::{OtaStore, Result};
 
@@ -71,6 +84,15 @@ macro_rules! ota_store {
                         .fetch_optional(self.reader())
                         .await?;
                     row.as_ref().map(ota_package_of).transpose()
+                }
+
+                async fn package_owner(&self, id: OtaPackageId) -> Result<Option<TenantId>> {
+                    let owner: Option<Uuid> =
+                        sqlx::query_scalar("SELECT tenant_id FROM ota_packages WHERE id = $1")
+                            .bind(id.0)
+                            .fetch_optional(self.reader())
+                            .await?;
+                    Ok(owner.map(TenantId))
                 }
 
                 async fn page_packages(
@@ -111,6 +133,22 @@ macro_rules! ota_store {
                         return Err(crate::storage::StorageError::Conflict(
                             OTA_PACKAGE_IN_USE.to_owned(),
                         ));
+                    }
+                    let (firmware, software): (i64, i64) = sqlx::query_as(
+                        "SELECT count(CASE WHEN firmware_id = $1 THEN 1 END), \
+                         count(CASE WHEN software_id = $1 THEN 1 END) FROM device_profiles \
+                         WHERE firmware_id = $1 OR software_id = $1",
+                    )
+                    .bind(id.0)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if firmware > 0 || software > 0 {
+                        let text = if firmware > 0 {
+                            OTA_FIRMWARE_OF_PROFILE
+                        } else {
+                            OTA_SOFTWARE_OF_PROFILE
+                        };
+                        return Err(crate::storage::StorageError::Conflict(text.to_owned()));
                     }
                     let deleted: Option<Option<Uuid>> = sqlx::query_scalar(
                         "DELETE FROM ota_packages WHERE tenant_id = $1 AND id = $2 RETURNING blob_id",
@@ -184,6 +222,28 @@ macro_rules! ota_store {
                     .fetch_all(self.reader())
                     .await?;
                     Ok(rows)
+                }
+
+                async fn devices_following_profile(
+                    &self,
+                    tenant: TenantId,
+                    profile: DeviceProfileId,
+                    kind: OtaPackageType,
+                    after: Option<DeviceId>,
+                    limit: u32,
+                ) -> Result<Vec<Device>> {
+                    let column = match kind {
+                        OtaPackageType::Firmware => "firmware_id",
+                        OtaPackageType::Software => "software_id",
+                    };
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(following_profile(column)))
+                        .bind(tenant.0)
+                        .bind(profile.0)
+                        .bind(after.map(|d| d.0))
+                        .bind(i64::from(limit))
+                        .fetch_all(self.reader())
+                        .await?;
+                    rows.iter().map(device_of).collect()
                 }
             }
         }

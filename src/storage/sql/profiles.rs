@@ -4,12 +4,13 @@ use crate::storage::common::{DEFAULT_PROFILE_TAKEN, PROFILE_NAME_TAKEN, PROVISIO
 
 pub(crate) const PROFILE_SELECT: &str = "SELECT p.id, p.tenant_id, p.created_time, p.name, \
      p.description, p.is_default, CAST(p.profile_data AS TEXT) AS profile_data, \
-     p.provision_device_key FROM device_profiles p";
+     p.provision_device_key, p.firmware_id, p.software_id FROM device_profiles p";
 pub(crate) const INSERT_PROFILE: &str = "INSERT INTO device_profiles (id, tenant_id, created_time, \
-     name, description, is_default, profile_data, provision_device_key) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+     name, description, is_default, profile_data, provision_device_key, firmware_id, software_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 pub(crate) const UPDATE_PROFILE: &str = "UPDATE device_profiles SET name = $3, description = $4, \
-     profile_data = $5, provision_device_key = $6 WHERE tenant_id = $1 AND id = $2";
+     profile_data = $5, provision_device_key = $6, firmware_id = $7, software_id = $8 \
+     WHERE tenant_id = $1 AND id = $2";
 /// Clears the tenant's (`$1`) default flag on every profile but `$2`.
 pub(crate) const CLEAR_DEFAULT: &str = "UPDATE device_profiles SET is_default = FALSE \
      WHERE tenant_id = $1 AND is_default = TRUE AND id <> $2";
@@ -87,6 +88,8 @@ macro_rules! profile_store {
                         .bind(profile.is_default)
                         .bind(sqlx::types::Json(&profile.profile_data))
                         .bind(profile.provision_device_key.as_deref())
+                        .bind(profile.firmware_id.map(|p| p.0))
+                        .bind(profile.software_id.map(|p| p.0))
                         .execute(self.writer())
                         .await
                         .map_err(|e| conflict(e, profile_conflict))?;
@@ -101,6 +104,8 @@ macro_rules! profile_store {
                         .bind(profile.description.as_deref())
                         .bind(sqlx::types::Json(&profile.profile_data))
                         .bind(profile.provision_device_key.as_deref())
+                        .bind(profile.firmware_id.map(|p| p.0))
+                        .bind(profile.software_id.map(|p| p.0))
                         .execute(self.writer())
                         .await
                         .map_err(|e| conflict(e, profile_conflict))?;

@@ -28,6 +28,17 @@ pub(crate) const TENANT_TS_KEYS: &str = "SELECT DISTINCT k.key FROM ts_kv_latest
      JOIN ts_kv_dictionary k ON k.key_id = l.key_id JOIN devices d ON d.id = l.entity_id \
      WHERE d.tenant_id = $1";
 
+/// Deletes up to `$2` points expired at `$1` (the partial index on `expires_at` finds them).
+pub(crate) const DELETE_EXPIRED: &str = "DELETE FROM ts_kv WHERE (entity_id, key_id, ts) IN \
+     (SELECT entity_id, key_id, ts FROM ts_kv WHERE expires_at <= $1 LIMIT $2)";
+
+/// Makes the newest point of `$1` entity, `$2` key the latest value when it has none.
+pub(crate) const REWRITE_LATEST: &str = "INSERT INTO ts_kv_latest \
+     (entity_id, key_id, ts, bool_v, long_v, dbl_v, str_v, json_v) \
+     SELECT entity_id, key_id, ts, bool_v, long_v, dbl_v, str_v, json_v FROM ts_kv \
+     WHERE entity_id = $1 AND key_id = $2 ORDER BY ts DESC LIMIT 1 \
+     ON CONFLICT (entity_id, key_id) DO NOTHING";
+
 /// The history limit; 0 means none.
 pub(crate) fn sql_limit(limit: u32) -> i64 {
     if limit == 0 {
@@ -230,6 +241,7 @@ macro_rules! telemetry_stores {
                     keys: &[String],
                     range: Option<(i64, i64)>,
                     delete_latest: bool,
+                    rewrite_latest: bool,
                 ) -> Result<()> {
                     let mut ids = Vec::with_capacity(keys.len());
                     for key in keys {
@@ -253,8 +265,26 @@ macro_rules! telemetry_stores {
                             .execute(&mut *tx)
                             .await?;
                     }
+                    if delete_latest && rewrite_latest {
+                        for id in &ids {
+                            sqlx::query(REWRITE_LATEST)
+                                .bind(entity)
+                                .bind(*id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
                     tx.commit().await?;
                     Ok(())
+                }
+
+                async fn delete_expired(&self, now: i64, limit: u32) -> Result<u64> {
+                    let done = sqlx::query(DELETE_EXPIRED)
+                        .bind(now)
+                        .bind(i64::from(limit))
+                        .execute(self.writer())
+                        .await?;
+                    Ok(done.rows_affected())
                 }
             }
         }

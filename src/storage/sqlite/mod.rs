@@ -72,6 +72,10 @@ impl SqliteStore {
         expire_rpcs: "UPDATE rpc SET status = 'EXPIRED' WHERE expiration_time <= $1 \
              AND status IN ('QUEUED', 'SENT', 'TIMEOUT', 'DELIVERED') \
              AND (status <> 'DELIVERED' OR coalesce(json_extract(request, '$.oneway'), 0) = 0)",
+        has_migrations: "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        // A transaction-consistent copy, taken while the writer goes on (readers do not block it).
+        backup: Some("VACUUM INTO $1"),
+        no_backup: "",
     };
 
     const MIGRATIONS: &[(i64, &str, &str)] = migrations!("sqlite":
@@ -84,6 +88,8 @@ impl SqliteStore {
         (7, "ota", "0007_ota.sql"),
         (9, "claims", "0009_claims.sql"),
         (10, "ota_assignment", "0010_ota_assignment.sql"),
+        (11, "profile_ota", "0011_profile_ota.sql"),
+        (13, "retention", "0013_retention.sql"),
     );
 
     /// Opens (creating if missing) the database file named by `sqlite://PATH` or `sqlite:PATH`.

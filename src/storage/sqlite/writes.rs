@@ -16,10 +16,11 @@ type Query = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
 /// columns stays far below SQLite's 32766 variables.
 const CHUNKS: [usize; 4] = [256, 32, 4, 1];
 
-const POINT_HEAD: &str =
-    "INSERT INTO ts_kv (entity_id, key_id, ts, bool_v, long_v, dbl_v, str_v, json_v) VALUES ";
+const POINT_HEAD: &str = "INSERT INTO ts_kv (entity_id, key_id, ts, bool_v, long_v, dbl_v, str_v, json_v, \
+     expires_at) VALUES ";
 const POINT_TAIL: &str = " ON CONFLICT (entity_id, key_id, ts) DO UPDATE SET bool_v = excluded.bool_v, \
-     long_v = excluded.long_v, dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v";
+     long_v = excluded.long_v, dbl_v = excluded.dbl_v, str_v = excluded.str_v, json_v = excluded.json_v, \
+     expires_at = excluded.expires_at";
 const LATEST_HEAD: &str = "INSERT INTO ts_kv_latest (entity_id, key_id, ts, bool_v, long_v, dbl_v, str_v, json_v) VALUES ";
 const LATEST_TAIL: &str = " ON CONFLICT (entity_id, key_id) DO UPDATE SET ts = excluded.ts, \
      bool_v = excluded.bool_v, long_v = excluded.long_v, dbl_v = excluded.dbl_v, str_v = excluded.str_v, \
@@ -81,7 +82,7 @@ pub(super) struct InsertSql {
 impl InsertSql {
     pub(super) fn new() -> Self {
         Self {
-            points: Chunked::new(POINT_HEAD, 8, POINT_TAIL),
+            points: Chunked::new(POINT_HEAD, 9, POINT_TAIL),
             latest: Chunked::new(LATEST_HEAD, 8, LATEST_TAIL),
             attrs: Chunked::new(ATTR_HEAD, 9, ATTR_TAIL),
         }
@@ -99,6 +100,11 @@ fn bind_point(q: Query, p: &PointRow<'_>) -> Query {
     )
 }
 
+/// A `ts_kv` row: the point and its expiry time.
+fn bind_history_point(q: Query, p: &PointRow<'_>) -> Query {
+    bind_point(q, p).bind(p.expires_at)
+}
+
 fn bind_attr(q: Query, a: &AttrRow<'_>) -> Query {
     bind_value(
         q.bind(a.entity).bind(a.scope).bind(a.key),
@@ -114,11 +120,10 @@ impl SqliteStore {
         table: PointTable,
         rows: &[PointRow<'_>],
     ) -> Result<()> {
-        let chunked = match table {
-            PointTable::History => &self.sql.points,
-            PointTable::Latest => &self.sql.latest,
-        };
-        chunked.run(conn, rows, bind_point).await
+        match table {
+            PointTable::History => self.sql.points.run(conn, rows, bind_history_point).await,
+            PointTable::Latest => self.sql.latest.run(conn, rows, bind_point).await,
+        }
     }
 
     pub(super) async fn write_attrs(

@@ -76,6 +76,7 @@ impl HttpDevice {
             Outcome::TopicInvalid => {
                 ApiError::NotFound(crate::api::error::ITEM_NOT_FOUND_MSG.to_owned())
             }
+            Outcome::NotGateway => ApiError::PermissionDenied,
             Outcome::Unsupported(what) => ApiError::BadRequest(format!("{what} is not supported")),
         })
     }

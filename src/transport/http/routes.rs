@@ -91,9 +91,10 @@ async fn package_download(
         size,
         chunk,
         max: MAX_HTTP_CHUNK,
+        shrink: false,
     };
-    let bytes = link.package_chunk(req, expect).await.map_err(refused)?;
-    Ok((octets, bytes).into_response())
+    let chunk = link.package_chunk(req, expect).await.map_err(refused)?;
+    Ok((octets, chunk.bytes).into_response())
 }
 
 async fn post_telemetry(

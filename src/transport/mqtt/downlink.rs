@@ -48,8 +48,7 @@ pub async fn run(
         let Some(sess) = weak.upgrade() else { break };
         match cmd {
             Cmd::Close(reason) => {
-                sess.closed.set(true);
-                sess.sink.close(reason);
+                sess.close_session(reason);
                 break;
             }
             Cmd::Deliver(Downlink::Attributes { payload }) => sess.push_attributes(payload),
@@ -70,10 +69,11 @@ pub async fn run(
 
 impl DeviceSession {
     fn push_attributes(self: &Rc<Self>, payload: String) {
-        let Some(sub) = self.attributes_sub.borrow().clone() else {
+        let Some(sub) = self.attributes_grant() else {
             return;
         };
-        self.spawn_publish(sub.filter, Bytes::from(payload), sub.qos1);
+        let body = self.attributes_body(payload);
+        self.spawn_publish(sub.filter, Bytes::from(body), sub.qos1);
     }
 
     /// Sends the RPC now when the device subscribed to RPC (and the connection is open), else
@@ -108,7 +108,7 @@ impl DeviceSession {
             return;
         }
         // A closed connection sends nothing: the request waits, and the session's end reports it.
-        let sub = self.rpc_sub.borrow().clone().filter(|_| self.is_open());
+        let sub = self.rpc_grant().filter(|_| self.is_open());
         let Some(sub) = sub else {
             let mut rpc = self.rpc.borrow_mut();
             if rpc.queued.len() >= MAX_QUEUED_RPC
@@ -155,7 +155,7 @@ impl DeviceSession {
         let id = self.state.services.rpc.sent.allocate(tenant, device, &req);
         req.request_id = id;
         self.rpc.borrow_mut().sending.insert(req.rpc);
-        let body = crate::transport::uplink::rpc_request_json(&req, None).to_string();
+        let body = self.rpc_body(&req, id);
         let topic = sub.filter.replace('+', &id.to_string());
         let timeout = self.ack_timeout(&req);
         let (sess, qos1) = (self.clone(), sub.qos1);
@@ -218,7 +218,7 @@ impl DeviceSession {
     /// Requests sent to the device meanwhile by another of its sessions (an HTTP long poll,
     /// another node) are not sent again.
     pub(super) fn rpc_subscribed(self: &Rc<Self>) {
-        let Some(sub) = self.rpc_sub.borrow().clone() else {
+        let Some(sub) = self.rpc_grant() else {
             return;
         };
         let queued: Vec<RpcRequest> = self.rpc.borrow_mut().queued.drain(..).collect();
@@ -257,10 +257,24 @@ impl DeviceSession {
     }
 
     pub(super) fn spawn_publish(self: &Rc<Self>, topic: String, payload: Bytes, qos1: bool) {
+        self.spawn_publish_with(topic, payload, qos1, None);
+    }
+
+    /// `spawn_publish` with an MQTT 5 user property.
+    pub(super) fn spawn_publish_with(
+        self: &Rc<Self>,
+        topic: String,
+        payload: Bytes,
+        qos1: bool,
+        property: Option<(&'static str, String)>,
+    ) {
         let sess = self.clone();
         let timeout = Duration::from_millis(self.state.config.mqtt.ack_timeout_ms);
         ntex_rt::spawn(async move {
-            if let Err(e) = sess.sink.publish(&topic, payload, qos1, timeout).await {
+            let sent = sess
+                .sink
+                .publish_with(&topic, payload, qos1, timeout, property);
+            if let Err(e) = sent.await {
                 tracing::debug!(device = %sess.device.id, topic, error = %e, "downlink publish failed");
             }
         });
@@ -279,7 +293,7 @@ impl DeviceSession {
 /// Fetches the device's stored persistent RPCs and offers them to the session (not to one whose
 /// connection closed: its requests go back to QUEUED and are announced when it ends).
 fn load_persistent(sess: &Rc<DeviceSession>) {
-    if sess.rpc_sub.borrow().is_none() || !sess.is_open() {
+    if sess.rpc_grant().is_none() || !sess.is_open() {
         return;
     }
     let services = sess.state.services.clone();

@@ -3,6 +3,7 @@
 
 mod downlink;
 mod gate;
+mod gateway;
 mod inflight;
 mod provision;
 mod session;

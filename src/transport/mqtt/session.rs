@@ -123,11 +123,73 @@ pub struct DeviceSession {
     /// Chunk sizes of firmware and software requests, by request id (at most
     /// `MAX_CHUNK_REQUESTS`; the oldest is forgotten first).
     pub chunk_sizes: RefCell<std::collections::VecDeque<(String, u64)>>,
+    /// The Maximum Packet Size the device announced in its MQTT 5 CONNECT.
+    pub peer_max_packet: Cell<Option<u32>>,
     /// The device's rate limits, shared with its other sessions (earlier ones included).
     pub limits: Arc<crate::transport::limits::SessionLimits>,
     pub closed: Cell<bool>,
     /// The session's place under `mqtt.max_connections`, freed when it ends.
     pub slot: Cell<Option<super::gate::Slot>>,
+    pub role: Role,
+}
+
+/// What a session is beyond its device's own API.
+pub enum Role {
+    Device,
+    /// A gateway's connection, with the sessions of the devices behind it.
+    Gateway(super::gateway::Gateway),
+    /// A device behind a gateway: its traffic goes through the gateway's connection.
+    SubDevice(super::gateway::SubDevice),
+}
+
+impl DeviceSession {
+    /// A new session of `device` registered as `session`, with nothing subscribed yet.
+    pub fn new(
+        state: Arc<AppState>,
+        device: Device,
+        settings: Arc<MqttSettings>,
+        session: u64,
+        sink: Sink,
+        limits: Arc<crate::transport::limits::SessionLimits>,
+        role: Role,
+    ) -> Self {
+        Self {
+            limits,
+            settings,
+            state,
+            device,
+            session,
+            sink,
+            attributes_sub: RefCell::new(None),
+            rpc_sub: RefCell::new(None),
+            response_subs: RefCell::new(Vec::new()),
+            rpc: RefCell::new(RpcState::default()),
+            client_rpc: RefCell::new(HashMap::new()),
+            chunk_sizes: RefCell::new(std::collections::VecDeque::new()),
+            peer_max_packet: Cell::new(None),
+            closed: Cell::new(false),
+            slot: Cell::new(None),
+            role,
+        }
+    }
+}
+
+/// Tells other nodes that `device` has a session here now (they close theirs) and records the
+/// connection (CONNECT_EVENT, `active`).
+pub fn announce_opened(state: &Arc<AppState>, device: &Device, session: u64) {
+    let services = state.services.clone();
+    let event = Event::SessionOpened {
+        device: device.id.0,
+        node: state.config.node_id.clone(),
+        session,
+    };
+    let connected = device.clone();
+    state.rt.spawn(async move {
+        if let Err(e) = services.bus.publish(event).await {
+            tracing::warn!(error = %e, "session take-over not announced to other nodes");
+        }
+        services.device_state.connected(&connected).await;
+    });
 }
 
 impl Drop for DeviceSession {
@@ -230,35 +292,22 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
         return Admission::NotAuthorized;
     }
     tracing::debug!(device = %device.id, name = %device.name, "device connected");
-    let services = state.services.clone();
-    let event = Event::SessionOpened {
-        device: device.id.0,
-        node: state.config.node_id.clone(),
-        session,
+    announce_opened(state, &device, session);
+    let role = if crate::services::gateway::is_gateway(&device) {
+        Role::Gateway(super::gateway::Gateway::new(state, device.id))
+    } else {
+        Role::Device
     };
-    let connected = (*device).clone();
-    state.rt.spawn(async move {
-        if let Err(e) = services.bus.publish(event).await {
-            tracing::warn!(error = %e, "session take-over not announced to other nodes");
-        }
-        services.device_state.connected(&connected).await;
-    });
-    let sess = DeviceSession {
-        limits: state.device_limits.of(device.id),
+    let limits = state.device_limits.of(device.id);
+    let sess = DeviceSession::new(
+        state.clone(),
+        *device,
         settings,
-        state: state.clone(),
-        device: *device,
         session,
         sink,
-        attributes_sub: RefCell::new(None),
-        rpc_sub: RefCell::new(None),
-        response_subs: RefCell::new(Vec::new()),
-        rpc: RefCell::new(RpcState::default()),
-        client_rpc: RefCell::new(HashMap::new()),
-        chunk_sizes: RefCell::new(std::collections::VecDeque::new()),
-        closed: Cell::new(false),
-        slot: Cell::new(None),
-    };
+        limits,
+        role,
+    );
     Admission::Accepted(Rc::new(sess), rx, close)
 }
 

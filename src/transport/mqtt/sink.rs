@@ -9,6 +9,7 @@ use ntex_mqtt::{v3, v5};
 
 use crate::bus::CloseReason;
 
+#[derive(Clone)]
 pub enum Sink {
     V3(v3::MqttSink),
     V5(v5::MqttSink),
@@ -46,15 +47,37 @@ impl Sink {
         qos1: bool,
         timeout: Duration,
     ) -> Result<(), PublishError> {
+        self.publish_with(topic, payload, qos1, timeout, None).await
+    }
+
+    /// `publish` with an MQTT 5 user property (left out on 3.1.1, which has none).
+    pub async fn publish_with(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos1: bool,
+        timeout: Duration,
+        property: Option<(&str, String)>,
+    ) -> Result<(), PublishError> {
+        if !qos1 && property.is_none() {
+            return self.publish_at_most_once(topic, payload);
+        }
         let kind = crate::observability::metrics::out_type(topic);
         let topic = ByteString::from(topic);
+        let v5 = |s: &v5::MqttSink, topic| {
+            s.publish(topic).properties(|p| {
+                if let Some((key, value)) = property {
+                    p.user_properties
+                        .push((ByteString::from(key), ByteString::from(value)));
+                }
+            })
+        };
         let result = match (self, qos1) {
             (Self::V3(s), false) => s
                 .publish(topic)
                 .send_at_most_once(payload)
                 .map_err(PublishError::from),
-            (Self::V5(s), false) => s
-                .publish(topic)
+            (Self::V5(s), false) => v5(s, topic)
                 .send_at_most_once(payload)
                 .map_err(PublishError::from),
             (Self::V3(s), true) => {
@@ -68,7 +91,7 @@ impl Sink {
             }
             (Self::V5(s), true) => {
                 with_timeout(timeout, async {
-                    s.publish(topic)
+                    v5(s, topic)
                         .send_at_least_once(payload)
                         .await
                         .map(|_| ())
@@ -81,6 +104,26 @@ impl Sink {
             metrics::counter!("ferroboard_messages_out_total", "type" => kind).increment(1);
         }
         result
+    }
+
+    /// QoS 0: written to the connection now, in order with what is written next.
+    pub fn publish_at_most_once(&self, topic: &str, payload: Bytes) -> Result<(), PublishError> {
+        let kind = crate::observability::metrics::out_type(topic);
+        let topic = ByteString::from(topic);
+        let result = match self {
+            Self::V3(s) => s.publish(topic).send_at_most_once(payload),
+            Self::V5(s) => s.publish(topic).send_at_most_once(payload),
+        }
+        .map_err(PublishError::from);
+        if result.is_ok() {
+            metrics::counter!("ferroboard_messages_out_total", "type" => kind).increment(1);
+        }
+        result
+    }
+
+    /// Whether this is an MQTT 5 connection.
+    pub fn is_v5(&self) -> bool {
+        matches!(self, Self::V5(_))
     }
 
     /// Whether the connection is still open.

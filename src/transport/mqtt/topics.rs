@@ -36,8 +36,38 @@ pub enum Uplink {
         chunk: String,
         software: bool,
     },
-    Gateway(String),
+    Gateway(GatewayTopic),
     Unknown,
+}
+
+/// The gateway API's topics (`v1/gateway/...`), for the devices behind a gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GatewayTopic {
+    Connect,
+    Disconnect,
+    Telemetry,
+    Attributes,
+    AttributeRequest,
+    /// A device's answer to a server-side RPC.
+    Rpc,
+    Claim,
+    /// Any other topic starting with `v1/gateway`.
+    Unknown,
+}
+
+impl GatewayTopic {
+    fn parse(topic: &str) -> Self {
+        match topic {
+            "v1/gateway/connect" => Self::Connect,
+            "v1/gateway/disconnect" => Self::Disconnect,
+            "v1/gateway/telemetry" => Self::Telemetry,
+            "v1/gateway/attributes" => Self::Attributes,
+            "v1/gateway/attributes/request" => Self::AttributeRequest,
+            "v1/gateway/rpc" => Self::Rpc,
+            "v1/gateway/claim" => Self::Claim,
+            _ => Self::Unknown,
+        }
+    }
 }
 
 impl Uplink {
@@ -110,7 +140,7 @@ impl Uplink {
             };
         }
         if topic.starts_with("v1/gateway") {
-            return Self::Gateway(topic.to_owned());
+            return Self::Gateway(GatewayTopic::parse(topic));
         }
         Self::Unknown
     }
@@ -254,7 +284,16 @@ mod tests {
         );
         assert_eq!(
             parse("v1/gateway/telemetry"),
-            Uplink::Gateway("v1/gateway/telemetry".into())
+            Uplink::Gateway(GatewayTopic::Telemetry)
+        );
+        assert_eq!(
+            parse("v1/gateway/attributes/request"),
+            Uplink::Gateway(GatewayTopic::AttributeRequest)
+        );
+        assert_eq!(
+            parse("v1/gatewayx"),
+            Uplink::Gateway(GatewayTopic::Unknown),
+            "ThingsBoard's prefix test has no slash"
         );
         assert_eq!(parse("v1/devices/me/other"), Uplink::Unknown);
         assert_eq!(parse("v1/devices/me/telemetry/x"), Uplink::Unknown);

@@ -22,6 +22,12 @@ pub use crate::transport::uplink::Outcome;
 const MAX_CHUNK_REQUESTS: usize = 16;
 /// A PUBLISH's fixed header, topic length, packet id and MQTT 5 properties length, at most.
 const PUBLISH_OVERHEAD: u64 = 16;
+/// The digits of the largest chunk index (a u64).
+const MAX_INDEX_DIGITS: usize = 20;
+/// The MQTT 5 user property that tells a device its chunks were cut smaller than it asked.
+const CHUNK_SIZE_PROPERTY: &str = "chunk_size";
+/// That property encoded, at most: identifier, two length prefixes, key and a u64 in decimal.
+const CHUNK_SIZE_PROPERTY_BYTES: u64 = 1 + 2 + CHUNK_SIZE_PROPERTY.len() as u64 + 2 + 20;
 
 impl DeviceSession {
     pub async fn publish(self: &Rc<Self>, topic: &str, payload: Bytes) -> Outcome {
@@ -45,6 +51,7 @@ impl DeviceSession {
         let (kind, format) = match &uplink {
             Uplink::Telemetry(format) => (Values::Telemetry, *format),
             Uplink::Attributes(format) => (Values::Attributes, *format),
+            Uplink::Gateway(topic) => return self.gateway_publish(*topic, &payload, permit).await,
             _ => {
                 if let Err(limit) = self.limits.admit_message() {
                     return Outcome::RateLimited(limit);
@@ -78,9 +85,10 @@ impl DeviceSession {
         match uplink {
             Uplink::AttributeRequest { id, v2 } => self.attribute_request(&id, v2, &payload).await,
             Uplink::RpcResponse { id, .. } => self.rpc_response(&id, payload),
-            Uplink::RpcRequest { .. } | Uplink::Telemetry(_) | Uplink::Attributes(_) => {
-                Outcome::Accepted
-            }
+            Uplink::RpcRequest { .. }
+            | Uplink::Telemetry(_)
+            | Uplink::Attributes(_)
+            | Uplink::Gateway(_) => Outcome::Accepted,
             Uplink::Unknown => {
                 tracing::debug!("PUBLISH to an unknown topic");
                 Outcome::TopicInvalid
@@ -94,7 +102,6 @@ impl DeviceSession {
                 self.package_chunk(&request, &chunk, software, &payload)
                     .await
             }
-            Uplink::Gateway(_) => Outcome::Unsupported("the gateway API"),
         }
     }
 
@@ -217,39 +224,76 @@ impl DeviceSession {
                 .map_or(0, |(_, size)| *size),
             given => match given.parse::<u64>() {
                 Ok(size) => {
-                    let mut sizes = self.chunk_sizes.borrow_mut();
-                    sizes.retain(|(id, _)| id != request);
-                    if sizes.len() >= MAX_CHUNK_REQUESTS {
-                        sizes.pop_front();
-                    }
-                    sizes.push_back((request.to_owned(), size));
+                    self.remember_chunk_size(request, size);
                     size
                 }
                 Err(_) => return error(self, format!("Invalid chunk size: {given}")),
             },
         };
         let topic = format!("v2/{family}/response/{request}/chunk/{chunk}");
-        // What fits in one PUBLISH of `mqtt.max_packet_size` beside its topic and header.
-        let max = u64::from(self.state.config.mqtt.max_packet_size)
-            .saturating_sub(topic.len() as u64 + PUBLISH_OVERHEAD);
+        // The same for every index of the request, so shrunk chunks line up.
+        let topic_bytes = topic.len() - chunk.len() + MAX_INDEX_DIGITS;
         let req = ChunkRequest {
             kind,
             size,
             chunk: index,
-            max,
+            max: self.max_chunk(topic_bytes),
+            shrink: true,
         };
         match self.link().package_chunk(req, None).await {
-            Ok(bytes) => {
+            Ok(answer) => {
+                let property = answer.shrunk.then(|| {
+                    // Later chunks of this request are cut the same way, so they line up.
+                    self.remember_chunk_size(request, answer.size);
+                    if !self.sink.is_v5() {
+                        tracing::info!(
+                            device = %self.device.id,
+                            request,
+                            asked = size,
+                            chunk_size = answer.size,
+                            "package chunk larger than the connection allows: answered with chunks of chunk_size bytes"
+                        );
+                    }
+                    (CHUNK_SIZE_PROPERTY, answer.size.to_string())
+                });
                 let qos1 = self.response_qos(&topic);
-                self.spawn_publish(topic, Bytes::from(bytes), qos1);
+                let property = property.filter(|_| self.sink.is_v5());
+                self.spawn_publish_with(topic, Bytes::from(answer.bytes), qos1, property);
                 Outcome::Accepted
             }
             Err(e) => error(self, e.to_string()),
         }
     }
 
+    /// The largest chunk one PUBLISH with a topic of `topic_bytes` can carry on this
+    /// connection: within the server's `mqtt.max_packet_size` and the Maximum Packet Size the
+    /// device announced (MQTT 5), beside the topic, the header and a `chunk_size` user property.
+    fn max_chunk(&self, topic_bytes: usize) -> u64 {
+        let server = u64::from(self.state.config.mqtt.max_packet_size);
+        let device = self.peer_max_packet.get().map_or(u64::MAX, u64::from);
+        let property = if self.sink.is_v5() {
+            CHUNK_SIZE_PROPERTY_BYTES
+        } else {
+            0
+        };
+        server
+            .min(device)
+            .saturating_sub(topic_bytes as u64 + PUBLISH_OVERHEAD + property)
+    }
+
+    /// Remembers the chunk size of a request id (the oldest id is forgotten past
+    /// `MAX_CHUNK_REQUESTS`).
+    fn remember_chunk_size(&self, request: &str, size: u64) {
+        let mut sizes = self.chunk_sizes.borrow_mut();
+        sizes.retain(|(id, _)| id != request);
+        if sizes.len() >= MAX_CHUNK_REQUESTS {
+            sizes.pop_front();
+        }
+        sizes.push_back((request.to_owned(), size));
+    }
+
     /// The device answers a server-side RPC.
-    fn rpc_response(self: &Rc<Self>, id: &str, payload: Bytes) -> Outcome {
+    pub(super) fn rpc_response(self: &Rc<Self>, id: &str, payload: Bytes) -> Outcome {
         let Ok(id) = id.parse::<i32>() else {
             return Outcome::InvalidPayload(format!("RPC response id '{id}' is not an integer"));
         };
@@ -299,6 +343,7 @@ impl DeviceSession {
                 config.mqtt.max_packet_size,
                 config.mqtt.max_inflight,
                 &config.limits,
+                self.gateway().is_some(),
             );
             self.client_rpc_reply(id, Bytes::from(limits.to_string()));
             return Outcome::Accepted;

@@ -123,6 +123,9 @@ fn answer(
 ) -> Result<(), SessionError> {
     match outcome {
         Outcome::Accepted | Outcome::TopicInvalid => Ok(()),
+        // No reason code to say so: acknowledged, dropped and logged (ThingsBoard leaves the
+        // PUBACK out, and a QoS 1 client waits for ever).
+        Outcome::NotGateway => Ok(()),
         // The profile's "send PUBACK on PUBLISH message validation failure".
         Outcome::InvalidPayload(e) if qos1 && sess.settings.send_ack_on_validation_exception => {
             if let Some(suppressed) = INVALID_PAYLOAD_LOG.allow() {
@@ -197,7 +200,7 @@ pub async fn protocol(
             s.ack()
         }
         v3::ProtocolMessage::Ping(p) => {
-            sess.state.services.device_state.activity(&sess.device);
+            sess.ping();
             p.ack()
         }
         v3::ProtocolMessage::Disconnect(d) => d.ack(),

@@ -49,12 +49,14 @@ async fn answer_connect(
         certificate: tls::peer_certificate(hs.io()),
         chain: tls::peer_chain(hs.io()),
     };
+    let peer_max_packet = pkt.max_packet_size.map(std::num::NonZeroU32::get);
     let admission = session::admit(state, connect, Sink::V5(hs.sink())).await;
     let keep_alive = pkt.keep_alive;
     let client_id = pkt.client_id.to_string();
     match admission {
         Admission::Accepted(sess, rx, close) => {
             sess.slot.set(Some(slot));
+            sess.peer_max_packet.set(peer_max_packet);
             ntex_rt::spawn(downlink::run(Rc::downgrade(&sess), rx, close));
             // ntex-mqtt 9.0.0 maps keep-alive 0 to a 30 s idle timeout; MQTT says 0 means none.
             let idle = session::idle_timeout(keep_alive).unwrap_or(u16::MAX);
@@ -147,6 +149,8 @@ fn answer(
     match outcome {
         Outcome::Accepted => Ok(p.ack()),
         Outcome::TopicInvalid => Ok(PublishAck::new(PublishAckReason::TopicNameInvalid)),
+        Outcome::NotGateway => Ok(PublishAck::new(PublishAckReason::NotAuthorized)
+            .reason("the device is not a gateway".into())),
         Outcome::Unsupported(what) => {
             tracing::warn!(
                 topic = p.publish_topic(),
@@ -216,7 +220,7 @@ pub async fn protocol(
             s.ack()
         }
         v5::ProtocolMessage::Ping(p) => {
-            sess.state.services.device_state.activity(&sess.device);
+            sess.ping();
             p.ack()
         }
         v5::ProtocolMessage::Disconnect(d) => d.ack(),
