@@ -16,6 +16,7 @@ mod health;
 mod limits;
 mod metrics;
 mod observe;
+pub mod openapi;
 mod ota;
 mod paging;
 mod profile_save;
@@ -70,6 +71,7 @@ pub fn router(state: State) -> Router {
         .merge(rpc::routes())
         .merge(ota::routes())
         .merge(health::routes())
+        .merge(openapi::routes())
         .merge(metrics)
         .merge(ws::routes())
         .merge(rule_chains::routes())
