@@ -127,7 +127,7 @@ async fn get_metadata(
 async fn save_metadata(
     State(state): State<AppStateRef>,
     _admin: TenantAdmin,
-    Json(body): Json<Value>,
+    super::error::JsonBody(body): super::error::JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let engine = state.engine.clone();
     let id = tokio::task::spawn_blocking(move || engine.save_metadata(&body))
@@ -163,13 +163,17 @@ struct TestScript {
 async fn test_script(
     State(state): State<AppStateRef>,
     admin: TenantAdmin,
-    Json(body): Json<TestScript>,
-) -> Json<Value> {
+    super::error::JsonBody(body): super::error::JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let body: TestScript = serde_json::from_value(body)
+        .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}")))?;
     let data = match body.msg.as_deref().map(serde_json::from_str::<Value>) {
         None => Value::Object(Map::new()),
         Some(Ok(v)) => v,
         Some(Err(e)) => {
-            return Json(json!({"output": "", "error": format!("msg is not JSON: {e}")}));
+            return Ok(Json(
+                json!({"output": "", "error": format!("msg is not JSON: {e}")}),
+            ));
         }
     };
     let msg_type = MsgType::parse(body.msg_type.as_deref().unwrap_or("POST_TELEMETRY_REQUEST"));
@@ -182,8 +186,8 @@ async fn test_script(
     msg.metadata = body.metadata;
     let kind = body.script_type.as_deref().unwrap_or("update");
     match state.engine.test_script(&body.script, kind, &msg).await {
-        Ok(output) => Json(json!({"output": output, "error": ""})),
-        Err(error) => Json(json!({"output": "", "error": error})),
+        Ok(output) => Ok(Json(json!({"output": output, "error": ""}))),
+        Err(error) => Ok(Json(json!({"output": "", "error": error}))),
     }
 }
 
@@ -210,8 +214,10 @@ struct DryRun {
 async fn dry_run(
     State(state): State<AppStateRef>,
     admin: TenantAdmin,
-    Json(body): Json<DryRun>,
+    super::error::JsonBody(body): super::error::JsonBody,
 ) -> Result<Json<Value>, ApiError> {
+    let body: DryRun = serde_json::from_value(body)
+        .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}")))?;
     let device = own_device(&state, &admin, &body.device_id).await?;
     let chain = match body
         .rule_chain_id
