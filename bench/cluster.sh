@@ -8,10 +8,12 @@
 #           timed until every device received the push; RSS of both nodes during it.
 #   rpc     two-way RPC round trips REST -> device -> REST (bench/rpc_latency.py): REST and
 #           device on node A (local), then REST on A with the device on B (cross-node).
+#   ws      PUBLISH -> WebSocket update latency (bench/ws_latency.py, $WS_COUNT values): device and
+#           WebSocket on node A, then the device on node A and the WebSocket on node B.
 # Prints the RESULT / summary lines, stops everything it started and exits non-zero when a
 # scenario failed (a fan-out where not every device subscribed and received the value counts as
 # failed). Knobs (environment):
-#   DEVICES=10000 CONCURRENCY=64 RPC_CALLS=300 SCENARIOS="fanout rpc" REDIS_PORT=16399
+#   DEVICES=10000 CONCURRENCY=64 RPC_CALLS=300 WS_COUNT=500 SCENARIOS="fanout rpc" REDIS_PORT=16399
 #   MQTT_PORTS="18841 18842" HTTP_PORTS="18081 18082" PGHOST=127.0.0.1 PGUSER=postgres
 #   SKIP_BUILD=1 (use the binaries already built)   CARGO_TARGET_DIR (honoured)
 #   PYTHON (with requests and paho-mqtt; default: the acceptance virtualenv's, from tests/acceptance/venv)
@@ -24,6 +26,7 @@ cd "$(dirname "$0")/.."
 DEVICES=${DEVICES:-10000}
 CONCURRENCY=${CONCURRENCY:-64}
 RPC_CALLS=${RPC_CALLS:-300}
+WS_COUNT=${WS_COUNT:-500}
 SCENARIOS=${SCENARIOS:-fanout rpc}
 REDIS_PORT=${REDIS_PORT:-16399}
 read -r -a MQTT_PORTS <<<"${MQTT_PORTS:-18841 18842}"
@@ -50,13 +53,6 @@ REDIS_PID=""
 
 log() { echo "[$(date +%T)] $*" >&2; }
 
-healthy() { # PORT PID: the process we started is alive and its health says UP
-    if ! kill -0 "$2" 2>/dev/null; then
-        echo "the node (pid $2) exited during start-up; see $WORK" >&2
-        exit 1
-    fi
-    curl -fsS "http://127.0.0.1:$1/api/health" 2>/dev/null | grep -q '"status":"UP"'
-}
 redis_up() { redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; }
 
 cleanup() {
@@ -75,16 +71,9 @@ start_node() { # INDEX
     for port in "${MQTT_PORTS[$i]}" "${HTTP_PORTS[$i]}"; do
         port_free "$port" || { echo "port $port is in use (a node left over from an earlier run?)" >&2; exit 1; }
     done
-    FERROBOARD_MQTT_ADDR=127.0.0.1:${MQTT_PORTS[$i]} \
-        FERROBOARD_HTTP_ADDR=127.0.0.1:${HTTP_PORTS[$i]} \
-        FERROBOARD_DATABASE_URL="$URL" \
-        FERROBOARD_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
-        FERROBOARD_NODE_ID="$name" \
-        FERROBOARD_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
-        FERROBOARD_SYSADMIN_PASSWORD="$ADMIN_PASSWORD" \
-        "$FERROBOARD" serve >>"$WORK/$name.log" 2>&1 &
-    PIDS+=($!)
-    wait_until 60 "$name health UP" healthy "${HTTP_PORTS[$i]}" "${PIDS[-1]}"
+    MQTT_PORT=${MQTT_PORTS[$i]} HTTP_PORT=${HTTP_PORTS[$i]} fb_start "$URL" "$WORK/$name.log" \
+        FERROBOARD_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" FERROBOARD_NODE_ID="$name"
+    PIDS+=("$FB_PID")
     log "$name pid ${PIDS[-1]}: MQTT ${MQTT_PORTS[$i]}, HTTP ${HTTP_PORTS[$i]}"
 }
 
@@ -127,6 +116,14 @@ for scenario in $SCENARIOS; do
             "$PYTHON" bench/rpc_latency.py --http "http://127.0.0.1:${HTTP_PORTS[0]}" \
                 --mqtt-port "${MQTT_PORTS[0]}" --device-mqtt-port "${MQTT_PORTS[1]}" \
                 --password "$ADMIN_PASSWORD" --calls "$RPC_CALLS" || failed+=("rpc cross-node (exit $?)")
+            ;;
+        ws)
+            for ws_port in "${HTTP_PORTS[0]}" "${HTTP_PORTS[1]}"; do
+                log "ws: $WS_COUNT values published on node A, WebSocket on :$ws_port"
+                "$PYTHON" bench/ws_latency.py --http "http://127.0.0.1:${HTTP_PORTS[0]}" \
+                    --ws-http "http://127.0.0.1:$ws_port" --mqtt-port "${MQTT_PORTS[0]}" \
+                    --password "$ADMIN_PASSWORD" latency --count "$WS_COUNT" || failed+=("ws via :$ws_port (exit $?)")
+            done
             ;;
         *)
             echo "unknown scenario $scenario" >&2

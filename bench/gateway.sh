@@ -50,21 +50,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-start_ferroboard() {
-    wait_until 30 "ports free" eval "port_free $MQTT_PORT && port_free $HTTP_PORT"
-    FERROBOARD_MQTT_ADDR=127.0.0.1:$MQTT_PORT FERROBOARD_HTTP_ADDR=127.0.0.1:$HTTP_PORT \
-        FERROBOARD_DATABASE_URL="$DB" FERROBOARD_ADMIN_PASSWORD=$PASSWORD \
-        FERROBOARD_SYSADMIN_PASSWORD=$PASSWORD RUST_LOG=warn \
-        "$FERROBOARD" serve >>"$WORK/ferroboard.log" 2>&1 &
-    FB_PID=$!
-    wait_until 60 "ferroboard health UP" eval "curl -fs http://127.0.0.1:$HTTP_PORT/api/health | grep -q UP"
-}
-
-stop_ferroboard() {
-    kill -TERM "$FB_PID" 2>/dev/null || true
-    wait "$FB_PID" 2>/dev/null || true
-    FB_PID=""
-}
+ADMIN_PASSWORD=$PASSWORD
+start_ferroboard() { fb_start "$DB" "$WORK/ferroboard.log" RUST_LOG=warn; }
+stop_ferroboard() { fb_stop; }
 
 # The gateway device, over REST (its token is ${GW_PREFIX}0, as loadgen names device 0).
 create_gateway() {
@@ -110,4 +98,5 @@ for r in rows:
           f"{lat.get('p50', float('nan')):>8.2f} {lat.get('p99', float('nan')):>8.2f} "
           f"{(before or 0) / 1024:>9.1f}Mi {(peak or 0) / 1024:>8.1f}Mi {per:>11.2f}")
 PY
+cat "$WORK/results.jsonl"
 echo "raw results: $WORK/results.txt"

@@ -6,9 +6,11 @@ Usage (the acceptance virtualenv has requests and paho-mqtt; `tests/acceptance/v
 Creates one device through REST, connects it with paho-mqtt (MQTT 3.1.1, in-process thread that
 answers every RPC at once), then times `--calls` sequential POST /api/plugins/rpc/twoway calls.
 Give --device-mqtt-port to connect the device to another node (cross-node round trip).
+Also prints one line `RESULT {json}` (for bench/all.sh).
 """
 
 import argparse
+import json
 import statistics
 import sys
 import threading
@@ -69,6 +71,9 @@ def main() -> None:
     lat.sort()
     p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
     print(f"calls {len(lat)}  p50 {p(0.5):.2f} ms  p99 {p(0.99):.2f} ms  max {lat[-1]:.2f} ms  mean {statistics.mean(lat):.2f} ms")
+    cross = args.device_mqtt_port is not None and args.device_mqtt_port != args.mqtt_port
+    print("RESULT " + json.dumps({"mode": "rpc", "nodes": "two" if cross else "one", "calls": len(lat),
+                                  "p50_ms": p(0.5), "p99_ms": p(0.99), "max_ms": lat[-1]}), flush=True)
 
 
 if __name__ == "__main__":

@@ -44,45 +44,11 @@ LOADGEN=$TARGET_DIR/release/loadgen
 FERROBOARD=$TARGET_DIR/release/ferroboard
 
 log() { printf '\n### %s\n' "$*" >&2; }
-
-
-server_alive() { [[ -n "$FB_PID" ]] && kill -0 "$FB_PID" 2>/dev/null; }
-server_dead() { ! server_alive; }
-
-server_healthy() {
-    if ! server_alive; then
-        echo "ferroboard exited during start-up; log tail:" >&2
-        tail -n 30 "$WORK/ferroboard.log" >&2
-        exit 1
-    fi
-    curl -fsS "http://127.0.0.1:$HTTP_PORT/api/health" 2>/dev/null | grep -q '"status":"UP"'
-}
-
 start_ferroboard() { # DATABASE_URL
-    wait_until 30 "ports $MQTT_PORT/$HTTP_PORT to be free" eval "port_free $MQTT_PORT && port_free $HTTP_PORT"
-    echo "--- starting ferroboard on $1" >>"$WORK/ferroboard.log"
-    FERROBOARD_MQTT_ADDR=127.0.0.1:$MQTT_PORT \
-        FERROBOARD_HTTP_ADDR=127.0.0.1:$HTTP_PORT \
-        FERROBOARD_DATABASE_URL="$1" \
-        FERROBOARD_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
-        FERROBOARD_SYSADMIN_PASSWORD="$ADMIN_PASSWORD" \
-        "$FERROBOARD" serve >>"$WORK/ferroboard.log" 2>&1 &
-    FB_PID=$!
-    wait_until 60 "ferroboard health UP" server_healthy
+    fb_start "$1" "$WORK/ferroboard.log"
     echo "ferroboard pid $FB_PID on 127.0.0.1:$MQTT_PORT ($1)" >&2
 }
-
-stop_ferroboard() {
-    [[ -n "$FB_PID" ]] || return 0
-    if server_alive; then
-        kill -TERM "$FB_PID" 2>/dev/null || true
-        if ! wait_until 20 "ferroboard to exit" server_dead; then
-            kill -KILL "$FB_PID" 2>/dev/null || true
-        fi
-    fi
-    wait "$FB_PID" 2>/dev/null || true
-    FB_PID=""
-}
+stop_ferroboard() { fb_stop; }
 
 cleanup() {
     stop_ferroboard

@@ -39,10 +39,7 @@ BACKGROUND=()
 
 cleanup() {
     for pid in "${BACKGROUND[@]}"; do kill "$pid" 2>/dev/null || true; done
-    if [[ -n "$FB_PID" ]]; then
-        kill -TERM "$FB_PID" 2>/dev/null || true
-        wait "$FB_PID" 2>/dev/null || true
-    fi
+    fb_stop
     if [[ -n "$PG_DB" ]]; then dropdb -h "$PGHOST" -U "$PGUSER" --if-exists "$PG_DB" || true; fi
 }
 trap cleanup EXIT
@@ -63,14 +60,8 @@ case $BACKEND in
     *) echo "BACKEND must be sqlite or postgres" >&2; exit 2 ;;
 esac
 
-healthy() { curl -fsS "http://127.0.0.1:$HTTP_PORT/api/health" 2>/dev/null | grep -q '"status":"UP"'; }
-wait_until 30 "ports $MQTT_PORT/$HTTP_PORT to be free" eval "port_free $MQTT_PORT && port_free $HTTP_PORT"
-FERROBOARD_MQTT_ADDR=127.0.0.1:$MQTT_PORT FERROBOARD_HTTP_ADDR=127.0.0.1:$HTTP_PORT \
-    FERROBOARD_DATABASE_URL="$URL" FERROBOARD_ADMIN_PASSWORD="$PASSWORD" \
-    FERROBOARD_SYSADMIN_PASSWORD="$PASSWORD" \
-    "$FERROBOARD" serve >"$WORK/ferroboard.log" 2>&1 &
-FB_PID=$!
-wait_until 60 "ferroboard health UP" healthy
+ADMIN_PASSWORD=$PASSWORD
+fb_start "$URL" "$WORK/ferroboard.log"
 "$LOADGEN" --create-devices "$URL" --create-only --devices "$DEVICES" --token-prefix "$PREFIX"
 echo "soak: ferroboard pid $FB_PID on $URL for ${SOAK_SECONDS}s; work dir $WORK" >&2
 

@@ -59,22 +59,13 @@ pki() {
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
+ADMIN_PASSWORD=$PASSWORD MQTT_PORT=$FB_MQTT_PORT
 start_ferroboard() {
-    wait_until 30 "ferroboard ports free" eval "port_free $FB_PORT && port_free $FB_MQTT_PORT && port_free $HTTP_PORT"
-    FERROBOARD_MQTT_ADDR=127.0.0.1:$FB_MQTT_PORT FERROBOARD_HTTP_ADDR=127.0.0.1:$HTTP_PORT \
-        FERROBOARD_MQTTS_ADDR=127.0.0.1:$FB_PORT FERROBOARD_TLS_CERT=$WORK/server.pem \
-        FERROBOARD_TLS_KEY=$WORK/server.key FERROBOARD_DATABASE_URL="sqlite://$WORK/fb.db" \
-        FERROBOARD_ADMIN_PASSWORD=$PASSWORD FERROBOARD_SYSADMIN_PASSWORD=$PASSWORD \
-        "$FERROBOARD" serve >>"$WORK/ferroboard.log" 2>&1 &
-    FB_PID=$!
-    wait_until 60 "ferroboard health UP" eval "curl -fs http://127.0.0.1:$HTTP_PORT/api/health | grep -q UP"
+    wait_until 30 "port $FB_PORT free" port_free "$FB_PORT"
+    fb_start "sqlite://$WORK/fb.db" "$WORK/ferroboard.log" FERROBOARD_MQTTS_ADDR="127.0.0.1:$FB_PORT" \
+        FERROBOARD_TLS_CERT="$WORK/server.pem" FERROBOARD_TLS_KEY="$WORK/server.key"
 }
-
-stop_ferroboard() {
-    kill -TERM "$FB_PID" 2>/dev/null || true
-    wait "$FB_PID" 2>/dev/null || true
-    FB_PID=""
-}
+stop_ferroboard() { fb_stop; }
 
 start_mosquitto() {
     cat >"$WORK/mosquitto.conf" <<CONF

@@ -10,7 +10,10 @@ latency: one device (paho-mqtt, MQTT 3.1.1, QoS 1) publishes {"seq": n} one at a
   of another node to measure across nodes (the device on --mqtt-port, the browser on the other node).
 fanout: --subscribers WebSocket clients (one thread each) subscribe to the same device; the device publishes
   --rate values a second for --duration seconds (QoS 0); reports per-subscriber delivery, closed clients and
-  the p99 latency of delivered updates. Raise --subscribers until delivery drops below 100 % or clients close.
+  the p99 latency of delivered updates. --subscribers takes a comma-separated list (e.g. 10,50,100,200):
+  the steps run in order, each with fresh clients, and the sweep stops after the first step where a
+  subscriber missed updates, a client was closed, or the p99 exceeded --lag-ms (delivery lags).
+Each run also prints one line `RESULT {json}` per measurement (for bench/all.sh).
 """
 
 import argparse
@@ -71,9 +74,24 @@ def latency(args):
         lat.append((time.perf_counter() - t) * 1000)
     client.loop_stop()
     print(f"updates {len(lat)}  p50 {pct(lat, 0.5):.2f} ms  p99 {pct(lat, 0.99):.2f} ms  max {max(lat):.2f} ms")
+    nodes = "two" if args.ws_http and args.ws_http != args.http else "one"
+    result({"mode": "ws-latency", "nodes": nodes, "updates": len(lat), "p50_ms": pct(lat, 0.5),
+            "p99_ms": pct(lat, 0.99), "max_ms": max(lat)})
+
+
+def result(fields):
+    print("RESULT " + json.dumps(fields), flush=True)
 
 
 def fanout(args):
+    for subscribers in args.subscribers:
+        ok = fanout_step(args, subscribers)
+        if not ok:
+            break
+
+
+def fanout_step(args, subscribers):
+    """One step of the sweep; False once delivery drops, lags or a client is closed."""
     jwt, device, client = setup(args)
     sent_at = {}
     results = []
@@ -99,7 +117,7 @@ def fanout(args):
         with lock:
             results.append((got, closed, lat))
 
-    sockets = [subscribe(args, jwt, device) for _ in range(args.subscribers)]
+    sockets = [subscribe(args, jwt, device) for _ in range(subscribers)]
     threads = [threading.Thread(target=reader, args=(ws,), daemon=True) for ws in sockets]
     for t in threads:
         t.start()
@@ -118,12 +136,25 @@ def fanout(args):
     for t in threads:
         t.join()
     client.loop_stop()
+    client.disconnect()
+    for ws in sockets:
+        try:
+            ws.close()
+        except Exception:
+            pass
     got = [r[0] for r in results]
     closed = sum(1 for r in results if r[1])
     lat = [x for r in results for x in r[2]]
-    print(f"subscribers {args.subscribers}  published {total} in {elapsed:.1f} s ({total / elapsed:.0f}/s)  "
+    print(f"subscribers {subscribers}  published {total} in {elapsed:.1f} s ({total / elapsed:.0f}/s)  "
           f"delivered min {min(got) / total:.1%} avg {sum(got) / len(got) / total:.1%}  closed {closed}  "
-          f"p50 {pct(lat, 0.5):.1f} ms  p99 {pct(lat, 0.99):.1f} ms")
+          f"p50 {pct(lat, 0.5):.1f} ms  p99 {pct(lat, 0.99):.1f} ms", flush=True)
+    p99 = pct(lat, 0.99)
+    ok = min(got) >= total and closed == 0 and p99 <= args.lag_ms
+    result({"mode": "ws-fanout", "subscribers": subscribers, "rate": args.rate, "published": total,
+            "publish_rate": total / elapsed, "delivered_min": min(got) / total,
+            "delivered_avg": sum(got) / len(got) / total, "closed": closed, "p50_ms": pct(lat, 0.5),
+            "p99_ms": p99, "ok": ok})
+    return ok
 
 
 def main() -> None:
@@ -136,7 +167,10 @@ def main() -> None:
     lat = sub.add_parser("latency")
     lat.add_argument("--count", type=int, default=500)
     fan = sub.add_parser("fanout")
-    fan.add_argument("--subscribers", type=int, default=50)
+    fan.add_argument("--subscribers", type=lambda v: [int(x) for x in v.split(",")], default=[50],
+                     help="subscriber count, or a comma-separated sweep")
+    fan.add_argument("--lag-ms", type=float, default=1000.0,
+                     help="a step whose p99 exceeds this counts as lagging and ends the sweep")
     fan.add_argument("--rate", type=float, default=1000)
     fan.add_argument("--duration", type=float, default=10)
     args = ap.parse_args()
