@@ -12,6 +12,7 @@ import os
 import re
 import statistics
 import sys
+import textwrap
 from collections import OrderedDict, defaultdict
 
 ORDER = ["sqlite", "postgres", "mosquitto", "rumqttd", "sqlite-otlp", "ferroboard-2-nodes", "gateway", "direct"]
@@ -43,8 +44,15 @@ def param_key(param):
     return (int(m.group()) if m else 0, param)
 
 
+def failed(record):
+    """A load run in which nothing was acknowledged in the window (server stalled or not reached)."""
+    return record.get("mode") == "publish" and record.get("qos") == 1 and not record.get("measured_acked")
+
+
 class Part:
     def __init__(self, records):
+        self.failed = [r for r in records if failed(r)]
+        records = [r for r in records if not failed(r)]
         self.records = records
         self.params = sorted({r["param"] for r in records}, key=param_key)
         systems = {r["system"] for r in records}
@@ -134,6 +142,10 @@ def markdown(run, parts):
         part = parts[name]
         out += ["", f"## {title}", "", part.load(), ""]
         out += drop_empty_rows(table(part, rows, header))
+        if part.failed:
+            out += ["", f"Left out of the figures: {len(part.failed)} run(s) in which nothing was acknowledged "
+                        "inside the window (" + ", ".join(f"{NAMES.get(r['system'], r['system'])} {r['param']} "
+                                                         f"round {r['round']}" for r in part.failed) + ")."]
         if name == "throughput" and "mosquitto" in part.systems:
             out += ["", "Ratio to Mosquitto (medians): " + "; ".join(
                 f"{param} {NAMES[s]} {part.stat(param, s, 'msg_per_s')[0] / part.stat(param, 'mosquitto', 'msg_per_s')[0]:.2f}×"
@@ -177,7 +189,7 @@ def plot(parts, path):
             if stats:
                 ax.bar(xs, [st[0] for st in stats], width, yerr=errs(stats), capsize=3, label=NAMES.get(s, s))
         ax.set_xticks([j + width * (len(part.systems) - 1) / 2 for j in range(len(part.params))])
-        ax.set_xticklabels(part.params, fontsize=8)
+        ax.set_xticklabels([textwrap.fill(p, 16) for p in part.params], fontsize=7)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7)
@@ -217,9 +229,10 @@ def plot(parts, path):
             if sub.records:
                 bars(ax, sub, "p99_ms", "Two nodes: RPC and WebSocket p99", "ms")
             fan = [r for r in part.records if get(r, "all_received_secs") is not None]
-            if fan:
-                ax.set_title(ax.get_title() + "\nfan-out: " + ", ".join(
-                    f"{r['param']} {r['all_received_secs']:.2f} s" for r in fan[:3]), fontsize=9)
+            for param in sorted({r["param"] for r in fan}):
+                secs = [r["all_received_secs"] for r in fan if r["param"] == param]
+                ax.set_title(ax.get_title() + f"\n{param}: all received after {statistics.median(secs):.2f} s "
+                             f"(median of {len(secs)})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True
