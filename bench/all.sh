@@ -442,7 +442,7 @@ part_cluster() {
             timeout 900 bench/cluster.sh >"$out" 2>"$WORK/cluster-$round.err" || log "cluster round $round: failed (see $WORK/cluster-$round.err)"
         { grep '^RESULT ' "$out" || true; } | sed 's/^RESULT //' | while read -r line; do
             local param
-            param=$(jq -r 'if .mode == "fanout" then "fanout to \(.subscribed) devices"
+            param=$(jq -r 'if .mode == "fanout" then "fanout to \(.devices) devices"
                 else "\(if .mode == "rpc" then "RPC round trip" else "PUBLISH -> WebSocket" end), \(if .nodes == "two" then "across nodes" else "one node" end)" end' <<<"$line")
             record cluster ferroboard-2-nodes "$param" "$round" "$line"
             log "cluster round $round: $param: $(jq -c 'with_entries(select(.value | type != "object" and type != "array"))' <<<"$line" | cut -c1-240)"

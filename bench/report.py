@@ -109,7 +109,7 @@ SECTIONS = OrderedDict([
     ("start", ("Start to healthy, ms (ferroboard: /api/health/ready UP; brokers: port open)", "case",
                [("", "ms", 0, " ms")])),
     ("cluster", ("Two nodes (PostgreSQL, Redis)", "measurement",
-                 [("all received", "all_received_secs", 3, " s"), ("REST phase", "rest_secs", 3, " s"),
+                 [("subscribed", "subscribed", 0, ""), ("all received", "all_received_secs", 3, " s"), ("REST phase", "rest_secs", 3, " s"),
                   ("arrival p99 since first POST", "arrival_since_start_ms.p99", 1, " ms"),
                   ("p50", "p50_ms", 2, " ms"), ("p99", "p99_ms", 2, " ms")])),
     ("ws", ("WebSocket live updates, one node (SQLite)", "measurement",
