@@ -23,7 +23,7 @@
 #   tracing     ferroboard (SQLite) QoS 1 msg/s with trace export off and on (OTLP/HTTP to a local
 #               sink that discards what it receives), alternating
 #   gateway     bench/gateway.sh: one gateway with GW_SUBS devices behind it against GW_SUBS devices
-# Knobs (environment; QUICK=1 makes every default small for a ~10-minute run):
+# Knobs (environment; QUICK=1 makes every default small for a short run):
 #   PARTS SYSTEMS ROUNDS=3 DEVICES=1000 INFLIGHT=4 WARMUP=3 DURATION=10 KEYS_LIST="1 3"
 #   RATES="5000 10000 20000" IDLE_COUNTS="1000 10000 50000" IDLE_SECONDS=5 CONNECT_RATE=4000
 #   ROWS="1000000 10000000" (ROWS_BIG=1 appends 50000000)  CLUSTER_DEVICES=10000 RPC_CALLS=300
@@ -99,7 +99,6 @@ WORK=$(mktemp -d /tmp/fb-all.XXXXXX)
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 FB_PID="" BROKER_PID="" SINK_PID=""
-PG_DBS=()
 
 log() { echo "[$(date -u +%T)] $*" >&2; }
 
@@ -114,7 +113,10 @@ stop_all() {
 cleanup() {
     stop_all
     if [[ -n "$SINK_PID" ]]; then kill "$SINK_PID" 2>/dev/null || true; fi
-    for db in "${PG_DBS[@]}"; do dropdb -h "$PGHOST" -U "$PGUSER" --if-exists "$db" 2>/dev/null || true; done
+    # db_url runs in command substitutions, so its databases are found by their suffix
+    for db in $(psql -h "$PGHOST" -U "$PGUSER" -d postgres -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'fb\_%\_$$'" 2>/dev/null); do
+        dropdb -h "$PGHOST" -U "$PGUSER" --if-exists "$db" 2>/dev/null || true
+    done
     rm -f "$WORK"/*.db "$WORK"/*.db-wal "$WORK"/*.db-shm
     log "logs in $WORK; results in $OUT"
 }
@@ -176,7 +178,6 @@ db_url() { # BACKEND NAME: a fresh database URL
         postgres)
             local db=fb_${2}_$$
             createdb -h "$PGHOST" -U "$PGUSER" "$db"
-            PG_DBS+=("$db")
             echo "postgres://$PGUSER@$PGHOST/$db"
             ;;
     esac
