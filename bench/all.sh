@@ -195,44 +195,6 @@ ensure_db() { # SYSTEM
     fb_stop
 }
 
-# --- brokers
-start_broker() { # SYSTEM PORT
-    local port=$2
-    wait_until 30 "port $port free" port_free "$port"
-    case $1 in
-        mosquitto)
-            printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\n' "$port" >"$WORK/mosquitto.conf"
-            mosquitto -c "$WORK/mosquitto.conf" >>"$WORK/mosquitto.log" 2>&1 &
-            ;;
-        rumqttd)
-            rumqttd_config "$port" >"$WORK/rumqttd.toml"
-            "$RUMQTTD" -q --config "$WORK/rumqttd.toml" >>"$WORK/rumqttd.log" 2>&1 &
-            ;;
-    esac
-    BROKER_PID=$!
-    wait_until 30 "$1 listening on $port" eval "! port_free $port"
-}
-rumqttd_config() { # PORT: a v4 (MQTT 3.1.1) listener, no persistence, limits above the benchmark's
-    cat <<TOML
-id = 0
-[router]
-id = 0
-max_connections = 100000
-max_outgoing_packet_count = 200
-max_segment_size = 104857600
-max_segment_count = 10
-[v4.1]
-name = "v4-1"
-listen = "127.0.0.1:$1"
-next_connection_delay_ms = 0
-[v4.1.connections]
-connection_timeout_ms = 60000
-max_payload_size = 20480
-max_inflight_count = 100
-dynamic_filters = true
-TOML
-}
-
 # start_system SYSTEM [VAR=VALUE...]: sets SYS_PID, SYS_PORT, SYS_TOPIC.
 start_system() {
     local s=$1
