@@ -9,6 +9,8 @@ mod attributes;
 mod auth;
 #[path = "api/claiming.rs"]
 mod claiming;
+#[path = "api/console.rs"]
+mod console;
 #[path = "api/devices.rs"]
 mod devices;
 #[path = "api/hostile.rs"]

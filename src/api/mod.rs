@@ -5,6 +5,7 @@ mod activation;
 mod attributes;
 pub mod auth;
 mod auth_routes;
+mod console;
 mod credentials;
 mod customer_devices;
 mod customers;
@@ -36,8 +37,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
 
 use crate::state::AppState;
 use error::{ApiError, ITEM_NOT_FOUND_MSG};
@@ -53,7 +53,7 @@ pub fn router(state: State) -> Router {
         Router::new()
     };
     Router::new()
-        .route("/", get(index))
+        .merge(console::routes())
         .merge(auth_routes::routes())
         .merge(users::routes())
         .merge(activation::routes())
@@ -91,10 +91,6 @@ pub fn router(state: State) -> Router {
 /// The router of the separate metrics listener (`[metrics] addr`): `GET /metrics` only.
 pub fn metrics_router(state: State) -> Router {
     metrics::routes().fallback(not_found).with_state(state)
-}
-
-async fn index() -> Html<&'static str> {
-    Html(include_str!("../../web/index.html"))
 }
 
 async fn not_found() -> ApiError {

@@ -129,6 +129,7 @@ pub const OPERATIONS: &[Operation] = &[
     op(Get, "/api/ws", "websocket", "WebSocket telemetry subscriptions (upgrade)", Auth::None),
     op(Get, "/api/ws/plugins/telemetry", "websocket", "WebSocket telemetry subscriptions, legacy path (upgrade)", Auth::None),
     op(Get, "/api/ruleChains", "rule-chain", "List rule chains (paged)", Auth::Jwt),
+    op(Get, "/api/ruleChains/status", "rule-chain", "When and how the running chains were activated", Auth::Jwt),
     op(Get, "/api/ruleChain/{id}", "rule-chain", "Get rule chain", Auth::Jwt),
     op(Get, "/api/ruleChain/{id}/metadata", "rule-chain", "Get rule chain metadata", Auth::Jwt),
     op(Post, "/api/ruleChain/metadata", "rule-chain", "Save rule chain metadata (writes the rules directory)", Auth::Jwt),
@@ -140,6 +141,7 @@ pub const OPERATIONS: &[Operation] = &[
     op(Get, "/api/ruleNode/{id}/debugIn", "rule-chain", "Last debug input of a rule node", Auth::Jwt),
     op(Get, "/metrics", "metrics", "Prometheus metrics", Auth::None),
     op(Get, "/", "web", "Web console page", Auth::None),
+    op(Get, "/console/{asset}", "web", "Web console asset (embedded)", Auth::None),
     op(Post, "/api/otaPackage", "ota", "Save info", Auth::Jwt),
     op(Post, "/api/otaPackage/{otaPackageId}", "ota", "Upload", Auth::Jwt),
     op(Get, "/api/otaPackage/{otaPackageId}", "ota", "Get OTA package", Auth::Jwt),
@@ -255,6 +257,7 @@ fn operation(o: &Operation) -> utoipa::openapi::path::Operation {
     let content_type = match o.path {
         "/" | "/swagger-ui.html" => "text/html",
         "/metrics" => "text/plain",
+        "/console/{asset}" => "*/*",
         p if p.ends_with("/download") || p.ends_with("/firmware") || p.ends_with("/software") => {
             "application/octet-stream"
         }

@@ -22,6 +22,7 @@ const MAX_DRY_RUN_MESSAGES: usize = 100;
 pub fn routes() -> Router<AppStateRef> {
     Router::new()
         .route("/api/ruleChains", get(list))
+        .route("/api/ruleChains/status", get(status))
         .route("/api/ruleChain/{id}", get(get_chain))
         .route("/api/ruleChain/{id}/metadata", get(get_metadata))
         .route("/api/ruleChain/metadata", post(save_metadata))
@@ -90,6 +91,14 @@ async fn list(
         }
     }
     Ok(Json(page_of(items, &params)?))
+}
+
+/// When and how the running chains were activated, and the last failed reload since.
+async fn status(
+    State(state): State<AppStateRef>,
+    _admin: TenantAdmin,
+) -> Json<crate::engine::status::ReloadStatus> {
+    Json(state.engine.status.get())
 }
 
 fn unknown(id: uuid::Uuid) -> ApiError {

@@ -69,7 +69,7 @@ impl Engine {
         for (node, failures, until) in candidate.debug {
             self.debug.configure(node, failures, until);
         }
-        self.activate(chains, "saved over REST");
+        self.activate(chains, super::SAVED_OVER_REST);
         Ok(id)
     }
 

@@ -15,6 +15,7 @@ mod nodes;
 mod process_tests;
 pub mod recent;
 mod script;
+pub mod status;
 pub mod tb_json;
 #[cfg(test)]
 mod testing;
@@ -112,6 +113,9 @@ impl From<ScriptLimits> for EngineOptions {
     }
 }
 
+/// How `activate` names a save over REST.
+const SAVED_OVER_REST: &str = "saved over REST";
+
 /// The running rule engine. The active chains are swapped whole on reload; a message keeps the
 /// chains it started with.
 pub struct Engine {
@@ -125,6 +129,8 @@ pub struct Engine {
     pub recent: recent::RecentMessages,
     /// One save at a time.
     saving: std::sync::Mutex<()>,
+    /// When and how the running chains were activated.
+    pub status: status::Status,
 }
 
 impl Engine {
@@ -135,6 +141,7 @@ impl Engine {
         let debug = debug::DebugRegistry::new(options.debug_max_events, options.debug_max_minutes);
         let overlay = BTreeMap::new();
         let chains = loader::load(&loader::Source::new(dir, &overlay), &sandbox, &debug)?;
+        let status = status::Status::new(chains.summary());
         Ok(Self {
             active: RwLock::new(Arc::new(chains)),
             sandbox,
@@ -146,6 +153,7 @@ impl Engine {
                 options.recorded_devices,
             ),
             saving: std::sync::Mutex::new(()),
+            status,
         })
     }
 
@@ -161,6 +169,8 @@ impl Engine {
     /// Swaps in chains loaded already.
     fn activate(&self, chains: Chains, what: &str) {
         let summary = chains.summary();
+        self.status
+            .activated(what, summary.clone(), what == SAVED_OVER_REST);
         *self.active.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(chains);
         self.generation.send_modify(|g| *g += 1);
         tracing::info!(dir = %self.dir.display(), "rules {what} ({summary})");
@@ -195,7 +205,8 @@ impl Engine {
             &loader::Source::new(dir, &overlay),
             &self.sandbox,
             &self.debug,
-        )?;
+        )
+        .inspect_err(|e| self.status.failed(&e.0))?;
         self.activate(chains, "reloaded");
         Ok(())
     }

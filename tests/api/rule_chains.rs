@@ -296,4 +296,57 @@ async fn test_script(app: &TestApp) {
     );
 }
 
-crate::both_backends!(chains_and_saves, test_script);
+/// `GET /api/ruleChains/status`: how the running chains came to run, the last save over REST,
+/// and a reload of an invalid directory reported while the chains it did not replace keep running.
+async fn reload_status(app: &TestApp) {
+    let api = Api::tenant(app).await;
+    let status = api.get("/api/ruleChains/status").await.ok();
+    assert_eq!(status["activatedBy"], "loaded", "{status}");
+    assert_eq!(status["generation"], 0, "{status}");
+    assert_eq!(status["lastSavedAt"], Value::Null, "{status}");
+    assert_eq!(status["lastError"], Value::Null, "{status}");
+    assert!(
+        status["activatedAt"].as_i64().is_some_and(|t| t > 0),
+        "{status}"
+    );
+
+    let chain = root_chain(&api).await;
+    let id = chain["id"]["id"].as_str().expect("id");
+    let meta = api.get(&format!("/api/ruleChain/{id}/metadata")).await.ok();
+    api.post("/api/ruleChain/metadata", meta).await.ok();
+    let saved = api.get("/api/ruleChains/status").await.ok();
+    assert!(saved["lastSavedAt"].as_i64().is_some(), "{saved}");
+    assert!(
+        saved["generation"].as_u64().is_some_and(|g| g >= 1),
+        "{saved}"
+    );
+
+    std::fs::write(
+        app.dir.path().join("rules/broken.chain.toml"),
+        "name = \"Broken\"\nentry = \"nowhere\"\n",
+    )
+    .expect("write");
+    let failed = eventually("the failed reload in the status", WAIT, || async {
+        let s = api.get("/api/ruleChains/status").await.ok();
+        (!s["lastError"].is_null()).then_some(s)
+    })
+    .await;
+    let errors = failed["lastError"]["errors"].as_array().expect("errors");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.as_str().is_some_and(|e| e.contains("broken.chain.toml"))),
+        "{failed}"
+    );
+    assert_eq!(failed["lastSavedAt"], saved["lastSavedAt"], "{failed}");
+    assert_eq!(
+        failed["summary"], saved["summary"],
+        "the running chains stay"
+    );
+    let anonymous = reqwest::get(format!("{}/api/ruleChains/status", app.http))
+        .await
+        .expect("status");
+    assert_eq!(anonymous.status(), 401);
+}
+
+crate::both_backends!(chains_and_saves, test_script, reload_status);
