@@ -1,18 +1,21 @@
 //! The group-commit writer: writes from many messages and sessions share one transaction.
 //!
 //! Callers hand a message's writes over a bounded queue and await the commit of the batch that
-//! took them; a batch closes when it holds `max_points` values or `window` has passed since its
-//! first request. A full queue makes callers wait, which is how storage back-pressure reaches
-//! sessions.
+//! took them. The next batch is collected while the current one commits; a batch closes when it
+//! holds `max_points` values, or when nothing is committing and the queue is empty (see `run`).
+//! A full queue makes callers wait, which is how storage back-pressure reaches sessions.
 //!
 //! One message's data never fails another's: writes are checked before they join a batch, and a
 //! batch whose commit fails while the database answers is committed again in halves, down to
 //! single messages, so only the message whose own data the database refuses gets an error
 //! (`Invalid`, never worth re-sending).
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::{DynStore, Result, StorageError, WriteOp};
 
@@ -20,7 +23,8 @@ use super::{DynStore, Result, StorageError, WriteOp};
 pub struct BatchConfig {
     /// Values (points or attributes) per transaction, at most.
     pub max_points: usize,
-    /// How long a batch waits for company after its first request.
+    /// How long a batch keeps taking requests that keep arriving while nothing is committing
+    /// (it never waits on an empty queue).
     pub window: Duration,
     /// Requests waiting for a batch, at most.
     pub queue: usize,
@@ -48,6 +52,7 @@ struct Request {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Request>,
+    commits: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -59,8 +64,14 @@ impl Writer {
         stop: tokio_util::sync::CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let task = tokio::spawn(run(store, config, rx, stop));
-        (Self { tx }, task)
+        let commits = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(run(store, config, rx, stop, commits.clone()));
+        (Self { tx, commits }, task)
+    }
+
+    /// Batches handed to a commit so far.
+    pub fn batches(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Write requests waiting for the writer now.
@@ -97,12 +108,44 @@ fn points(ops: &[WriteOp]) -> usize {
         .sum()
 }
 
+/// The requests of one batch and how many values they carry.
+struct Batch {
+    requests: Vec<Request>,
+    size: usize,
+}
+
+impl Batch {
+    fn push(&mut self, req: Request) {
+        self.size += points(&req.ops);
+        self.requests.push(req);
+    }
+
+    /// Takes what is queued now, up to `max_points`; returns how many requests it took.
+    fn drain(&mut self, rx: &mut mpsc::Receiver<Request>, max_points: usize) -> usize {
+        let mut taken = 0;
+        while self.size < max_points {
+            let Ok(req) = rx.try_recv() else { break };
+            self.push(req);
+            taken += 1;
+        }
+        taken
+    }
+}
+
+/// Collects batches and hands each to a commit task of its own, one commit at a time: batch N+1
+/// is collected while batch N commits, and is handed over as soon as N is done. A batch closes
+/// when it is full, or when nothing is committing and the queue is empty (a request that finds
+/// the writer idle is committed at once; `window` only bounds how long a batch keeps taking
+/// requests that keep arriving). One commit at a time keeps the order of writes to one key: a
+/// later batch never commits before an earlier one, retries of a failed batch included.
 async fn run(
     store: DynStore,
     config: BatchConfig,
     mut rx: mpsc::Receiver<Request>,
     stop: tokio_util::sync::CancellationToken,
+    commits: Arc<AtomicU64>,
 ) {
+    let mut committing: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let first = tokio::select! {
             req = rx.recv() => req,
@@ -112,50 +155,88 @@ async fn run(
             }
         };
         let Some(first) = first else { break };
-        let deadline = tokio::time::Instant::now() + config.window;
-        let mut size = points(&first.ops);
-        let mut batch = vec![first];
-        while size < config.max_points {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(req)) => {
-                    size += points(&req.ops);
-                    batch.push(req);
+        let deadline = Instant::now() + config.window;
+        let mut batch = Batch {
+            requests: Vec::new(),
+            size: 0,
+        };
+        batch.push(first);
+        loop {
+            let taken = batch.drain(&mut rx, config.max_points);
+            if batch.size >= config.max_points {
+                break;
+            }
+            match committing.as_mut() {
+                Some(task) if !task.is_finished() => {
+                    // The previous batch still commits: this one cannot go sooner, so it takes
+                    // what arrives meanwhile.
+                    tokio::select! {
+                        biased;
+                        _ = task => committing = None,
+                        req = rx.recv() => match req {
+                            Some(req) => batch.push(req),
+                            None => break,
+                        },
+                    }
                 }
-                Ok(None) | Err(_) => break,
+                _ => {
+                    committing = None;
+                    if taken == 0 || Instant::now() >= deadline {
+                        break;
+                    }
+                    // Requests are still arriving: let the tasks sending them run once.
+                    tokio::task::yield_now().await;
+                }
             }
         }
-        // The requests' ops one after the other; request i owns ops[bounds[i]..bounds[i + 1]].
-        let mut bounds = Vec::with_capacity(batch.len() + 1);
-        let mut ops: Vec<WriteOp> = Vec::new();
-        for r in &mut batch {
-            bounds.push(ops.len());
-            ops.append(&mut r.ops);
+        if let Some(task) = committing.take() {
+            let _ = task.await;
         }
+        commits.fetch_add(1, Ordering::Relaxed);
+        let store = store.clone();
+        committing = Some(tokio::spawn(
+            async move { commit_batch(&store, batch).await },
+        ));
+    }
+    if let Some(task) = committing {
+        let _ = task.await;
+    }
+}
+
+/// Commits one batch and answers each of its requests.
+async fn commit_batch(store: &DynStore, batch: Batch) {
+    let Batch { mut requests, size } = batch;
+    // The requests' ops one after the other; request i owns ops[bounds[i]..bounds[i + 1]].
+    let mut bounds = Vec::with_capacity(requests.len() + 1);
+    let mut ops: Vec<WriteOp> = Vec::with_capacity(requests.len());
+    for r in &mut requests {
         bounds.push(ops.len());
-        let started = Instant::now();
-        // One span per traced message in the batch, open for the commit (none allocated otherwise).
-        let spans: Vec<tracing::Span> = batch
-            .iter()
-            .filter_map(|r| r.span.as_ref())
-            .map(|parent| {
-                tracing::info_span!(
-                    target: crate::observability::trace::TARGET,
-                    parent: parent,
-                    "storage.commit",
-                    batch.requests = batch.len(),
-                    batch.points = size,
-                )
-            })
-            .collect();
-        let results = commit_isolating(&store, &ops, &bounds).await;
-        drop(spans);
-        metrics::histogram!("ferroboard_storage_batch_points").record(size as f64);
-        metrics::histogram!("ferroboard_storage_batch_requests").record(batch.len() as f64);
-        metrics::histogram!("ferroboard_storage_commit_seconds")
-            .record(started.elapsed().as_secs_f64());
-        for (req, result) in batch.into_iter().zip(results) {
-            let _ = req.done.send(result);
-        }
+        ops.append(&mut r.ops);
+    }
+    bounds.push(ops.len());
+    let started = std::time::Instant::now();
+    // One span per traced message in the batch, open for the commit (none allocated otherwise).
+    let spans: Vec<tracing::Span> = requests
+        .iter()
+        .filter_map(|r| r.span.as_ref())
+        .map(|parent| {
+            tracing::info_span!(
+                target: crate::observability::trace::TARGET,
+                parent: parent,
+                "storage.commit",
+                batch.requests = requests.len(),
+                batch.points = size,
+            )
+        })
+        .collect();
+    let results = commit_isolating(store, &ops, &bounds).await;
+    drop(spans);
+    metrics::histogram!("ferroboard_storage_batch_points").record(size as f64);
+    metrics::histogram!("ferroboard_storage_batch_requests").record(requests.len() as f64);
+    metrics::histogram!("ferroboard_storage_commit_seconds")
+        .record(started.elapsed().as_secs_f64());
+    for (req, result) in requests.into_iter().zip(results) {
+        let _ = req.done.send(result);
     }
 }
 

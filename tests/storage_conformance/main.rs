@@ -1,6 +1,7 @@
 //! Storage conformance: one suite of cases, run against SQLite (`sqlite::*`) and PostgreSQL
 //! (`postgres::*`), each on a fresh database. Cases live in `accounts`, `sessions`, `devices`,
-//! `profiles`, `attributes`, `telemetry`, `retention`, `rpc`, `tenancy`, `ota` and `isolation` (the group-commit writer).
+//! `profiles`, `attributes`, `telemetry`, `retention`, `rpc`, `tenancy`, `ota`, `isolation` (the group-commit writer's
+//! one-message-never-fails-another) and `writer` (its order and pipeline).
 
 mod accounts;
 mod attributes;
@@ -16,6 +17,7 @@ mod rpc;
 mod sessions;
 mod telemetry;
 mod tenancy;
+mod writer;
 
 use ferroboard::config::StorageConfig;
 use ferroboard::domain::KvValue;

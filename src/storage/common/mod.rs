@@ -120,15 +120,6 @@ pub(crate) struct PointRow<'a> {
     pub expires_at: Option<i64>,
 }
 
-/// The two time-series tables a batch writes points to.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum PointTable {
-    /// `ts_kv`: every point.
-    History,
-    /// `ts_kv_latest`: the newest point per key, kept when newer than the stored one.
-    Latest,
-}
-
 /// One attribute row to write.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AttrRow<'a> {
@@ -149,6 +140,18 @@ pub(crate) struct Coalesced<'a> {
     pub latest: Vec<PointRow<'a>>,
     /// One row per (entity, scope, key); the last write in the batch wins.
     pub attrs: Vec<AttrRow<'a>>,
+}
+
+impl Coalesced<'_> {
+    /// For each of `points`, whether it is the newest of its (entity, key) in the batch, i.e.
+    /// one of `latest`.
+    pub fn latest_flags(&self) -> impl Iterator<Item = bool> + '_ {
+        let ps = &self.points;
+        (0..ps.len()).map(move |i| {
+            ps.get(i + 1)
+                .is_none_or(|next| (next.entity, next.key_id) != (ps[i].entity, ps[i].key_id))
+        })
+    }
 }
 
 /// Coalesces a batch. Every time-series key must already be in `keys`.
@@ -457,6 +460,14 @@ mod tests {
             latest,
             vec![(1, 20, KvValue::Long(3)), (2, 5, KvValue::Long(4))]
         );
+        let flagged: Vec<_> = c
+            .points
+            .iter()
+            .zip(c.latest_flags())
+            .filter(|(_, newest)| *newest)
+            .map(|(p, _)| (p.key_id, p.ts))
+            .collect();
+        assert_eq!(flagged, vec![(1, 20), (2, 5)]);
         assert_eq!(c.attrs.len(), 1);
         assert_eq!((c.attrs[0].value, c.attrs[0].ts), (&KvValue::Long(2), 2));
     }

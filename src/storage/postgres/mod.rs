@@ -1,5 +1,5 @@
 //! PostgreSQL implementation of the storage traits: native UUID/JSONB columns, key lists as arrays,
-//! multi-row `UNNEST` writes (`writes.rs`). The aggregates' logic is shared (`storage::sql`).
+//! one-statement `UNNEST` batch writes (`writes.rs`). The aggregates' logic is shared (`storage::sql`).
 
 mod writes;
 
@@ -15,6 +15,11 @@ use crate::config::StorageConfig;
 pub struct PgStore {
     pool: PgPool,
     keys: KeyCache,
+    /// How `batch_conn` is (re)opened.
+    connect: PgConnectOptions,
+    /// The group commit's own connection (`writes.rs`); None until the first batch and after a
+    /// failure that may have broken it.
+    batch_conn: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
 }
 
 stores!(
@@ -84,11 +89,13 @@ impl PgStore {
         let connect = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(options.pool_size.max(1))
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
         Ok(Self {
             pool,
             keys: KeyCache::default(),
+            connect,
+            batch_conn: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -116,5 +123,6 @@ impl PgStore {
 
     async fn close_pools(&self) {
         self.pool.close().await;
+        self.close_batch_conn().await;
     }
 }

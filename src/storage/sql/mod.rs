@@ -72,7 +72,7 @@ pub(crate) use migrations;
 /// Implements `Store` and every aggregate trait for `$store` on database `$db`. The store provides
 /// `reader()` and `writer()` (pools), `keys` (the key cache), `SQL` (its `Dialect`), `MIGRATIONS`,
 /// `text_list`/`id_list` (a list parameter), `clean_text` (text as the database stores it),
-/// `write_points`/`write_attrs` (bulk upserts) and `close_pools`; `$json_text` turns
+/// `write_batch` (the bulk upserts of one batch, in one transaction) and `close_pools`; `$json_text` turns
 /// stored JSON text into the compact form.
 macro_rules! stores {
     ($store:ident, $db:ty, $backend:literal, $json_text:path) => {
@@ -153,25 +153,18 @@ macro_rules! stores {
 
             /// One transaction per batch: new keys first (in statements of their own, so a failed
             /// batch never leaves cached ids that were rolled back), then points, latest values and
-            /// attributes, each coalesced and sorted so concurrent writers lock rows in one order.
+            /// attributes, each coalesced and sorted so concurrent writers lock rows in one order
+            /// (`write_batch` of the backend).
             async fn commit(
                 &self,
                 ops: &[$crate::storage::WriteOp],
             ) -> $crate::storage::Result<()> {
-                use $crate::storage::common::{PointTable, coalesce};
                 if ops.is_empty() {
                     return Ok(());
                 }
                 self.resolve_keys(ops).await?;
-                let batch = coalesce(ops, &self.keys)?;
-                let mut tx = self.writer().begin().await?;
-                self.write_points(&mut tx, PointTable::History, &batch.points)
-                    .await?;
-                self.write_points(&mut tx, PointTable::Latest, &batch.latest)
-                    .await?;
-                self.write_attrs(&mut tx, &batch.attrs).await?;
-                tx.commit().await?;
-                Ok(())
+                let batch = $crate::storage::common::coalesce(ops, &self.keys)?;
+                self.write_batch(&batch).await
             }
 
             async fn close(&self) {

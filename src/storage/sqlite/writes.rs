@@ -8,7 +8,7 @@ use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection};
 
 use super::SqliteStore;
 use crate::storage::Result;
-use crate::storage::common::{AttrRow, Cols, PointRow, PointTable};
+use crate::storage::common::{AttrRow, Coalesced, Cols, PointRow};
 
 type Query = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
 
@@ -114,23 +114,16 @@ fn bind_attr(q: Query, a: &AttrRow<'_>) -> Query {
 }
 
 impl SqliteStore {
-    pub(super) async fn write_points(
-        &self,
-        conn: &mut SqliteConnection,
-        table: PointTable,
-        rows: &[PointRow<'_>],
-    ) -> Result<()> {
-        match table {
-            PointTable::History => self.sql.points.run(conn, rows, bind_history_point).await,
-            PointTable::Latest => self.sql.latest.run(conn, rows, bind_point).await,
-        }
-    }
-
-    pub(super) async fn write_attrs(
-        &self,
-        conn: &mut SqliteConnection,
-        rows: &[AttrRow<'_>],
-    ) -> Result<()> {
-        self.sql.attrs.run(conn, rows, bind_attr).await
+    /// The batch in one transaction on the writer connection: points, latest values, attributes.
+    pub(super) async fn write_batch(&self, batch: &Coalesced<'_>) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        let sql = &self.sql;
+        sql.points
+            .run(&mut tx, &batch.points, bind_history_point)
+            .await?;
+        sql.latest.run(&mut tx, &batch.latest, bind_point).await?;
+        sql.attrs.run(&mut tx, &batch.attrs, bind_attr).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
