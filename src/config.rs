@@ -268,9 +268,11 @@ pub struct MqttConfig {
     pub client_rpc_timeout_ms: u64,
     /// Authenticated MQTT sessions on this node, at most; a CONNECT beyond it is refused.
     pub max_connections: usize,
-    /// How long a refused set of credentials is answered from memory, without a lookup (ms).
+    /// How long a refused set of credentials is answered from memory, without a lookup (ms);
+    /// also how long an accepted HTTP access token is (at most `auth_cache::MAX_ACCEPTED_TTL`).
     pub auth_cache_ttl_ms: u64,
-    /// Refused credentials remembered, at most (the oldest are forgotten first).
+    /// Refused credentials remembered, at most (the oldest are forgotten first), and as many
+    /// accepted HTTP access tokens.
     pub auth_cache_size: usize,
 }
 

@@ -138,6 +138,8 @@ async fn after_attributes_deleted(
     scope: AttributeScope,
     keys: &[String],
 ) {
+    let what = crate::bus::live::ChangeKind::of_scope(scope);
+    state.services.live_deleted(device.id.0, what, keys);
     if scope == AttributeScope::Shared {
         state.services.push_shared_deleted(device.id, keys).await;
     }

@@ -169,6 +169,8 @@ pub struct AuthUser {
     pub authority: Authority,
     pub tenant_id: Option<TenantId>,
     pub customer_id: Option<CustomerId>,
+    /// When the token expires (its `exp`, seconds since the epoch).
+    pub expires_at: i64,
 }
 
 /// An id claim; NULL_UUID and absence both mean "none".
@@ -196,6 +198,7 @@ impl AuthUser {
             authority,
             tenant_id: id_claim(claims.tenant_id.as_deref())?.map(TenantId),
             customer_id: id_claim(claims.customer_id.as_deref())?.map(CustomerId),
+            expires_at: claims.exp,
         })
     }
 }

@@ -113,6 +113,7 @@ async fn assign_device(
     let mut device = load_device(&state, caller.tenant, &device).await?;
     device.customer_id = Some(customer.id);
     let device = state.services.store.update_device(&device).await?;
+    state.services.auth_cache.accepted.forget_device(device.id);
     tracing::info!(device = %device.id, customer = %customer.id, "device assigned to customer");
     Ok(Json(device_json(&device)))
 }
@@ -130,6 +131,7 @@ async fn unassign_device(
     }
     device.customer_id = None;
     let device = state.services.store.update_device(&device).await?;
+    state.services.auth_cache.accepted.forget_device(device.id);
     Ok(Json(device_json(&device)))
 }
 

@@ -401,30 +401,18 @@ async fn create_device(
         resolve_profile(state, tenant, input.profile_id, input.type_name.as_deref()).await?;
     let (firmware_id, software_id) =
         super::ota::check_assignments(state, tenant, input.packages(), profile.id).await?;
-    let now = now_ms();
     let device = Device {
-        id: DeviceId::new(),
-        tenant_id: tenant,
-        customer_id: None,
-        created_time: now,
-        name: input.name,
         label: input.label,
-        profile_id: profile.id,
-        profile_name: profile.name,
-        additional_info: input.additional_info.unwrap_or(Value::Null),
         firmware_id,
         software_id,
-        version: 1,
+        ..Device::new_of_profile(
+            &profile,
+            input.name,
+            input.additional_info.unwrap_or(Value::Null),
+            now_ms(),
+        )
     };
-    let credentials = DeviceCredentials {
-        id: Uuid::new_v4(),
-        device_id: device.id,
-        created_time: now,
-        credentials_type: "ACCESS_TOKEN".to_owned(),
-        credentials_id: token,
-        credentials_value: None,
-        version: 1,
-    };
+    let credentials = DeviceCredentials::access_token(&device, token);
     state
         .services
         .store
@@ -470,6 +458,8 @@ async fn update_device(
         device.additional_info = info;
     }
     let saved = state.services.store.update_device(&device).await?;
+    // HTTP requests of the device read it anew (its name, its packages).
+    state.services.auth_cache.accepted.forget_device(saved.id);
     tell_gateway(state, &before, Some(&saved)).await;
     crate::services::ota_state::device_saved(&state.services, Some(&before), &saved).await;
     if saved.profile_id != old_profile {

@@ -114,7 +114,8 @@ pub fn error_json(status: StatusCode, message: &str, error_code: u16) -> Value {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Self::Database(detail) = &self {
-            tracing::error!(error = %detail, "database error while answering a REST request");
+            let request_id = super::observe::request_id();
+            tracing::error!(error = %detail, request_id, "database error while answering a REST request");
         }
         if let Self::Text(status, text) = self {
             let mut resp = (status, text).into_response();

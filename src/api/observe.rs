@@ -1,7 +1,8 @@
 //! What every HTTP request leaves behind: a request id (a valid incoming `x-request-id` is kept,
-//! otherwise one is made; both are returned in the response header), a span (the parent of the
-//! request's work; a W3C `traceparent` header continues the caller's trace), one access-log line
-//! (target `ferroboard::access`) and the request metrics by route template.
+//! otherwise one is made; both are returned in the response header), a span when trace export is
+//! on (the parent of the request's work; a W3C `traceparent` header continues the caller's trace),
+//! one access-log line (target `ferroboard::access`) and the request metrics by route template.
+//! With export off the request has no span: its id is held for its log lines (`request_id`).
 
 use std::time::Instant;
 
@@ -17,6 +18,20 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest incoming request id kept.
 const MAX_REQUEST_ID: usize = 128;
 
+tokio::task_local! {
+    /// The id of the request being answered, while no span carries it (trace export off).
+    static UNTRACED_ID: HeaderValue;
+}
+
+/// The id of the REST request being answered, for a log line, when no span carries it already
+/// (trace export off); None outside a request or when its span does.
+pub fn request_id() -> Option<String> {
+    UNTRACED_ID
+        .try_with(|id| id.to_str().ok().map(str::to_owned))
+        .ok()
+        .flatten()
+}
+
 pub async fn observe(mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = req
@@ -30,7 +45,12 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     let header = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid"));
     req.headers_mut().insert(REQUEST_ID, header.clone());
     let span = crate::observability::trace::http_span(method, &route, &id, req.headers());
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let run = next.run(req);
+    let mut response = if span.is_none() {
+        UNTRACED_ID.scope(header.clone(), run).await
+    } else {
+        run.instrument(span.clone()).await
+    };
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
     let elapsed = started.elapsed();
@@ -101,6 +121,16 @@ mod tests {
         assert_eq!(incoming_id(&h), None);
         h.insert(REQUEST_ID, HeaderValue::from_static(""));
         assert_eq!(incoming_id(&h), None);
+    }
+
+    #[tokio::test]
+    async fn without_a_span_the_request_id_is_held_for_log_lines() {
+        // Trace export is never on in unit tests: the request has no span.
+        let span = crate::observability::trace::http_span("GET", "/x", "id-1", &HeaderMap::new());
+        assert!(span.is_none(), "no span is made with export off");
+        assert_eq!(request_id(), None, "outside a request");
+        let inside = UNTRACED_ID.scope(HeaderValue::from_static("id-1"), async { request_id() });
+        assert_eq!(inside.await.as_deref(), Some("id-1"));
     }
 
     #[test]

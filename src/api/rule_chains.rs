@@ -2,6 +2,8 @@
 //! plus ferroboard's dry runs and the debug events of rule nodes. The chains are the rules
 //! directory's files, shared by every tenant of the server: saving one writes the files back.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -12,6 +14,7 @@ use super::State as AppStateRef;
 use super::auth::TenantAdmin;
 use super::error::{ApiError, Params, parse_uuid};
 use crate::domain::{DeviceId, EntityId, Msg, MsgType, Page};
+use crate::engine::Chain;
 use crate::engine::edit::EditError;
 use crate::engine::recent::RecordedMsg;
 use crate::engine::tb_json;
@@ -105,15 +108,26 @@ fn unknown(id: uuid::Uuid) -> ApiError {
     edit_error(EditError::UnknownChain(id))
 }
 
+/// The running chain whose id is `id`, as `convert` makes it; 404 when there is none.
+fn chain_as(
+    state: &AppStateRef,
+    id: &str,
+    convert: impl FnOnce(&Chain, &BTreeMap<String, String>) -> Value,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_uuid(id)?;
+    let chains = state.engine.chains();
+    let chain = chains.by_id(id).ok_or_else(|| unknown(id))?;
+    Ok(Json(convert(chain, &chains.scripts)))
+}
+
 async fn get_chain(
     State(state): State<AppStateRef>,
     admin: TenantAdmin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = parse_uuid(&id)?;
-    let chains = state.engine.chains();
-    let chain = chains.by_id(id).ok_or_else(|| unknown(id))?;
-    Ok(Json(tb_json::rule_chain(chain, admin.tenant.0)))
+    chain_as(&state, &id, |chain, _| {
+        tb_json::rule_chain(chain, admin.tenant.0)
+    })
 }
 
 async fn get_metadata(
@@ -121,14 +135,9 @@ async fn get_metadata(
     _admin: TenantAdmin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = parse_uuid(&id)?;
-    let chains = state.engine.chains();
-    let chain = chains.by_id(id).ok_or_else(|| unknown(id))?;
-    Ok(Json(tb_json::metadata(
-        chain,
-        &chains.scripts,
-        &state.engine.debug,
-    )))
+    chain_as(&state, &id, |chain, scripts| {
+        tb_json::metadata(chain, scripts, &state.engine.debug)
+    })
 }
 
 /// Validates the whole rules directory with the new chain; 400 lists every problem and leaves the

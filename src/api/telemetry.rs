@@ -377,11 +377,47 @@ async fn delete_timeseries(
     let delete_latest = params.bool("deleteLatest")?.unwrap_or(true);
     // A deleted latest value is replaced by the newest point left only when asked (ThingsBoard's default).
     let rewrite_latest = params.bool("rewriteLatestIfDeleted")?.unwrap_or(false);
-    state
-        .services
+    let services = &state.services;
+    // Subscribers learn of latest values that went (or were replaced by an older point).
+    let watched = delete_latest && services.live.is_watched(device.id.0);
+    let before = if watched {
+        services.store.latest(device.id.0, Some(&keys)).await?
+    } else {
+        Vec::new()
+    };
+    services
         .store
         .delete_timeseries(device.id.0, &keys, range, delete_latest, rewrite_latest)
         .await?;
+    if watched {
+        let after = services.store.latest(device.id.0, Some(&keys)).await?;
+        live_latest_changes(services, device.id.0, &before, &after);
+    }
     // Seam: a TIMESERIES_DELETED rule-engine message belongs here.
     Ok(StatusCode::OK)
+}
+
+/// Pushes the difference of a deletion to WebSocket subscribers: keys whose latest value is gone
+/// as deleted, keys whose latest value was replaced by an older point with that point.
+fn live_latest_changes(
+    services: &crate::services::Services,
+    entity: uuid::Uuid,
+    before: &[TsKv],
+    after: &[TsKv],
+) {
+    let gone: Vec<String> = before
+        .iter()
+        .filter(|b| !after.iter().any(|a| a.key == b.key))
+        .map(|b| b.key.clone())
+        .collect();
+    services.live_deleted(entity, crate::bus::live::ChangeKind::Timeseries, &gone);
+    let replaced: Vec<TsKv> = after
+        .iter()
+        .filter(|a| !before.contains(a))
+        .cloned()
+        .collect();
+    if !replaced.is_empty() {
+        let change = crate::bus::live::Changed::timeseries(entity, &replaced);
+        services.live.committed(vec![change]);
+    }
 }

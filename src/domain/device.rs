@@ -75,6 +75,32 @@ pub struct Device {
     pub version: i64,
 }
 
+impl Device {
+    /// A new device of `profile` (version 1, created at `created_time`), with no label, customer
+    /// or packages of its own.
+    pub fn new_of_profile(
+        profile: &DeviceProfile,
+        name: String,
+        additional_info: Value,
+        created_time: i64,
+    ) -> Self {
+        Self {
+            id: DeviceId::new(),
+            tenant_id: profile.tenant_id,
+            customer_id: None,
+            created_time,
+            name,
+            label: None,
+            profile_id: profile.id,
+            profile_name: profile.name.clone(),
+            additional_info,
+            firmware_id: None,
+            software_id: None,
+            version: 1,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceCredentials {
     pub id: uuid::Uuid,
@@ -86,4 +112,24 @@ pub struct DeviceCredentials {
     pub credentials_id: String,
     pub credentials_value: Option<String>,
     pub version: i64,
+}
+
+impl DeviceCredentials {
+    /// New credentials (version 1) of `device`, created with it.
+    pub fn new_of(device: &Device, kind: &str, id: String, value: Option<String>) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4(),
+            device_id: device.id,
+            created_time: device.created_time,
+            credentials_type: kind.to_owned(),
+            credentials_id: id,
+            credentials_value: value,
+            version: 1,
+        }
+    }
+
+    /// New ACCESS_TOKEN credentials of `device`.
+    pub fn access_token(device: &Device, token: String) -> Self {
+        Self::new_of(device, "ACCESS_TOKEN", token, None)
+    }
 }

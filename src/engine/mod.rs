@@ -32,6 +32,7 @@ use chain::Chains;
 use nodes::EngineServices;
 use script::Sandbox;
 
+pub use chain::Chain;
 pub use chain::{MAX_HOPS, MAX_RUNS};
 pub use fixtures::{CaseResult, FIXTURE_DIR, Mismatch, Report, run_fixtures};
 

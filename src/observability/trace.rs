@@ -3,7 +3,8 @@
 //! every part opens (`message_span`, `http_span`, `child!`), and W3C `traceparent` text for
 //! contexts that travel between nodes.
 //!
-//! When export is off nothing here allocates: `message_span` and `child!` answer a disabled span.
+//! When export is off nothing here allocates: `message_span`, `http_span` and `child!` answer a
+//! disabled span.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -153,14 +154,18 @@ pub fn message_span(device: Uuid, topic: &str) -> Span {
     }
 }
 
-/// The span of one HTTP request (always made: log lines of the request carry its id); a W3C
-/// `traceparent` header of the caller becomes its parent when export is on.
+/// The span of one HTTP request when export is on (a W3C `traceparent` header of the caller
+/// becomes its parent; log lines of the request carry its id); a disabled span otherwise (the
+/// request id reaches its log lines without it: `api::observe`).
 pub fn http_span(
     method: &str,
     route: &str,
     request_id: &str,
     headers: &axum::http::HeaderMap,
 ) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
     let span = tracing::info_span!(
         target: TARGET,
         "http.request",
@@ -171,11 +176,10 @@ pub fn http_span(
         http.response.status_code = tracing::field::Empty,
         request_id,
     );
-    if enabled()
-        && let Some(parent) = headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_traceparent)
+    if let Some(parent) = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent)
     {
         let _ = span.set_parent(parent);
     }

@@ -8,6 +8,9 @@
 //!   ids costs at most the one client-id lookup per CONNECT that MQTT_BASIC credentials need.
 //!
 //! Concurrent lookups of the same key share one lookup.
+//!
+//! Beside them, `accepted`: access tokens of the HTTP device API accepted a moment ago, with
+//! their device, so a device's requests do not each look its token up (see `AcceptedTokens`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -41,10 +44,11 @@ struct Inner {
     order: VecDeque<(Key, Instant)>,
 }
 
-/// Both caches (see the module note).
+/// The caches (see the module note).
 pub struct AuthCache {
     pub connects: NegativeCache,
     pub tokens: NegativeCache,
+    pub accepted: AcceptedTokens,
 }
 
 impl AuthCache {
@@ -52,6 +56,7 @@ impl AuthCache {
         Self {
             connects: NegativeCache::new("connect", ttl, capacity),
             tokens: NegativeCache::new("token", ttl, capacity),
+            accepted: AcceptedTokens::new(ttl.min(MAX_ACCEPTED_TTL), capacity),
         }
     }
 
@@ -227,6 +232,109 @@ impl NegativeCache {
     }
 }
 
+/// The longest an accepted token is answered from memory: well below the 30 s a node remembers
+/// a revocation (`Registry::revoked_since`), so no entry outlives the memory of its revocation.
+pub const MAX_ACCEPTED_TTL: Duration = Duration::from_secs(10);
+
+/// Access tokens accepted recently, with their device and the instant their lookup began;
+/// bounded in entries (oldest forgotten first) and short-lived. The caller uses an entry only
+/// while the device's credentials were not revoked since that instant (a credentials change, a
+/// deletion, a profile change: `Registry::revoked_since`, on every node), so a changed token stops
+/// working at once; other changes to the device (its name) made on this node drop its entries
+/// (`forget_device`), made on another node are seen when an entry expires. Hits are counted as
+/// `ferroboard_mqtt_auth_cache_hits_total{kind="accepted_token"}`.
+pub struct AcceptedTokens {
+    ttl: Duration,
+    capacity: usize,
+    inner: Mutex<Accepted>,
+    hits: AtomicU64,
+}
+
+#[derive(Default)]
+struct Accepted {
+    entries: HashMap<Key, (crate::domain::Device, Instant)>,
+    /// Keys in insertion order, with their instant; may name entries already replaced.
+    order: VecDeque<(Key, Instant)>,
+}
+
+impl AcceptedTokens {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            ttl,
+            capacity: capacity.max(1),
+            inner: Mutex::new(Accepted::default()),
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Accepted> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The device `key` was accepted for and when that lookup began, while the entry is fresh
+    /// and `valid` (given the device and that instant) holds; an entry that fails is dropped.
+    pub fn get(
+        &self,
+        key: &Key,
+        valid: impl FnOnce(&crate::domain::Device, Instant) -> bool,
+    ) -> Option<(crate::domain::Device, Instant)> {
+        let (device, since) = {
+            let inner = self.lock();
+            let (device, since) = inner.entries.get(key)?;
+            (device.clone(), *since)
+        };
+        // Checked without the lock held (`valid` takes the registry's).
+        if since.elapsed() >= self.ttl || !valid(&device, since) {
+            let mut inner = self.lock();
+            if inner.entries.get(key).is_some_and(|(_, t)| *t == since) {
+                inner.entries.remove(key);
+            }
+            return None;
+        }
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ferroboard_mqtt_auth_cache_hits_total", "kind" => "accepted_token")
+            .increment(1);
+        Some((device, since))
+    }
+
+    /// Remembers that `key` belongs to `device`, as looked up from `since` on.
+    pub fn insert(&self, key: Key, device: crate::domain::Device, since: Instant) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        inner.entries.insert(key, (device, since));
+        inner.order.push_back((key, since));
+        let now = Instant::now();
+        while let Some(&(key, at)) = inner.order.front() {
+            if now.duration_since(at) < self.ttl && inner.order.len() <= self.capacity {
+                break;
+            }
+            inner.order.pop_front();
+            if inner.entries.get(&key).is_some_and(|(_, t)| *t == at) {
+                inner.entries.remove(&key);
+            }
+        }
+    }
+
+    /// Forgets every token of `device` (it changed on this node).
+    pub fn forget_device(&self, device: crate::domain::DeviceId) {
+        self.lock().entries.retain(|_, (d, _)| d.id != device);
+    }
+
+    /// Checks answered from memory so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +433,42 @@ mod tests {
             "{}",
             cache.lock().slots.len()
         );
+    }
+
+    fn device(name: &str) -> crate::domain::Device {
+        let profile = crate::domain::DeviceProfile::new(
+            crate::domain::TenantId(uuid::Uuid::new_v4()),
+            "p",
+            true,
+            0,
+        );
+        crate::domain::Device::new_of_profile(&profile, name.to_owned(), serde_json::Value::Null, 0)
+    }
+
+    #[test]
+    fn accepted_tokens_are_kept_while_valid_fresh_and_within_capacity() {
+        let cache = AcceptedTokens::new(Duration::from_secs(3600), 2);
+        let (a, b, c) = (device("a"), device("b"), device("c"));
+        let since = Instant::now();
+        cache.insert(key(1), a.clone(), since);
+        let (found, at) = cache.get(&key(1), |_, _| true).expect("cached");
+        assert_eq!((found.id, at), (a.id, since));
+        assert_eq!(cache.hits(), 1);
+        // A revoked entry is dropped, not just skipped.
+        assert!(cache.get(&key(1), |_, _| false).is_none());
+        assert!(cache.get(&key(1), |_, _| true).is_none());
+        for (n, d) in [(1, &a), (2, &b), (3, &c)] {
+            cache.insert(key(n), d.clone(), Instant::now());
+        }
+        assert_eq!(cache.len(), 2, "the oldest is forgotten");
+        assert!(cache.get(&key(1), |_, _| true).is_none());
+        cache.forget_device(b.id);
+        assert!(cache.get(&key(2), |_, _| true).is_none());
+        assert!(cache.get(&key(3), |_, _| true).is_some());
+        let expired = AcceptedTokens::new(Duration::ZERO, 10);
+        expired.insert(key(1), a, Instant::now());
+        assert!(expired.get(&key(1), |_, _| true).is_none());
+        assert!(expired.is_empty());
     }
 
     #[test]

@@ -203,6 +203,7 @@ pub async fn claim(
         return Ok(ClaimResult::Claimed);
     }
     forget_claim(services, device).await?;
+    services.auth_cache.accepted.forget_device(device.id);
     let claimed = services
         .store
         .find_device(device.id)
@@ -226,6 +227,7 @@ pub async fn reclaim(
     let mut unassigned = device.clone();
     unassigned.customer_id = None;
     services.store.update_device(&unassigned).await?;
+    services.auth_cache.accepted.forget_device(device.id);
     if !config.claim_allowed_by_default {
         let allowed = Kv {
             key: CLAIMING_ALLOWED.to_owned(),

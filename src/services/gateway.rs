@@ -67,33 +67,18 @@ impl Services {
             });
         }
         let profile = self.profile_named(gateway.tenant_id, type_name).await?;
-        let now = now_ms();
-        let device = Device {
-            id: DeviceId::new(),
-            tenant_id: gateway.tenant_id,
-            customer_id: gateway.customer_id,
-            created_time: now,
-            name: name.to_owned(),
-            label: None,
-            profile_id: profile.id,
-            profile_name: profile.name.clone(),
-            additional_info: json!({
+        let mut device = Device::new_of_profile(
+            &profile,
+            name.to_owned(),
+            json!({
                 LAST_CONNECTED_GATEWAY: gateway.id.0.to_string(),
                 CREATED_BY_GATEWAY: gateway.id.0.to_string(),
             }),
-            firmware_id: None,
-            software_id: None,
-            version: 1,
-        };
-        let credentials = DeviceCredentials {
-            id: uuid::Uuid::new_v4(),
-            device_id: device.id,
-            created_time: now,
-            credentials_type: "ACCESS_TOKEN".to_owned(),
-            credentials_id: super::accounts::random_alphanumeric(20),
-            credentials_value: None,
-            version: 1,
-        };
+            now_ms(),
+        );
+        device.customer_id = gateway.customer_id;
+        let credentials =
+            DeviceCredentials::access_token(&device, super::accounts::random_alphanumeric(20));
         match self.store.create_device(&device, &credentials).await {
             Ok(()) => {
                 self.auth_cache.invalidate();

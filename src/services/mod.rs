@@ -111,6 +111,28 @@ impl Services {
 }
 
 impl Services {
+    /// Tells WebSocket subscribers of `entity`, when there are any, that `keys` were deleted:
+    /// as ThingsBoard, an update of each key at ts 0 with an empty value.
+    pub fn live_deleted(&self, entity: Uuid, what: crate::bus::live::ChangeKind, keys: &[String]) {
+        use crate::bus::live::{Changed, LiveValue};
+        if keys.is_empty() || !self.live.is_watched(entity) {
+            return;
+        }
+        let values = keys
+            .iter()
+            .map(|key| LiveValue {
+                key: key.clone(),
+                ts: 0,
+                value: String::new(),
+            })
+            .collect();
+        self.live.committed(vec![Changed {
+            entity,
+            what,
+            values,
+        }]);
+    }
+
     /// Pushes changed SHARED attributes to the device's session, wherever it is.
     pub async fn push_shared_attributes(&self, device: crate::domain::DeviceId, kvs: &[Kv]) {
         if kvs.is_empty() {

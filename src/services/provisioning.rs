@@ -225,30 +225,13 @@ impl Services {
         {
             return Ok(None);
         }
-        let now = now_ms();
-        let device = Device {
-            id: DeviceId::new(),
-            tenant_id: profile.tenant_id,
-            customer_id: None,
-            created_time: now,
+        let device = Device::new_of_profile(
+            profile,
             name,
-            label: None,
-            profile_id: profile.id,
-            profile_name: profile.name.clone(),
-            additional_info: json!({"gateway": gateway, "description": ""}),
-            firmware_id: None,
-            software_id: None,
-            version: 1,
-        };
-        let credentials = DeviceCredentials {
-            id: uuid::Uuid::new_v4(),
-            device_id: device.id,
-            created_time: now,
-            credentials_type: kind.to_owned(),
-            credentials_id: id,
-            credentials_value: value,
-            version: 1,
-        };
+            json!({"gateway": gateway, "description": ""}),
+            now_ms(),
+        );
+        let credentials = DeviceCredentials::new_of(&device, kind, id, value);
         // Device and credentials in one transaction: taken credentials create nothing.
         match self.store.create_device(&device, &credentials).await {
             Ok(()) => {}

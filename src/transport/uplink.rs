@@ -23,8 +23,6 @@ pub enum Outcome {
     InvalidPayload(String),
     /// No such device topic.
     TopicInvalid,
-    /// A device API feature this build does not serve yet.
-    Unsupported(&'static str),
     /// The gateway API, used by a device that is not a gateway.
     NotGateway,
     /// Processing or storage failed: nothing was acknowledged.
@@ -42,7 +40,6 @@ impl Outcome {
             Self::Accepted => "accepted",
             Self::InvalidPayload(_) => "invalid_payload",
             Self::TopicInvalid => "topic_invalid",
-            Self::Unsupported(_) => "unsupported",
             Self::NotGateway => "not_gateway",
             Self::Failed(_) => "failed",
             Self::RateLimited(_) => "rate_limited",

@@ -1,6 +1,7 @@
 //! WebSocket subscriptions with a plain WebSocket client (tokio-tungstenite): the legacy
 //! `/api/ws/plugins/telemetry?token=` and `/api/ws` with its `authCmd`; latest values, attributes
-//! by scope, history, unsubscribe; a customer user's reach; a slow client closed with a reason.
+//! by scope, history, unsubscribe; deletions pushed; a customer user's reach; a slow client closed
+//! with a reason, and a connection whose token expires closed at its expiry.
 
 use std::time::Duration;
 
@@ -245,7 +246,135 @@ async fn closed(ws: &mut Ws) -> (CloseCode, String) {
     }
 }
 
-crate::both_backends!(subscriptions, auth_command_and_refusals);
+/// Deleted attributes and time series reach their subscribers as ThingsBoard sends them: each
+/// key at ts 0 with an empty value; a latest value rewritten from an older point is that point.
+async fn deletions_are_pushed(app: &TestApp) {
+    let api = Api::tenant(app).await;
+    let (device, _) = api.create_device(json!({"name": "ws-del"})).await;
+    post_telemetry(
+        &api,
+        &device,
+        json!({"ts": 1000, "values": {"temperature": 20, "humidity": 50}}),
+    )
+    .await;
+    post_telemetry(
+        &api,
+        &device,
+        json!({"ts": 2000, "values": {"humidity": 60}}),
+    )
+    .await;
+    let attrs = format!("{TELEMETRY}/{device}/attributes/SHARED_SCOPE");
+    api.post(&attrs, json!({"target": 1, "mode": "eco"}))
+        .await
+        .ok();
+    let mut ws = legacy(app, &api).await;
+    send(
+        &mut ws,
+        json!({"attrSubCmds": [{"cmdId": 1, "entityType": "DEVICE", "entityId": device, "scope": "SHARED_SCOPE", "keys": "target"}],
+               "tsSubCmds": [{"cmdId": 2, "entityType": "DEVICE", "entityId": device, "scope": "LATEST_TELEMETRY"}]}),
+    )
+    .await;
+    // The two first answers, in either order.
+    let mut first = [next(&mut ws).await, next(&mut ws).await].map(|v| v["subscriptionId"].clone());
+    first.sort_by_key(|id| id.as_i64());
+    assert_eq!(first, [json!(1), json!(2)]);
+
+    api.delete(&format!(
+        "{TELEMETRY}/{device}/SHARED_SCOPE?keys=target,mode"
+    ))
+    .await
+    .ok();
+    let deleted = update_of(&mut ws, 1).await;
+    assert_eq!(deleted["errorCode"], 0, "{deleted}");
+    assert_eq!(
+        deleted["data"],
+        json!({"target": [[0, ""]]}),
+        "only the subscribed key"
+    );
+
+    api.delete(&format!(
+        "{TELEMETRY}/{device}/timeseries/delete?keys=temperature&deleteAllDataForKeys=true"
+    ))
+    .await
+    .ok();
+    assert_eq!(
+        update_of(&mut ws, 2).await["data"],
+        json!({"temperature": [[0, ""]]})
+    );
+    api.delete(&format!(
+        "{TELEMETRY}/{device}/timeseries/delete?keys=humidity&startTs=1500&endTs=2500&rewriteLatestIfDeleted=true"
+    ))
+    .await
+    .ok();
+    assert_eq!(
+        update_of(&mut ws, 2).await["data"],
+        json!({"humidity": [[1000, "50"]]}),
+        "the latest value rewritten from the point left"
+    );
+}
+
+/// A connection ends when the token it was opened with expires: 1008 "Token has expired".
+async fn an_expired_token_ends_the_connection(app: &TestApp) {
+    let api = Api::tenant(app).await;
+    let token = api.token.clone().expect("token");
+    let secret = app.app.as_ref().expect("running").state.jwt_secret.clone();
+    // The session's token, re-signed to expire two seconds from now.
+    let short_lived = || {
+        let mut claims = crate::support::claims(&token);
+        let exp = ferroboard::domain::now_ms() / 1000 + 2;
+        claims["exp"] = json!(exp);
+        let signed = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("sign");
+        (signed, exp)
+    };
+    let (device, _) = api.create_device(json!({"name": "ws-exp"})).await;
+    for legacy_endpoint in [true, false] {
+        let (short, exp) = short_lived();
+        let path = if legacy_endpoint {
+            format!("/api/ws/plugins/telemetry?token={short}")
+        } else {
+            "/api/ws".to_owned()
+        };
+        let mut ws = connect(app, &path).await;
+        let cmd = json!({"cmdId": 1, "entityType": "DEVICE", "entityId": device, "scope": "LATEST_TELEMETRY"});
+        if !legacy_endpoint {
+            let mut typed = cmd.clone();
+            typed["type"] = json!("TIMESERIES");
+            send(
+                &mut ws,
+                json!({"authCmd": {"cmdId": 0, "token": short}, "cmds": [typed]}),
+            )
+            .await;
+        } else {
+            send(&mut ws, json!({"tsSubCmds": [cmd]})).await;
+        }
+        assert_eq!(
+            update_of(&mut ws, 1).await["errorCode"],
+            0,
+            "served until then"
+        );
+        let (code, reason) = closed(&mut ws).await;
+        assert_eq!(
+            (code, reason.as_str()),
+            (CloseCode::Policy, "Token has expired")
+        );
+        assert!(
+            ferroboard::domain::now_ms() >= exp * 1000,
+            "not before the expiry"
+        );
+    }
+}
+
+crate::both_backends!(
+    subscriptions,
+    auth_command_and_refusals,
+    deletions_are_pushed,
+    an_expired_token_ends_the_connection
+);
 
 /// A client that stops reading while updates keep coming is closed with 1008 and a reason naming
 /// `ws.queue`, instead of being buffered without bound.

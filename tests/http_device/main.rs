@@ -113,6 +113,7 @@ both_backends!(
     client_side_rpc_is_answered_by_the_rules,
     a_credentials_change_ends_the_long_poll,
     a_persistent_rpc_is_delivered_to_the_poll_and_answered,
+    tokens_are_cached_until_the_device_changes,
 );
 
 /// The node's long-poll cap refuses the excess with 429; a client-side RPC no rule answers ends

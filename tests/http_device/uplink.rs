@@ -137,3 +137,56 @@ pub async fn attribute_reads_have_thingsboards_shape(app: &TestApp) {
     let none = dev.get("attributes?clientKeys=nothing").await.json();
     assert_eq!(none, json!({}));
 }
+
+/// A device's token is looked up once and then accepted from memory; a credentials change, a
+/// rename and a deletion take effect at the next request all the same.
+pub async fn tokens_are_cached_until_the_device_changes(app: &TestApp) {
+    let api = Api::tenant(app).await;
+    let (id, _) = api
+        .create_device(json!({"name": format!("cached-{}", uuid::Uuid::new_v4().simple())}))
+        .await;
+    let token = api.token_of(&id).await;
+    let dev = Http::new(app, &token);
+    let cache = &clients::state(app).services.auth_cache;
+    assert_eq!(dev.get("attributes").await.status, 200);
+    let (lookups, hits) = (cache.tokens.lookups(), cache.accepted.hits());
+    for _ in 0..3 {
+        let posted = dev.post("telemetry", r#"{"n": 1}"#).await;
+        assert_eq!(posted.status, 200, "{}", posted.text);
+    }
+    assert_eq!(
+        cache.tokens.lookups(),
+        lookups,
+        "no lookup for a known token"
+    );
+    assert_eq!(cache.accepted.hits(), hits + 3);
+
+    // A rename is seen by the next request (the message carries the new name).
+    let mut device = api.get(&format!("/api/device/{id}")).await.ok();
+    device["name"] = json!(format!("renamed-{}", uuid::Uuid::new_v4().simple()));
+    api.post("/api/device", device).await.ok();
+    assert_eq!(dev.get("attributes").await.status, 200);
+    assert_eq!(
+        cache.tokens.lookups(),
+        lookups + 1,
+        "looked up again after the rename"
+    );
+
+    let renewed = format!("renewed-{}", uuid::Uuid::new_v4().simple());
+    api.post(
+        "/api/device/credentials",
+        json!({
+            "deviceId": {"entityType": "DEVICE", "id": id},
+            "credentialsType": "ACCESS_TOKEN",
+            "credentialsId": renewed,
+        }),
+    )
+    .await
+    .ok();
+    dev.get("attributes").await.error(401, 10);
+    let dev = Http::new(app, &renewed);
+    assert_eq!(dev.get("attributes").await.status, 200);
+    assert_eq!(dev.get("attributes").await.status, 200);
+    api.delete(&format!("/api/device/{id}")).await.ok();
+    dev.get("attributes").await.error(401, 10);
+}

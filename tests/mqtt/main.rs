@@ -34,7 +34,7 @@ use gateway::{
 };
 use profiles::{
     profile_topics_and_protobuf, shared_attributes_on_subscribe_and_profile_changes,
-    validation_exception_ack,
+    shared_attributes_on_subscribe_go_to_the_subscriber_only, validation_exception_ack,
 };
 use provision::provisioning_over_mqtt;
 use real_clients::{
@@ -314,6 +314,7 @@ both_backends!(
     provisioning_over_mqtt,
     validation_exception_ack,
     shared_attributes_on_subscribe_and_profile_changes,
+    shared_attributes_on_subscribe_go_to_the_subscriber_only,
     downlink_requests_and_pushes,
     telemetry_is_committed_before_puback,
     attributes_are_committed_before_puback,

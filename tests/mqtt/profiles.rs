@@ -190,3 +190,64 @@ pub(crate) async fn shared_attributes_on_subscribe_and_profile_changes(app: &Tes
     v3_puback(&mut again).await;
     assert_eq!(latest(app, id, "n").await, Some(KvValue::Long(1)));
 }
+
+/// The shared attributes sent on subscribe go to the subscribing session only: an HTTP long poll
+/// of the device waiting for attribute updates is answered by the next real update, not by them.
+pub(crate) async fn shared_attributes_on_subscribe_go_to_the_subscriber_only(app: &TestApp) {
+    let (id, token, _) = device_of(
+        app,
+        mqtt_profile("shared-own", json!({"transportPayloadType": "JSON"}), false),
+    )
+    .await;
+    let kv = ferroboard::domain::Kv {
+        key: "target".into(),
+        value: KvValue::Long(21),
+    };
+    state(app)
+        .services
+        .save_attributes(id.0, AttributeScope::Shared, vec![kv], 1)
+        .await
+        .expect("saved");
+    let url = format!(
+        "{}/api/v1/{token}/attributes/updates?timeout=20000",
+        app.http
+    );
+    let poll = tokio::spawn(async move {
+        let resp = reqwest::get(url).await.expect("GET");
+        (resp.status().as_u16(), resp.text().await.expect("body"))
+    });
+    crate::common::eventually("the long poll open", WAIT, || async {
+        (state(app).sessions.polls() == 1).then_some(())
+    })
+    .await;
+
+    let mut c3 = v3(app, Some(&token), 30);
+    v3_connack(&mut c3).await.expect("connected");
+    c3.client
+        .subscribe("cfg/x", rumqttc::QoS::AtLeastOnce)
+        .await
+        .expect("queued");
+    v3_suback(&mut c3).await;
+    let (_, body) = v3_message(&mut c3, "v1/devices/me/attributes").await;
+    assert_eq!(body, json!({"target": 21}));
+
+    // Saved over REST: pushed to the device's sessions and polls.
+    let api = Api::tenant(app).await;
+    api.post(
+        &format!("/api/plugins/telemetry/DEVICE/{}/SHARED_SCOPE", id.0),
+        json!({"other": 5}),
+    )
+    .await
+    .ok();
+    let (status, text) = poll.await.expect("poll task");
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(
+        answer,
+        json!({"other": 5}),
+        "the update, not the subscriber's snapshot"
+    );
+    let (_, body) = v3_message(&mut c3, "v1/devices/me/attributes").await;
+    assert_eq!(body, json!({"other": 5}));
+    c3.client.disconnect().await.ok();
+}

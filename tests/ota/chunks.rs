@@ -1,12 +1,13 @@
 //! Beyond ThingsBoard: a chunk larger than the device's connection allows is answered with the
-//! largest chunk that fits (MQTT 5 says its size in a `chunk_size` user property), and a device
-//! resumes a download at any chunk index after reconnecting.
+//! largest chunk that fits (MQTT 5 says its size in a `chunk_size` user property), a device
+//! resumes a download at any chunk index after reconnecting, and chunk requests sent back to
+//! back are all answered (a bounded number of them unanswered at once).
 
 use rumqttc::mqttbytes::v4 as m4;
 use rumqttc::v5::mqttbytes::v5 as m5;
 use rumqttc::{QoS, v5};
 
-use crate::clients::{V3, V5, v3, v3_connack, v5_connack, v5_with, wait_for};
+use crate::clients::{V3, V5, v3, v3_connack, v3_with, v5_connack, v5_with, wait_for};
 use crate::common::TestApp;
 use crate::support::Api;
 use crate::{create_package, default_profile, image, upload};
@@ -161,4 +162,102 @@ async fn resume_after_reconnect(app: &TestApp) {
     c.client.disconnect().await.ok();
 }
 
-crate::both_backends!(oversized_chunks_shrink, resume_after_reconnect);
+/// The chunk requests of `indices` (request id 1, 100 bytes each), published without waiting.
+async fn pipeline(c: &V3, indices: std::ops::Range<u64>) {
+    for i in indices {
+        c.client
+            .publish(
+                format!("v2/fw/request/1/chunk/{i}"),
+                QoS::AtLeastOnce,
+                false,
+                b"100".to_vec(),
+            )
+            .await
+            .expect("queued");
+    }
+}
+
+/// The chunk index of an answer's topic.
+fn chunk_index(topic: &str) -> usize {
+    topic
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("chunk topic")
+}
+
+/// The next `n` PUBLISHes from the server.
+async fn publishes(c: &mut V3, n: usize) -> Vec<m4::Publish> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let p = wait_for(&mut c.events, "chunk answer", |ev| match ev {
+            Ok(rumqttc::Event::Incoming(m4::Packet::Publish(p))) => Some(p.clone()),
+            _ => None,
+        })
+        .await;
+        got.push(p);
+    }
+    got
+}
+
+async fn pipelined_chunk_requests_are_all_answered(app: &TestApp) {
+    let api = Api::tenant(app).await;
+    let data = device_with_firmware(&api, "ota-pipe", 5_000).await;
+    let mut c = v3(app, Some("ota-pipe"), 30);
+    v3_connack(&mut c).await.expect("connected");
+    // Twelve requests back to back: every chunk, each once, and the session stays open.
+    pipeline(&c, 0..12).await;
+    let mut got = publishes(&mut c, 12).await;
+    got.sort_by_key(|p| chunk_index(&p.topic));
+    for (i, p) in got.iter().enumerate() {
+        assert_eq!(p.topic, format!("v2/fw/response/1/chunk/{i}"));
+        assert_eq!(p.payload.as_ref(), &data[i * 100..(i + 1) * 100]);
+    }
+    let (topic, bytes) = v3_chunk(&mut c, "1", 12, "").await;
+    assert_eq!(topic, "v2/fw/response/1/chunk/12");
+    assert_eq!(bytes, &data[1200..1300]);
+    c.client.disconnect().await.ok();
+
+    // A device that acknowledges nothing: sixteen answers wait for their PUBACK, the requests
+    // beyond are refused naming the limit; acknowledged, the session is served again.
+    let mut opts = rumqttc::MqttOptions::new("ota-pipe-noack", "127.0.0.1", app.mqtt_port);
+    opts.set_credentials("ota-pipe", "");
+    opts.set_manual_acks(true);
+    let mut c = v3_with(opts);
+    v3_connack(&mut c).await.expect("connected");
+    pipeline(&c, 0..18).await;
+    let got = publishes(&mut c, 18).await;
+    let (chunks, errors): (Vec<_>, Vec<_>) = got.iter().partition(|p| p.topic != "v2/fw/error");
+    let mut indices: Vec<usize> = chunks.iter().map(|p| chunk_index(&p.topic)).collect();
+    indices.sort_unstable();
+    assert_eq!(indices, (0..16).collect::<Vec<_>>(), "the first sixteen");
+    for p in &errors {
+        assert_eq!(
+            String::from_utf8_lossy(&p.payload),
+            "Too many chunk requests waiting for their answer (at most 16)"
+        );
+    }
+    assert_eq!(errors.len(), 2);
+    for p in &chunks {
+        c.client.ack(p).await.expect("ack queued");
+    }
+    c.client
+        .publish(
+            "v2/fw/request/2/chunk/3",
+            QoS::AtLeastOnce,
+            false,
+            b"1000".to_vec(),
+        )
+        .await
+        .expect("queued");
+    let p = publishes(&mut c, 1).await.remove(0);
+    assert_eq!(p.topic, "v2/fw/response/2/chunk/3");
+    assert_eq!(p.payload.as_ref(), &data[3000..4000]);
+    c.client.disconnect().await.ok();
+}
+
+crate::both_backends!(
+    oversized_chunks_shrink,
+    resume_after_reconnect,
+    pipelined_chunk_requests_are_all_answered
+);

@@ -1,7 +1,8 @@
 //! WebSocket telemetry subscriptions as ThingsBoard serves them: `/api/ws` (first message carries
 //! `authCmd`) and the legacy `/api/ws/plugins/telemetry?token=JWT`. One task reads commands and
 //! live changes, one writes to the socket; both queues are bounded and a client that falls behind
-//! is closed with 1008 and a reason.
+//! is closed with 1008 and a reason. A connection ends with 1008 "Token has expired" when the
+//! token it was opened with expires.
 
 mod cmds;
 mod subs;
@@ -170,13 +171,22 @@ async fn serve(
         tx,
         overflow: overflow.clone(),
     };
+    // The token's expiry ends the connection, as it would end the next REST request.
+    let left_ms = user
+        .user
+        .expires_at
+        .saturating_mul(1000)
+        .saturating_sub(crate::domain::now_ms());
+    let expiry = tokio::time::sleep(Duration::from_millis(u64::try_from(left_ms).unwrap_or(0)));
     let mut conn = Conn::new(state.clone(), user, sub, out);
     let result = async {
+        tokio::pin!(expiry);
         if let Some(wrapper) = first {
             conn.handle(wrapper).await?;
         }
         loop {
             tokio::select! {
+                () = &mut expiry => return Err(Some(Closing::policy(ApiError::TokenExpired.to_string()))),
                 _ = overflow.notified() => return Err(Some(slow(state))),
                 change = changes.recv() => {
                     let Some(change) = change else { return Ok(()) };

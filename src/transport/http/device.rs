@@ -1,10 +1,12 @@
-//! The device of one HTTP request: its access token checked through `device_auth` (and its
-//! negative cache), its rate limits, and the device API's outcomes as HTTP errors.
+//! The device of one HTTP request: its access token checked through `device_auth` (its negative
+//! cache) or accepted from memory (`auth_cache::AcceptedTokens`), its rate limits, and the device
+//! API's outcomes as HTTP errors.
 
 use std::sync::Arc;
 
 use crate::api::error::ApiError;
 use crate::domain::Device;
+use crate::services::auth_cache::AuthCache;
 use crate::services::device_auth::AuthResult;
 use crate::state::AppState;
 use crate::transport::limits::SessionLimits;
@@ -21,26 +23,49 @@ pub struct HttpDevice {
 
 impl HttpDevice {
     /// The device whose access token is `token`; an unknown one is 401, as in ThingsBoard.
-    /// Every request counts as activity of the device.
+    /// A token accepted a moment ago is accepted from memory while the device's credentials
+    /// were not revoked since (`auth_cache::AcceptedTokens`). Every request counts as activity
+    /// of the device.
     pub async fn authenticate(state: &Arc<AppState>, token: &str) -> Result<Self, ApiError> {
-        let authenticated_at = std::time::Instant::now();
-        match state.services.authenticate_token(token).await {
-            AuthResult::Accepted(device) => {
-                state.services.device_state.activity(&device);
-                Ok(Self {
-                    state: state.clone(),
-                    limits: state.device_limits.of(device.id),
-                    device: *device,
-                    authenticated_at,
-                })
+        let accepted = &state.services.auth_cache.accepted;
+        let key = AuthCache::key("", Some(token), None);
+        let cached = accepted.get(&key, |device, since| {
+            !state.sessions.revoked_since(device.id, since)
+        });
+        let (device, authenticated_at) = match cached {
+            Some(found) => found,
+            None => {
+                let started = std::time::Instant::now();
+                match state.services.authenticate_token(token).await {
+                    // Credentials changed while the lookup ran (as an MQTT CONNECT's).
+                    AuthResult::Accepted(device)
+                        if !state.sessions.revoked_since(device.id, started) =>
+                    {
+                        accepted.insert(key, (*device).clone(), started);
+                        (*device, started)
+                    }
+                    AuthResult::Accepted(_)
+                    | AuthResult::NoCredentials
+                    | AuthResult::NotAuthorized => {
+                        return Err(ApiError::Authentication(
+                            "Invalid device access token".to_owned(),
+                        ));
+                    }
+                    AuthResult::Unavailable(e) => {
+                        return Err(ApiError::Database(format!(
+                            "device access token lookup failed: {e}"
+                        )));
+                    }
+                }
             }
-            AuthResult::NoCredentials | AuthResult::NotAuthorized => Err(ApiError::Authentication(
-                "Invalid device access token".to_owned(),
-            )),
-            AuthResult::Unavailable(e) => Err(ApiError::Database(format!(
-                "device access token lookup failed: {e}"
-            ))),
-        }
+        };
+        state.services.device_state.activity(&device);
+        Ok(Self {
+            state: state.clone(),
+            limits: state.device_limits.of(device.id),
+            device,
+            authenticated_at,
+        })
     }
 
     /// The protocol-independent device API of this device.
@@ -77,7 +102,6 @@ impl HttpDevice {
                 ApiError::NotFound(crate::api::error::ITEM_NOT_FOUND_MSG.to_owned())
             }
             Outcome::NotGateway => ApiError::PermissionDenied,
-            Outcome::Unsupported(what) => ApiError::BadRequest(format!("{what} is not supported")),
         })
     }
 }

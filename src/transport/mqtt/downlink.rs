@@ -68,7 +68,7 @@ pub async fn run(
 }
 
 impl DeviceSession {
-    fn push_attributes(self: &Rc<Self>, payload: String) {
+    pub(super) fn push_attributes(self: &Rc<Self>, payload: String) {
         let Some(sub) = self.attributes_grant() else {
             return;
         };
@@ -257,20 +257,22 @@ impl DeviceSession {
     }
 
     pub(super) fn spawn_publish(self: &Rc<Self>, topic: String, payload: Bytes, qos1: bool) {
-        self.spawn_publish_with(topic, payload, qos1, None);
+        self.spawn_publish_with(topic, payload, qos1, None, ());
     }
 
-    /// `spawn_publish` with an MQTT 5 user property.
-    pub(super) fn spawn_publish_with(
+    /// `spawn_publish` with an MQTT 5 user property, keeping `held` until the publish ends.
+    pub(super) fn spawn_publish_with<H: 'static>(
         self: &Rc<Self>,
         topic: String,
         payload: Bytes,
         qos1: bool,
         property: Option<(&'static str, String)>,
+        held: H,
     ) {
         let sess = self.clone();
         let timeout = Duration::from_millis(self.state.config.mqtt.ack_timeout_ms);
         ntex_rt::spawn(async move {
+            let _held = held;
             let sent = sess
                 .sink
                 .publish_with(&topic, payload, qos1, timeout, property);

@@ -1,6 +1,7 @@
 //! MQTT 3.1.1 and 5 device transport on ntex-mqtt: sessions, auth, topics, payload adaptors.
 //! Runs on its own thread with ntex workers; crosses to the main runtime through `AppState::rt`.
 
+mod chunks;
 mod downlink;
 mod gate;
 mod gateway;

@@ -120,9 +120,8 @@ pub struct DeviceSession {
     pub rpc: RefCell<RpcState>,
     /// Client-side RPC requests waiting for the rules' answer: request id → v2 topic family.
     pub client_rpc: RefCell<HashMap<String, bool>>,
-    /// Chunk sizes of firmware and software requests, by request id (at most
-    /// `MAX_CHUNK_REQUESTS`; the oldest is forgotten first).
-    pub chunk_sizes: RefCell<std::collections::VecDeque<(String, u64)>>,
+    /// Firmware and software chunk requests: sizes by request id, answers in flight.
+    pub chunks: super::chunks::Chunks,
     /// The Maximum Packet Size the device announced in its MQTT 5 CONNECT.
     pub peer_max_packet: Cell<Option<u32>>,
     /// The device's rate limits, shared with its other sessions (earlier ones included).
@@ -165,7 +164,7 @@ impl DeviceSession {
             response_subs: RefCell::new(Vec::new()),
             rpc: RefCell::new(RpcState::default()),
             client_rpc: RefCell::new(HashMap::new()),
-            chunk_sizes: RefCell::new(std::collections::VecDeque::new()),
+            chunks: super::chunks::Chunks::default(),
             peer_max_packet: Cell::new(None),
             closed: Cell::new(false),
             slot: Cell::new(None),

@@ -115,6 +115,16 @@ impl Sink {
         result
     }
 
+    /// Resolves once a publish would be written at once (the device's receive window has room
+    /// and the write buffer is not full); false when the connection closed. Waiters are served
+    /// in the order they came.
+    pub async fn ready(&self) -> bool {
+        match self {
+            Self::V3(s) => s.ready().await,
+            Self::V5(s) => s.ready().await,
+        }
+    }
+
     /// Whether this is an MQTT 5 connection.
     pub fn is_v5(&self) -> bool {
         matches!(self, Self::V5(_))

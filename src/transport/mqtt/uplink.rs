@@ -11,23 +11,10 @@ use serde_json::Value;
 use super::session::{DeviceSession, Granted};
 use super::topics::{Format, Subscription, Uplink};
 use crate::domain::AttributeScope;
-use crate::domain::ota::OtaPackageType;
 use crate::domain::payload::{self, PayloadError};
-use crate::transport::ota::ChunkRequest;
 use crate::transport::uplink::{AttributeKeys, ClientRpc, DeviceLink, Permit, Values};
 
 pub use crate::transport::uplink::Outcome;
-
-/// Request ids whose chunk size a session remembers, at most.
-const MAX_CHUNK_REQUESTS: usize = 16;
-/// A PUBLISH's fixed header, topic length, packet id and MQTT 5 properties length, at most.
-const PUBLISH_OVERHEAD: u64 = 16;
-/// The digits of the largest chunk index (a u64).
-const MAX_INDEX_DIGITS: usize = 20;
-/// The MQTT 5 user property that tells a device its chunks were cut smaller than it asked.
-const CHUNK_SIZE_PROPERTY: &str = "chunk_size";
-/// That property encoded, at most: identifier, two length prefixes, key and a u64 in decimal.
-const CHUNK_SIZE_PROPERTY_BYTES: u64 = 1 + 2 + CHUNK_SIZE_PROPERTY.len() as u64 + 2 + 20;
 
 impl DeviceSession {
     pub async fn publish(self: &Rc<Self>, topic: &str, payload: Bytes) -> Outcome {
@@ -191,107 +178,6 @@ impl DeviceSession {
         Outcome::Accepted
     }
 
-    /// `v2/fw/request/{id}/chunk/{n}` (or `v2/sw/...`): the chunk on `v2/fw/response/{id}/chunk/{n}`,
-    /// or an error text on `v2/fw/error` (software too, as ThingsBoard). The session stays open.
-    async fn package_chunk(
-        self: &Rc<Self>,
-        request: &str,
-        chunk: &str,
-        software: bool,
-        payload: &[u8],
-    ) -> Outcome {
-        let (kind, family) = if software {
-            (OtaPackageType::Software, "sw")
-        } else {
-            (OtaPackageType::Firmware, "fw")
-        };
-        let error = |sess: &Rc<Self>, text: String| {
-            tracing::info!(device = %sess.device.id, request, chunk, error = %text, "package chunk refused");
-            let qos1 = sess.response_qos("v2/fw/error");
-            sess.spawn_publish("v2/fw/error".to_owned(), Bytes::from(text), qos1);
-            Outcome::Accepted
-        };
-        let Ok(index) = chunk.parse::<u64>() else {
-            return error(self, format!("Invalid chunk index: {chunk}"));
-        };
-        let text = String::from_utf8_lossy(payload);
-        let size = match text.trim() {
-            "" => self
-                .chunk_sizes
-                .borrow()
-                .iter()
-                .find(|(id, _)| id == request)
-                .map_or(0, |(_, size)| *size),
-            given => match given.parse::<u64>() {
-                Ok(size) => {
-                    self.remember_chunk_size(request, size);
-                    size
-                }
-                Err(_) => return error(self, format!("Invalid chunk size: {given}")),
-            },
-        };
-        let topic = format!("v2/{family}/response/{request}/chunk/{chunk}");
-        // The same for every index of the request, so shrunk chunks line up.
-        let topic_bytes = topic.len() - chunk.len() + MAX_INDEX_DIGITS;
-        let req = ChunkRequest {
-            kind,
-            size,
-            chunk: index,
-            max: self.max_chunk(topic_bytes),
-            shrink: true,
-        };
-        match self.link().package_chunk(req, None).await {
-            Ok(answer) => {
-                let property = answer.shrunk.then(|| {
-                    // Later chunks of this request are cut the same way, so they line up.
-                    self.remember_chunk_size(request, answer.size);
-                    if !self.sink.is_v5() {
-                        tracing::info!(
-                            device = %self.device.id,
-                            request,
-                            asked = size,
-                            chunk_size = answer.size,
-                            "package chunk larger than the connection allows: answered with chunks of chunk_size bytes"
-                        );
-                    }
-                    (CHUNK_SIZE_PROPERTY, answer.size.to_string())
-                });
-                let qos1 = self.response_qos(&topic);
-                let property = property.filter(|_| self.sink.is_v5());
-                self.spawn_publish_with(topic, Bytes::from(answer.bytes), qos1, property);
-                Outcome::Accepted
-            }
-            Err(e) => error(self, e.to_string()),
-        }
-    }
-
-    /// The largest chunk one PUBLISH with a topic of `topic_bytes` can carry on this
-    /// connection: within the server's `mqtt.max_packet_size` and the Maximum Packet Size the
-    /// device announced (MQTT 5), beside the topic, the header and a `chunk_size` user property.
-    fn max_chunk(&self, topic_bytes: usize) -> u64 {
-        let server = u64::from(self.state.config.mqtt.max_packet_size);
-        let device = self.peer_max_packet.get().map_or(u64::MAX, u64::from);
-        let property = if self.sink.is_v5() {
-            CHUNK_SIZE_PROPERTY_BYTES
-        } else {
-            0
-        };
-        server
-            .min(device)
-            .saturating_sub(topic_bytes as u64 + PUBLISH_OVERHEAD + property)
-    }
-
-    /// Remembers the chunk size of a request id (the oldest id is forgotten past
-    /// `MAX_CHUNK_REQUESTS`).
-    fn remember_chunk_size(&self, request: &str, size: u64) {
-        let mut sizes = self.chunk_sizes.borrow_mut();
-        sizes.retain(|(id, _)| id != request);
-        if sizes.len() >= MAX_CHUNK_REQUESTS {
-            sizes.pop_front();
-        }
-        sizes.push_back((request.to_owned(), size));
-    }
-
     /// The device answers a server-side RPC.
     pub(super) fn rpc_response(self: &Rc<Self>, id: &str, payload: Bytes) -> Outcome {
         let Ok(id) = id.parse::<i32>() else {
@@ -408,31 +294,37 @@ impl DeviceSession {
 }
 
 impl DeviceSession {
-    /// Sends the device its current shared attributes, in the push format, through its own queue
-    /// (after the SUBACK: the read takes a hop to the main runtime). Nothing when it has none.
+    /// Sends this session (not the device's other sessions or long polls, nor a newer session
+    /// that took over meanwhile) the device's current shared attributes, in the push format, on
+    /// its attribute subscription (after the SUBACK: the read takes a hop to the main runtime).
+    /// Nothing when it has none.
     fn send_shared_attributes(self: &Rc<Self>) {
-        let state = self.state.clone();
+        let services = self.state.services.clone();
         let device = self.device.id;
-        self.state.rt.spawn(async move {
-            match state
-                .services
+        let read = self.state.rt.spawn(async move {
+            services
                 .store
                 .find_attributes(device.0, AttributeScope::Shared, None)
                 .await
-            {
-                Ok(rows) if rows.is_empty() => {}
-                Ok(rows) => {
-                    let payload: serde_json::Map<String, Value> =
-                        rows.into_iter().map(|r| (r.key, r.value.to_json())).collect();
-                    let downlink = crate::bus::Downlink::Attributes {
-                        payload: Value::Object(payload).to_string(),
-                    };
-                    state.sessions.deliver(device, downlink);
-                }
-                Err(e) => {
+        });
+        let weak = Rc::downgrade(self);
+        ntex_rt::spawn(async move {
+            let rows = match read.await {
+                Ok(Ok(rows)) => rows,
+                Ok(Err(e)) => {
                     tracing::warn!(device = %device, error = %e, "shared attributes not sent on subscribe");
+                    return;
                 }
-            }
+                Err(_) => return,
+            };
+            let Some(sess) = weak.upgrade().filter(|_| !rows.is_empty()) else {
+                return;
+            };
+            let payload: serde_json::Map<String, Value> = rows
+                .into_iter()
+                .map(|r| (r.key, r.value.to_json()))
+                .collect();
+            sess.push_attributes(Value::Object(payload).to_string());
         });
     }
 }

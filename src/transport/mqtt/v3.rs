@@ -107,7 +107,7 @@ async fn answer_publish(conn: &Session, p: v3::Publish) -> Result<(), SessionErr
         .instrument(span.clone())
         .await;
     let label = outcome.label();
-    let result = answer(sess, &p, qos1, outcome);
+    let result = answer(sess, qos1, outcome);
     if qos1 && result.is_ok() {
         crate::observability::trace::puback(&span, label);
     }
@@ -115,12 +115,7 @@ async fn answer_publish(conn: &Session, p: v3::Publish) -> Result<(), SessionErr
 }
 
 /// What a device PUBLISH's outcome means for the connection: PUBACK (Ok) or closed.
-fn answer(
-    sess: &session::DeviceSession,
-    p: &v3::Publish,
-    qos1: bool,
-    outcome: Outcome,
-) -> Result<(), SessionError> {
+fn answer(sess: &session::DeviceSession, qos1: bool, outcome: Outcome) -> Result<(), SessionError> {
     match outcome {
         Outcome::Accepted | Outcome::TopicInvalid => Ok(()),
         // No reason code to say so: acknowledged, dropped and logged (ThingsBoard leaves the
@@ -131,13 +126,6 @@ fn answer(
             if let Some(suppressed) = INVALID_PAYLOAD_LOG.allow() {
                 tracing::info!(device = %sess.device.id, error = %e, suppressed, "invalid payload from an MQTT 3.1.1 client; acknowledged as its profile asks (sendAckOnValidationException)");
             }
-            Ok(())
-        }
-        Outcome::Unsupported(what) => {
-            tracing::warn!(
-                topic = p.publish_topic(),
-                "{what} over MQTT are not served yet; message acknowledged and dropped"
-            );
             Ok(())
         }
         Outcome::InvalidPayload(e) => {

@@ -151,16 +151,6 @@ fn answer(
         Outcome::TopicInvalid => Ok(PublishAck::new(PublishAckReason::TopicNameInvalid)),
         Outcome::NotGateway => Ok(PublishAck::new(PublishAckReason::NotAuthorized)
             .reason("the device is not a gateway".into())),
-        Outcome::Unsupported(what) => {
-            tracing::warn!(
-                topic = p.publish_topic(),
-                "{what} over MQTT are not served yet"
-            );
-            Ok(
-                PublishAck::new(PublishAckReason::ImplementationSpecificError)
-                    .reason(format!("{what} not supported yet").into()),
-            )
-        }
         Outcome::InvalidPayload(e) if qos1 => {
             tracing::debug!(device = %sess.device.id, error = %e, "invalid payload");
             Ok(PublishAck::new(PublishAckReason::PayloadFormatInvalid).reason(truncate(&e).into()))
