@@ -14,7 +14,7 @@ use super::auth::{Scope, TenantUser};
 use super::error::{ApiError, Params, RawBody};
 use super::telemetry::{PREFIX, parse_body, requested_keys, resolve_entity};
 use crate::domain::{AttributeKv, Device};
-use crate::domain::{AttributeScope, DeviceId, Kv, now_ms, payload};
+use crate::domain::{AttributeScope, DeviceId, now_ms, payload};
 
 pub fn routes() -> Router<AppStateRef> {
     let p = |suffix: &str| format!("{PREFIX}/{suffix}");
@@ -85,7 +85,7 @@ async fn save(
     body: &[u8],
 ) -> Result<StatusCode, ApiError> {
     let scope = parse_scope(scope)?;
-    let device = resolve_entity(state, reach, entity_type, entity_id).await?;
+    let device = resolve_owned(state, reach, entity_type, entity_id).await?;
     if scope == AttributeScope::Client {
         return Err(ApiError::text_bad_request(format!(
             "Invalid scope: {}",
@@ -98,7 +98,7 @@ async fn save(
     }
     let kvs = payload::attributes(&value, state.services.typing).map_err(|e| {
         if e.is_limit() {
-            crate::observability::log_gate::refused_input("rest", &device.id, &e);
+            crate::observability::log_gate::refused_input("rest", &device, &e);
         }
         ApiError::text_bad_request(e.to_string())
     })?;
@@ -110,25 +110,45 @@ async fn save(
     if kvs.iter().any(|kv| kv.key.trim().is_empty()) {
         return Err(ApiError::text_bad_request("Key cannot be empty!"));
     }
+    // The push gets the keys and values by value: the save consumes its own copy.
+    let push = (scope == AttributeScope::Shared).then(|| kvs.clone());
     state
         .services
-        .save_attributes(device.id.0, scope, kvs.clone(), now_ms())
+        .save_attributes(device.0, scope, kvs, now_ms())
         .await?;
-    after_attributes_saved(state, &device, scope, &kvs).await;
+    // SHARED_SCOPE changes go to the device's session, through the bus, wherever it lives.
+    if let Some(kvs) = push {
+        state.services.push_shared_attributes(device, &kvs).await;
+    }
     Ok(StatusCode::OK)
 }
 
-/// What follows a committed attribute save: SHARED_SCOPE changes are pushed to the device's session
-/// (through the bus, on whatever node it lives).
-async fn after_attributes_saved(
+/// The device a save names, checked as `resolve_entity` does. A tenant administrator's call
+/// needs only the device's tenant, which never changes: it is remembered (`bus::owners`) and
+/// forgotten on every node when the device is deleted or its credentials change. A customer
+/// user's call reads the device (its customer may have changed).
+async fn resolve_owned(
     state: &AppStateRef,
-    device: &Device,
-    scope: AttributeScope,
-    kvs: &[Kv],
-) {
-    if scope == AttributeScope::Shared {
-        state.services.push_shared_attributes(device.id, kvs).await;
+    reach: Scope,
+    entity_type: &str,
+    entity_id: &str,
+) -> Result<DeviceId, ApiError> {
+    if reach.customer.is_none()
+        && entity_type == DeviceId::ENTITY_TYPE
+        && let Ok(id) = super::error::parse_uuid(entity_id)
+        && let Some(tenant) = state.sessions.owners.tenant_of(DeviceId(id))
+    {
+        if tenant != reach.tenant {
+            return Err(ApiError::Text(
+                StatusCode::FORBIDDEN,
+                "Device doesn't belong to the current Tenant!".to_owned(),
+            ));
+        }
+        return Ok(DeviceId(id));
     }
+    let device = resolve_entity(state, reach, entity_type, entity_id).await?;
+    state.sessions.owners.remember(device.id, device.tenant_id);
+    Ok(device.id)
 }
 
 /// What follows a committed attribute deletion: `{"deleted":[keys]}` to the device for SHARED_SCOPE.

@@ -3,6 +3,8 @@
 
 pub mod live;
 pub mod local;
+pub mod mailbox;
+pub mod owners;
 pub mod redis;
 pub mod registry;
 pub mod sent;

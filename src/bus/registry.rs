@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::Downlink;
+use super::mailbox::Address;
 use crate::domain::{DeviceId, DeviceProfileId};
 
 /// Why the server closes a session.
@@ -44,8 +45,18 @@ struct Entry {
     session: u64,
     /// The device's profile when the session opened.
     profile: Option<DeviceProfileId>,
-    tx: mpsc::Sender<SessionCmd>,
-    close: watch::Sender<Option<CloseReason>>,
+    outbox: Outbox,
+}
+
+/// Where an entry's commands and close request go.
+enum Outbox {
+    /// A queue and a close signal of its own (HTTP long polls).
+    Channel {
+        tx: mpsc::Sender<SessionCmd>,
+        close: watch::Sender<Option<CloseReason>>,
+    },
+    /// The mailbox of the MQTT worker the session lives on.
+    Mailbox(Address),
 }
 
 /// What an HTTP long poll waits for (it ends with the first).
@@ -99,26 +110,37 @@ impl DeviceSessions {
 
 /// Hands a command to one entry's queue; a full queue drops it (counted and logged).
 fn offer(device: DeviceId, entry: &Entry, cmd: SessionCmd) -> bool {
-    match entry.tx.try_send(cmd) {
-        Ok(()) => true,
-        Err(_) => {
-            metrics::counter!("ferroboard_mqtt_outbound_dropped_total").increment(1);
-            tracing::warn!(device = %device, "outbound queue of the session is full (mqtt.outbound_queue); message dropped");
-            false
-        }
+    if entry.try_send(cmd) {
+        return true;
     }
+    metrics::counter!("ferroboard_mqtt_outbound_dropped_total").increment(1);
+    tracing::warn!(device = %device, "outbound queue of the session is full (mqtt.outbound_queue); message dropped");
+    false
 }
 
 impl Entry {
+    /// Queues a command for the session; false when its queue is full or it is gone.
+    fn try_send(&self, cmd: SessionCmd) -> bool {
+        match &self.outbox {
+            Outbox::Channel { tx, .. } => tx.try_send(cmd).is_ok(),
+            Outbox::Mailbox(address) => address.offer(self.session, cmd),
+        }
+    }
+
     /// Asks the session to close; a reason set earlier stays.
     fn close(&self, reason: CloseReason) {
-        self.close.send_if_modified(|current| {
-            let unset = current.is_none();
-            if unset {
-                *current = Some(reason);
+        match &self.outbox {
+            Outbox::Channel { close, .. } => {
+                close.send_if_modified(|current| {
+                    let unset = current.is_none();
+                    if unset {
+                        *current = Some(reason);
+                    }
+                    unset
+                });
             }
-            unset
-        });
+            Outbox::Mailbox(address) => address.close(self.session, reason),
+        }
     }
 }
 
@@ -134,30 +156,44 @@ pub struct Registry {
     /// Devices whose credentials changed (or which were deleted) recently, and when: a CONNECT
     /// authenticated before that instant must not become a session.
     revoked: Mutex<HashMap<DeviceId, Instant>>,
+    /// Devices' tenants, for REST calls; forgotten with every administrative close.
+    pub owners: super::owners::Owners,
 }
 
 impl Registry {
-    /// Registers a new session for `device`; an older session of the device is told to close
-    /// (even when its command queue is full). Returns the session id and its close signal.
+    /// Registers a new session for `device` with a queue of its own; an older session of the
+    /// device is told to close (even when its command queue is full). Returns the session id and
+    /// its close signal.
     pub fn register(&self, device: DeviceId, tx: mpsc::Sender<SessionCmd>) -> (u64, CloseSignal) {
-        self.register_of_profile(device, None, tx)
+        let (close, signal) = watch::channel(None);
+        let session = self.register_main(device, None, Outbox::Channel { tx, close });
+        (session, signal)
     }
 
-    /// As `register`, remembering the device's profile for `close_profile`.
-    pub fn register_of_profile(
+    /// Registers a new MQTT session of `device` reached through its worker's mailbox,
+    /// remembering the device's profile for `close_profile`; an older session of the device is
+    /// told to close. Returns the session id.
+    pub fn register_mailbox(
         &self,
         device: DeviceId,
         profile: Option<DeviceProfileId>,
-        tx: mpsc::Sender<SessionCmd>,
-    ) -> (u64, CloseSignal) {
+        address: Address,
+    ) -> u64 {
+        self.register_main(device, profile, Outbox::Mailbox(address))
+    }
+
+    fn register_main(
+        &self,
+        device: DeviceId,
+        profile: Option<DeviceProfileId>,
+        outbox: Outbox,
+    ) -> u64 {
         let session = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (close, signal) = watch::channel(None);
         let mut map = self.lock();
         let old = map.entry(device).or_default().main.replace(Entry {
             session,
             profile,
-            tx,
-            close,
+            outbox,
         });
         let len = mains(&map);
         drop(map);
@@ -170,7 +206,7 @@ impl Registry {
             old.close(CloseReason::TakenOver);
         }
         metrics::gauge!("ferroboard_mqtt_sessions").set(len as f64);
-        (session, signal)
+        session
     }
 
     /// Registers an HTTP long poll of `device` waiting for `kind`; the device's MQTT session (if
@@ -193,8 +229,7 @@ impl Registry {
             Entry {
                 session,
                 profile: None,
-                tx,
-                close,
+                outbox: Outbox::Channel { tx, close },
             },
         ));
         Ok((session, signal))
@@ -223,6 +258,7 @@ impl Registry {
     pub fn close(&self, device: DeviceId, reason: CloseReason) {
         if reason == CloseReason::Administrative {
             self.revoke(device);
+            self.owners.forget(device);
         }
         if let Some(sessions) = self.lock().get(&device) {
             if let Some(entry) = &sessions.main {
@@ -272,13 +308,13 @@ impl Registry {
                     .is_some_and(|entry| offer(device, entry, cmd(&downlink)));
                 // A poll's queue holds one update: a full one answers with the update it has.
                 for entry in sessions.polls_of(PollKind::Attributes) {
-                    taken |= entry.tx.try_send(cmd(&downlink)).is_ok();
+                    taken |= entry.try_send(cmd(&downlink));
                 }
                 taken
             }
             Downlink::Rpc(_) => {
                 let mut polls = sessions.polls_of(PollKind::Rpc);
-                if polls.any(|entry| entry.tx.try_send(cmd(&downlink)).is_ok()) {
+                if polls.any(|entry| entry.try_send(cmd(&downlink))) {
                     return true;
                 }
                 sessions.main.as_ref().is_some_and(|entry| {
@@ -297,7 +333,7 @@ impl Registry {
         if let Some(sessions) = self.lock().get(&device) {
             let poll = sessions.polls_of(PollKind::Rpc).next();
             if let Some(entry) = poll.or(sessions.main.as_ref()) {
-                let _ = entry.tx.try_send(SessionCmd::PendingRpc);
+                let _ = entry.try_send(SessionCmd::PendingRpc);
             }
         }
     }
@@ -504,5 +540,36 @@ mod tests {
         let (tx3, _rx3) = mpsc::channel(1);
         reg.register(device, tx3);
         assert_eq!(*close2.borrow(), Some(CloseReason::TakenOver));
+    }
+
+    #[test]
+    fn mailbox_sessions_are_bounded_and_closed_through_their_worker() {
+        let reg = Registry::default();
+        let device = DeviceId::new();
+        let (mailbox, mut rx) = super::super::mailbox::Mailbox::new();
+        let first = mailbox.address(1);
+        let flags = first.flags();
+        let s1 = reg.register_mailbox(device, None, first);
+        let push = || Downlink::Attributes {
+            payload: "{}".to_owned(),
+        };
+        assert!(reg.deliver(device, push()));
+        assert!(
+            !reg.deliver(device, push()),
+            "the session's bound holds in a shared mailbox"
+        );
+        let s2 = reg.register_mailbox(device, None, mailbox.address(1));
+        assert_eq!(flags.close_reason(), Some(CloseReason::TakenOver));
+        let letters: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(letters.len(), 2, "the push, then the close request");
+        assert!(letters.iter().all(|l| l.session == s1));
+        assert!(matches!(
+            letters[1].kind,
+            super::super::mailbox::LetterKind::Close
+        ));
+        assert!(reg.deliver(device, push()), "the newer session takes it");
+        assert_eq!(rx.try_recv().map(|l| l.session).ok(), Some(s2));
+        reg.unregister(device, s1);
+        assert_eq!(reg.session_of(device), Some(s2));
     }
 }

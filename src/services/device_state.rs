@@ -44,7 +44,8 @@ const STORED_KEYS: [&str; 6] = [
 ];
 
 struct Entry {
-    device: Device,
+    /// Shared with the device's session (no copy per connected device).
+    device: Arc<Device>,
     /// Open sessions minus closed ones; may dip below zero when a close is seen before its open.
     sessions: i32,
     active: bool,
@@ -59,9 +60,9 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(device: &Device, timeout_ms: i64) -> Self {
+    fn new(device: Arc<Device>, timeout_ms: i64) -> Self {
         Self {
-            device: device.clone(),
+            device,
             sessions: 0,
             active: false,
             loaded: false,
@@ -201,13 +202,14 @@ impl Table {
     fn update<R>(
         &mut self,
         device: &Device,
+        shared: impl FnOnce() -> Arc<Device>,
         timeout_ms: i64,
         f: impl FnOnce(&mut Entry) -> (bool, R),
     ) -> R {
         let e = self
             .devices
             .entry(device.id)
-            .or_insert_with(|| Entry::new(device, timeout_ms));
+            .or_insert_with(|| Entry::new(shared(), timeout_ms));
         let was_clean = e.dirty == 0;
         let (became_active, out) = f(e);
         if became_active {
@@ -256,7 +258,7 @@ impl DeviceStateService {
     }
 
     /// A transport session of the device opened: CONNECT_EVENT, and ACTIVITY_EVENT when it was inactive.
-    pub async fn connected(&self, device: &Device) {
+    pub async fn connected(&self, device: &Arc<Device>) {
         let known = self
             .lock()
             .devices
@@ -268,21 +270,26 @@ impl DeviceStateService {
             self.load(device.id).await
         };
         let now = now_ms();
-        let msgs = self.lock().update(device, self.default_timeout_ms, |e| {
-            e.device.clone_from(device);
-            if !e.loaded {
-                e.merge(&stored);
-            }
-            e.sessions += 1;
-            e.last_connect = now;
-            e.dirty |= CONNECT;
-            let mut msgs = vec![e.event(MsgType::ConnectEvent)];
-            let became_active = e.sessions > 0 && e.touch(now);
-            if became_active {
-                msgs.push(e.event(MsgType::ActivityEvent));
-            }
-            (became_active, msgs)
-        });
+        let shared = || device.clone();
+        let msgs = self
+            .lock()
+            .update(device, shared, self.default_timeout_ms, |e| {
+                if !Arc::ptr_eq(&e.device, device) {
+                    e.device = device.clone();
+                }
+                if !e.loaded {
+                    e.merge(&stored);
+                }
+                e.sessions += 1;
+                e.last_connect = now;
+                e.dirty |= CONNECT;
+                let mut msgs = vec![e.event(MsgType::ConnectEvent)];
+                let became_active = e.sessions > 0 && e.touch(now);
+                if became_active {
+                    msgs.push(e.event(MsgType::ActivityEvent));
+                }
+                (became_active, msgs)
+            });
         self.emit(msgs);
         self.wake.notify_one();
     }
@@ -291,16 +298,19 @@ impl DeviceStateService {
     /// is no longer active.
     pub async fn disconnected(&self, device: &Device) {
         let now = now_ms();
-        let msg = self.lock().update(device, self.default_timeout_ms, |e| {
-            e.sessions -= 1;
-            e.last_disconnect = now;
-            e.dirty |= DISCONNECT;
-            if e.sessions <= 0 && e.active {
-                e.active = false;
-                e.dirty |= ACTIVE;
-            }
-            (false, e.event(MsgType::DisconnectEvent))
-        });
+        let shared = || Arc::new(device.clone());
+        let msg = self
+            .lock()
+            .update(device, shared, self.default_timeout_ms, |e| {
+                e.sessions -= 1;
+                e.last_disconnect = now;
+                e.dirty |= DISCONNECT;
+                if e.sessions <= 0 && e.active {
+                    e.active = false;
+                    e.dirty |= ACTIVE;
+                }
+                (false, e.event(MsgType::DisconnectEvent))
+            });
         self.emit(vec![msg]);
         self.wake.notify_one();
     }
@@ -309,13 +319,16 @@ impl DeviceStateService {
     /// the device becomes active or is not yet tracked): called on the transport's hot path.
     pub fn activity(&self, device: &Device) {
         let now = now_ms();
-        let msg = self.lock().update(device, self.default_timeout_ms, |e| {
-            let became_active = e.touch(now);
-            (
-                became_active,
-                became_active.then(|| e.event(MsgType::ActivityEvent)),
-            )
-        });
+        let shared = || Arc::new(device.clone());
+        let msg = self
+            .lock()
+            .update(device, shared, self.default_timeout_ms, |e| {
+                let became_active = e.touch(now);
+                (
+                    became_active,
+                    became_active.then(|| e.event(MsgType::ActivityEvent)),
+                )
+            });
         let Some(msg) = msg else {
             return;
         };

@@ -1,16 +1,19 @@
-//! A session's downlink: the command task fed by the registry (bus deliveries, close), shared-attribute
-//! pushes, server-side RPC delivery with request ids, and replies to the device's own requests.
+//! Sessions' downlink: one mailbox per worker thread fed by the registry (bus deliveries, close),
+//! shared-attribute pushes, server-side RPC delivery with request ids, and replies to the device's
+//! own requests.
 
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 use tracing::Instrument as _;
 
 use ntex_bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::session::{DeviceSession, Granted};
 use super::sink::PublishError;
-use crate::bus::registry::CloseSignal;
+use crate::bus::mailbox::{Address, Letter, LetterKind, Mailbox};
 use crate::bus::{Downlink, RpcRequest, SessionCmd};
 use crate::domain::now_ms;
 use crate::services::rpc::Undelivered;
@@ -18,52 +21,103 @@ use crate::services::rpc::Undelivered;
 /// Most RPC requests held for a session that has not subscribed to RPC yet.
 const MAX_QUEUED_RPC: usize = 100;
 
-enum Cmd {
-    Close(crate::bus::CloseReason),
-    Deliver(Downlink),
-    PendingRpc,
+/// This worker thread's mailbox and the sessions it serves; made with the thread's first session.
+struct Worker {
+    mailbox: Mailbox,
+    sessions: RefCell<HashMap<u64, Weak<DeviceSession>>>,
 }
 
-/// Runs until the session ends (its registry entry, the only sender, is dropped) or is closed.
-/// The close signal is looked at first, so a full command queue never holds a close back.
-pub async fn run(
-    weak: Weak<DeviceSession>,
-    mut rx: mpsc::Receiver<SessionCmd>,
-    mut close: CloseSignal,
-) {
-    loop {
-        let cmd = tokio::select! {
-            biased;
-            reason = close.wait_for(Option::is_some) => match reason.ok().and_then(|r| *r) {
-                Some(reason) => Cmd::Close(reason),
-                // The registry forgot the session: it is ending.
-                None => break,
-            },
-            cmd = rx.recv() => match cmd {
-                Some(SessionCmd::Deliver(downlink)) => Cmd::Deliver(*downlink),
-                Some(SessionCmd::PendingRpc) => Cmd::PendingRpc,
-                None => break,
-            },
-        };
-        let Some(sess) = weak.upgrade() else { break };
-        match cmd {
-            Cmd::Close(reason) => {
-                sess.close_session(reason);
-                break;
-            }
-            Cmd::Deliver(Downlink::Attributes { payload }) => sess.push_attributes(payload),
-            Cmd::Deliver(Downlink::Rpc(req)) => sess.offer_rpc(req),
-            Cmd::Deliver(Downlink::ClientRpcReply {
+thread_local! {
+    static WORKER: OnceCell<Rc<Worker>> = const { OnceCell::new() };
+}
+
+/// The worker of this thread, its mailbox task started on first use.
+fn worker() -> Rc<Worker> {
+    WORKER.with(|cell| {
+        cell.get_or_init(|| {
+            let (mailbox, rx) = Mailbox::new();
+            let worker = Rc::new(Worker {
+                mailbox,
+                sessions: RefCell::new(HashMap::new()),
+            });
+            ntex_rt::spawn(serve(worker.clone(), rx));
+            worker
+        })
+        .clone()
+    })
+}
+
+/// The address of a new session on this worker, holding at most `bound` commands.
+pub(super) fn address(bound: usize) -> Address {
+    worker().mailbox.address(bound)
+}
+
+/// Lets this worker's mailbox reach the session (from now on: call it before the task yields, so
+/// that nothing sent since its registration is missed).
+pub(super) fn attach(sess: &Rc<DeviceSession>) {
+    worker()
+        .sessions
+        .borrow_mut()
+        .insert(sess.session, Rc::downgrade(sess));
+}
+
+/// The session ended: its mailbox letters are ignored from now on.
+pub(super) fn detach(session: u64) {
+    let _ = WORKER.try_with(|cell| {
+        if let Some(worker) = cell.get()
+            && let Ok(mut sessions) = worker.sessions.try_borrow_mut()
+        {
+            sessions.remove(&session);
+        }
+    });
+}
+
+/// Letters handled per turn before the task yields to the connections of its worker.
+const LETTERS_PER_TURN: usize = 64;
+
+/// Runs the worker's mailbox until every sender is gone (its runtime stopping ends it sooner).
+async fn serve(worker: Rc<Worker>, mut rx: UnboundedReceiver<Letter>) {
+    let mut letters = Vec::with_capacity(LETTERS_PER_TURN);
+    while rx.recv_many(&mut letters, LETTERS_PER_TURN).await > 0 {
+        for letter in letters.drain(..) {
+            handle(&worker, letter);
+        }
+    }
+}
+
+/// One letter: the session's close request is looked at first, so a full queue never holds a
+/// close back (commands still queued behind it are dropped with the session's link).
+fn handle(worker: &Worker, letter: Letter) {
+    let sess = worker
+        .sessions
+        .borrow()
+        .get(&letter.session)
+        .and_then(Weak::upgrade);
+    let Some(sess) = sess else { return };
+    if matches!(letter.kind, LetterKind::Cmd(_)) {
+        sess.flags.taken();
+    }
+    if let Some(reason) = sess.flags.close_reason() {
+        worker.sessions.borrow_mut().remove(&letter.session);
+        sess.close_session(reason);
+        return;
+    }
+    match letter.kind {
+        LetterKind::Close => {}
+        LetterKind::Cmd(SessionCmd::PendingRpc) => load_persistent(&sess),
+        LetterKind::Cmd(SessionCmd::Deliver(downlink)) => match *downlink {
+            Downlink::Attributes { payload } => sess.push_attributes(payload),
+            Downlink::Rpc(req) => sess.offer_rpc(req),
+            Downlink::ClientRpcReply {
                 session,
                 request_id,
                 body,
-            }) => {
+            } => {
                 if session == sess.session {
                     sess.client_rpc_reply(&request_id, Bytes::from(body));
                 }
             }
-            Cmd::PendingRpc => load_persistent(&sess),
-        }
+        },
     }
 }
 

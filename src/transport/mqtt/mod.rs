@@ -95,7 +95,9 @@ fn tcp_limit(max_connections: usize) -> usize {
     max_connections.saturating_add((max_connections / 4).max(16))
 }
 
-/// The MQTT 3.1.1 + 5 service of one connection, the same on every listener.
+/// The MQTT 3.1.1 + 5 service of one connection, the same on every listener. The CONNECT handlers
+/// are boxed: ntex-mqtt awaits the handshake inline in the connection's future, which would
+/// otherwise keep room for the whole admission state machine for the session's lifetime.
 macro_rules! mqtt_service {
     ($state:expr, $inflight:expr, $gate:expr) => {{
         let (s3, s5) = ($state.clone(), $state.clone());
@@ -106,14 +108,14 @@ macro_rules! mqtt_service {
                     .protocol(async |s: &v3::Session, m| v3::protocol(s, m).await)
                     .control(async |s: &v3::Session, c| v3::control(s, c).await)
                     .replace_middlewares($inflight.clone())
-                    .build(async move |hs| v3::connect(&s3, &g3, hs).await),
+                    .build(async move |hs| Box::pin(v3::connect(&s3, &g3, hs)).await),
             )
             .v5(
                 ntex_mqtt::v5::MqttServer::new(async |s: &v5::Session, p| v5::publish(s, p).await)
                     .protocol(async |s: &v5::Session, m| v5::protocol(s, m).await)
                     .control(async |s: &v5::Session, c| v5::control(s, c).await)
                     .replace_middlewares($inflight.clone())
-                    .build(async move |hs| v5::connect(&s5, &g5, hs).await),
+                    .build(async move |hs| Box::pin(v5::connect(&s5, &g5, hs)).await),
             )
     }};
 }

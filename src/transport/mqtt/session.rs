@@ -6,10 +6,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
 use super::sink::Sink;
-use crate::bus::{Event, RpcRequest, SessionCmd};
+use crate::bus::mailbox::SessionFlags;
+use crate::bus::{Event, RpcRequest};
 use crate::domain::Device;
 use crate::domain::profile::MqttSettings;
 use crate::services::device_auth::{AuthResult, Credentials};
@@ -108,10 +107,14 @@ impl RpcState {
 /// State of one authenticated device connection (lives on its MQTT worker thread).
 pub struct DeviceSession {
     pub state: Arc<AppState>,
-    pub device: Device,
+    /// Shared with the device's connectivity state.
+    pub device: Arc<Device>,
     /// The MQTT settings of the device's profile when the session opened (a change closes it).
     pub settings: Arc<MqttSettings>,
     pub session: u64,
+    /// What the registry and this worker's mailbox know of the session: its queued commands and
+    /// its close request.
+    pub flags: Arc<SessionFlags>,
     pub sink: Sink,
     pub attributes_sub: RefCell<Option<Granted>>,
     pub rpc_sub: RefCell<Option<Granted>>,
@@ -145,19 +148,21 @@ impl DeviceSession {
     /// A new session of `device` registered as `session`, with nothing subscribed yet.
     pub fn new(
         state: Arc<AppState>,
-        device: Device,
+        device: Arc<Device>,
         settings: Arc<MqttSettings>,
-        session: u64,
+        session: (u64, Arc<SessionFlags>),
         sink: Sink,
         limits: Arc<crate::transport::limits::SessionLimits>,
         role: Role,
     ) -> Self {
+        let (session, flags) = session;
         Self {
             limits,
             settings,
             state,
             device,
             session,
+            flags,
             sink,
             attributes_sub: RefCell::new(None),
             rpc_sub: RefCell::new(None),
@@ -175,7 +180,7 @@ impl DeviceSession {
 
 /// Tells other nodes that `device` has a session here now (they close theirs) and records the
 /// connection (CONNECT_EVENT, `active`).
-pub fn announce_opened(state: &Arc<AppState>, device: &Device, session: u64) {
+pub fn announce_opened(state: &Arc<AppState>, device: &Arc<Device>, session: u64) {
     let services = state.services.clone();
     let event = Event::SessionOpened {
         device: device.id.0,
@@ -197,6 +202,7 @@ impl Drop for DeviceSession {
     /// DELIVERED: the device is not asked twice, and its answer from a later session still counts.
     fn drop(&mut self) {
         self.state.sessions.unregister(self.device.id, self.session);
+        super::downlink::detach(self.session);
         let queued: Vec<RpcRequest> = self.rpc.borrow_mut().queued.drain(..).collect();
         let services = self.state.services.clone();
         let device = self.device.clone();
@@ -223,11 +229,7 @@ pub enum Conn {
 
 /// The result of authenticating a CONNECT.
 pub enum Admission {
-    Accepted(
-        Rc<DeviceSession>,
-        mpsc::Receiver<SessionCmd>,
-        crate::bus::registry::CloseSignal,
-    ),
+    Accepted(Rc<DeviceSession>),
     /// A provisioning connection (`provision` as user name or client id).
     Provision(Rc<super::provision::ProvisionSession>),
     NoCredentials,
@@ -262,7 +264,7 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
     let authenticated_at = std::time::Instant::now();
     let result = lookup(state, &connect).await;
     let device = match result {
-        AuthResult::Accepted(device) => device,
+        AuthResult::Accepted(device) => Arc::<Device>::from(device),
         AuthResult::NoCredentials => return Admission::NoCredentials,
         AuthResult::NotAuthorized => return Admission::NotAuthorized,
         AuthResult::Unavailable(e) => {
@@ -280,11 +282,11 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
             return Admission::Unavailable;
         }
     };
-    let (tx, rx) = mpsc::channel(state.config.mqtt.outbound_queue.max(1));
-    let (session, close) =
-        state
-            .sessions
-            .register_of_profile(device.id, Some(device.profile_id), tx);
+    let address = super::downlink::address(state.config.mqtt.outbound_queue);
+    let flags = address.flags();
+    let session = state
+        .sessions
+        .register_mailbox(device.id, Some(device.profile_id), address);
     // A revocation between the check above and the registration found no session to close.
     if state.sessions.revoked_since(device.id, authenticated_at) {
         state.sessions.unregister(device.id, session);
@@ -298,16 +300,18 @@ pub async fn admit(state: &Arc<AppState>, connect: Connect<'_>, sink: Sink) -> A
         Role::Device
     };
     let limits = state.device_limits.of(device.id);
-    let sess = DeviceSession::new(
+    let sess = Rc::new(DeviceSession::new(
         state.clone(),
-        *device,
+        device,
         settings,
-        session,
+        (session, flags),
         sink,
         limits,
         role,
-    );
-    Admission::Accepted(Rc::new(sess), rx, close)
+    ));
+    // Before anything yields: commands sent since the registration wait in the mailbox.
+    super::downlink::attach(&sess);
+    Admission::Accepted(sess)
 }
 
 /// The settings of the device's profile, read on the main runtime.

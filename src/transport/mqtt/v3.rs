@@ -8,7 +8,6 @@ use ntex_mqtt::{Control, Reason};
 use ntex_util::time::Seconds;
 use tracing::Instrument as _;
 
-use super::downlink;
 use super::gate::{self, Gate, Refusal};
 use super::provision::{ProvisionSession, Provisioned};
 use super::session::{self, Admission, Conn, SessionError};
@@ -55,9 +54,8 @@ async fn answer_connect(
     let keep_alive = pkt.keep_alive;
     let client_id = pkt.client_id.to_string();
     match admission {
-        Admission::Accepted(sess, rx, close) => {
+        Admission::Accepted(sess) => {
             sess.slot.set(Some(slot));
-            ntex_rt::spawn(downlink::run(Rc::downgrade(&sess), rx, close));
             let idle = session::idle_timeout(keep_alive).map_or(Seconds::ZERO, Seconds);
             (hs.ack(Conn::Device(sess), false).idle_timeout(idle), 0)
         }

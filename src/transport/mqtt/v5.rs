@@ -1,6 +1,5 @@
 //! MQTT 5 glue: CONNACK reason codes and properties, PUBACK reason codes, SUBACK, DISCONNECT reasons.
 
-use std::rc::Rc;
 use std::sync::Arc;
 
 use ntex_mqtt::v5::codec::{
@@ -10,7 +9,6 @@ use ntex_mqtt::v5::{self, PublishAck};
 use ntex_mqtt::{Control, Reason};
 use tracing::Instrument as _;
 
-use super::downlink;
 use super::gate::{self, Gate, Refusal};
 use super::provision::{ProvisionSession, Provisioned};
 use super::session::{self, Admission, Conn, SessionError};
@@ -54,10 +52,9 @@ async fn answer_connect(
     let keep_alive = pkt.keep_alive;
     let client_id = pkt.client_id.to_string();
     match admission {
-        Admission::Accepted(sess, rx, close) => {
+        Admission::Accepted(sess) => {
             sess.slot.set(Some(slot));
             sess.peer_max_packet.set(peer_max_packet);
-            ntex_rt::spawn(downlink::run(Rc::downgrade(&sess), rx, close));
             // ntex-mqtt 9.0.0 maps keep-alive 0 to a 30 s idle timeout; MQTT says 0 means none.
             let idle = session::idle_timeout(keep_alive).unwrap_or(u16::MAX);
             let ack = hs

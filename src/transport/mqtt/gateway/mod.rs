@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use super::session::{DeviceSession, Granted, Role};
 use super::uplink::Outcome;
@@ -245,11 +244,13 @@ impl DeviceSession {
     /// Opens the session of `device` behind this gateway: registered (closing its other
     /// sessions, on any node), CONNECT_EVENT, persistent RPCs loaded.
     fn attach(self: &Rc<Self>, gw: &Gateway, name: &str, device: Device) -> Rc<DeviceSession> {
-        let (tx, rx) = mpsc::channel(self.state.config.mqtt.outbound_queue.max(1));
-        let (session, close) =
+        let device = std::sync::Arc::new(device);
+        let address = super::downlink::address(self.state.config.mqtt.outbound_queue);
+        let flags = address.flags();
+        let session =
             self.state
                 .sessions
-                .register_of_profile(device.id, Some(device.profile_id), tx);
+                .register_mailbox(device.id, Some(device.profile_id), address);
         super::session::announce_opened(&self.state, &device, session);
         tracing::debug!(gateway = %self.device.id, device = %device.id, name, "device connected through its gateway");
         let role = Role::SubDevice(SubDevice {
@@ -261,12 +262,12 @@ impl DeviceSession {
             self.state.clone(),
             device,
             self.settings.clone(),
-            session,
+            (session, flags),
             self.sink.clone(),
             gw.limits.clone(),
             role,
         ));
-        ntex_rt::spawn(super::downlink::run(Rc::downgrade(&sess), rx, close));
+        super::downlink::attach(&sess);
         gw.devices
             .borrow_mut()
             .insert(name.to_owned(), sess.clone());
