@@ -8,7 +8,7 @@ use crate::domain::Device;
 use crate::services::device_auth::AuthResult;
 use crate::state::AppState;
 use crate::transport::limits::SessionLimits;
-use crate::transport::uplink::{DeviceLink, Outcome};
+use crate::transport::uplink::{DeviceLink, Outcome, Processing};
 
 /// An authenticated device for the duration of one request.
 pub struct HttpDevice {
@@ -50,6 +50,7 @@ impl HttpDevice {
             device: &self.device,
             limits: &self.limits,
             transport: "http",
+            processing: Processing::Spawned,
         }
     }
 
