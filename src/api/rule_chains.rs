@@ -201,7 +201,7 @@ async fn test_script(
         EntityId::Device(DeviceId(uuid::Uuid::nil())),
         data,
     );
-    msg.metadata = body.metadata;
+    msg.metadata = body.metadata.into();
     let kind = body.script_type.as_deref().unwrap_or("update");
     match state.engine.test_script(&body.script, kind, &msg).await {
         Ok(output) => Ok(Json(json!({"output": output, "error": ""}))),

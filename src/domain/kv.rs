@@ -199,11 +199,21 @@ impl KvValue {
                 }
             }
             // arbitrary_precision keeps the literal text.
-            Value::Number(n) => {
-                too_large(n.as_str().len())?;
-                classify_number(n.as_str())
-            }
+            Value::Number(n) => Self::from_number_text(key, n.as_str(), typing)?,
         }))
+    }
+
+    /// A JSON number of `key` from its text as serde_json keeps it (`arbitrary_precision`), as
+    /// `from_json` types a `Value::Number`.
+    pub fn from_number_text(key: &str, text: &str, typing: Typing) -> Result<Self, TypingError> {
+        check_key(key)?;
+        if text.len() > typing.max_value_size {
+            return Err(TypingError::ValueTooLarge(
+                TypingError::key(key),
+                typing.max_value_size,
+            ));
+        }
+        Ok(classify_number(text))
     }
 
     /// The value as a typed JSON value (JSON text is parsed back).

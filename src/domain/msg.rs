@@ -1,7 +1,8 @@
 //! Rule-engine messages: type, originator, JSON data and string metadata.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 use uuid::Uuid;
@@ -132,7 +133,45 @@ impl MsgType {
     }
 }
 
+/// A message's string metadata, shared by copies of the message until one of them changes it
+/// (copy on write: reading derefs to the map, any mutable access copies a shared map first).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Metadata(Arc<BTreeMap<String, String>>);
+
+impl Deref for Metadata {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for Metadata {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl From<BTreeMap<String, String>> for Metadata {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Self(Arc::new(map))
+    }
+}
+
+impl std::fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl serde::Serialize for Metadata {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
 /// A rule-engine message. `data` is kept parsed; ThingsBoard's JSON text is its serialisation.
+/// A message of a device's typed values builds `data` from them only when something reads it.
 #[derive(Clone, Debug)]
 pub struct Msg {
     pub id: Uuid,
@@ -141,8 +180,9 @@ pub struct Msg {
     pub tenant: TenantId,
     pub customer: Option<CustomerId>,
     pub originator: EntityId,
-    pub metadata: BTreeMap<String, String>,
-    data: Value,
+    pub metadata: Metadata,
+    /// Set, or built on first read from `typed` (one of the two is always there).
+    data: OnceLock<Value>,
     /// The typed values `data` was built from (a device's telemetry or attributes, typed once by
     /// the transport), so save nodes need not type `data` again. Dropped whenever `data` changes.
     typed: Option<Arc<Vec<Kv>>>,
@@ -150,6 +190,16 @@ pub struct Msg {
 
 impl Msg {
     pub fn new(msg_type: MsgType, tenant: TenantId, originator: EntityId, data: Value) -> Self {
+        Self::with_data(msg_type, tenant, originator, OnceLock::from(data), None)
+    }
+
+    fn with_data(
+        msg_type: MsgType,
+        tenant: TenantId,
+        originator: EntityId,
+        data: OnceLock<Value>,
+        typed: Option<Arc<Vec<Kv>>>,
+    ) -> Self {
         Self {
             id: Uuid::new_v4(),
             ts: super::now_ms(),
@@ -157,9 +207,9 @@ impl Msg {
             tenant,
             customer: None,
             originator,
-            metadata: BTreeMap::new(),
+            metadata: Metadata::default(),
             data,
-            typed: None,
+            typed,
         }
     }
 
@@ -172,37 +222,35 @@ impl Msg {
         originator: EntityId,
         values: Vec<Kv>,
     ) -> Self {
-        let mut msg = Self::new(
-            msg_type,
-            tenant,
-            originator,
-            super::payload::kvs_to_object(&values),
-        );
         let reads_as_timestamped = ["ts", "values"]
             .iter()
             .all(|k| values.iter().any(|kv| kv.key == *k));
-        if !reads_as_timestamped {
-            msg.typed = Some(Arc::new(values));
+        if reads_as_timestamped {
+            let data = super::payload::kvs_to_object(&values);
+            return Self::new(msg_type, tenant, originator, data);
         }
-        msg
+        let typed = Some(Arc::new(values));
+        Self::with_data(msg_type, tenant, originator, OnceLock::new(), typed)
     }
 
     pub fn data(&self) -> &Value {
-        &self.data
+        self.data.get_or_init(|| {
+            self.typed.as_deref().map_or_else(
+                || Value::Object(serde_json::Map::new()),
+                |values| super::payload::kvs_to_object(values),
+            )
+        })
     }
 
     /// Replaces the data (and forgets the typed values it no longer matches).
     pub fn set_data(&mut self, data: Value) {
-        self.data = data;
+        self.data = OnceLock::from(data);
         self.typed = None;
     }
 
-    /// Takes the typed values `data` was built from, if they are known; the message keeps its
-    /// data. Cloned only when another copy of the message still shares them.
-    pub fn take_values(&mut self) -> Option<Vec<Kv>> {
-        self.typed
-            .take()
-            .map(|shared| Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone()))
+    /// The typed values `data` was built from, if they are known.
+    pub fn values(&self) -> Option<&[Kv]> {
+        self.typed.as_deref().map(Vec::as_slice)
     }
 
     /// `metadata.ts` when it parses, else the message creation time (TbMsg#getMetaDataTs).
@@ -239,16 +287,43 @@ mod tests {
 
     #[test]
     fn typed_values_follow_the_data() {
-        let mut msg = device_msg(&["a", "b"]);
-        assert_eq!(msg.data().to_string(), r#"{"a":1,"b":1}"#);
-        let copy = msg.clone();
-        assert_eq!(msg.take_values(), Some(values(&["a", "b"])));
-        assert_eq!(msg.take_values(), None, "taken once");
-        let mut copy = copy;
+        let msg = device_msg(&["a", "b"]);
+        assert_eq!(msg.values(), Some(values(&["a", "b"]).as_slice()));
+        let mut copy = msg.clone();
+        assert_eq!(
+            msg.data().to_string(),
+            r#"{"a":1,"b":1}"#,
+            "built when read"
+        );
+        assert_eq!(copy.data().to_string(), r#"{"a":1,"b":1}"#);
+        assert!(msg.values().is_some(), "reading the data keeps the values");
         copy.set_data(serde_json::json!({"c": 2}));
-        assert_eq!(copy.take_values(), None, "changed data forgets the values");
-        assert_eq!(device_msg(&["ts", "values"]).take_values(), None);
-        assert!(device_msg(&["ts", "x"]).take_values().is_some());
+        assert_eq!(copy.values(), None, "changed data forgets the values");
+        assert_eq!(
+            msg.data().to_string(),
+            r#"{"a":1,"b":1}"#,
+            "the original keeps its own"
+        );
+        let timestamped = device_msg(&["ts", "values"]);
+        assert_eq!(timestamped.values(), None);
+        assert_eq!(timestamped.data().to_string(), r#"{"ts":1,"values":1}"#);
+        assert!(device_msg(&["ts", "x"]).values().is_some());
+    }
+
+    #[test]
+    fn copies_share_metadata_until_one_changes_it() {
+        let mut msg = device_msg(&["a"]);
+        msg.metadata.insert("k".into(), "1".into());
+        let mut copy = msg.clone();
+        assert!(Arc::ptr_eq(&msg.metadata.0, &copy.metadata.0));
+        copy.metadata.insert("k".into(), "2".into());
+        assert_eq!(msg.metadata["k"], "1");
+        assert_eq!(copy.metadata["k"], "2");
+        assert_eq!(format!("{:?}", msg.metadata), r#"{"k": "1"}"#);
+        assert_eq!(
+            serde_json::to_string(&msg.metadata).unwrap(),
+            r#"{"k":"1"}"#
+        );
     }
 
     #[test]

@@ -236,6 +236,96 @@ pub fn typed_object(obj: &Map<String, Value>, typing: Typing) -> Result<Vec<Kv>,
     Ok(out)
 }
 
+/// Entries a payload may have for the flat fast path; larger objects take the general path.
+const FLAT_MAX_ENTRIES: usize = 64;
+
+/// The typed values of a telemetry payload that is one flat object in strict JSON (what devices
+/// send almost always), read straight from its bytes: no JSON tree is built, numbers and booleans
+/// are typed from their text. `None` for anything else (arrays, a `ts` key, lenient JSON, more
+/// than [`FLAT_MAX_ENTRIES`] keys) and for any value the typing refuses: the general path
+/// ([`parse_lenient`], then [`telemetry`]) then reads the payload and gives its result or error.
+/// The values are the general path's: in the object's order, a repeated key at its first place
+/// with its last value, nulls dropped.
+pub fn flat_telemetry(bytes: &[u8], typing: Typing) -> Option<Vec<Kv>> {
+    let FlatObject(entries) = serde_json::from_slice(bytes).ok()?;
+    // `ts` (with `values`, the timestamped form) is left to the general path.
+    if entries.iter().any(|(key, _)| key == "ts") {
+        return None;
+    }
+    typed_entries(entries, typing)
+}
+
+/// As [`flat_telemetry`], for a client-attributes payload (where `ts` is a key like any other).
+pub fn flat_attributes(bytes: &[u8], typing: Typing) -> Option<Vec<Kv>> {
+    let FlatObject(entries) = serde_json::from_slice(bytes).ok()?;
+    typed_entries(entries, typing)
+}
+
+fn typed_entries(
+    entries: Vec<(String, &serde_json::value::RawValue)>,
+    typing: Typing,
+) -> Option<Vec<Kv>> {
+    let mut out = Vec::with_capacity(entries.len());
+    for (key, raw) in entries {
+        let text = raw.get();
+        let value = match text.as_bytes().first()? {
+            // Without an exponent serde_json keeps a number's text as written.
+            b'-' | b'0'..=b'9' if !text.contains(['e', 'E']) => {
+                Some(KvValue::from_number_text(&key, text, typing).ok()?)
+            }
+            b't' | b'f' | b'n' => {
+                let value = match text {
+                    "true" => Value::Bool(true),
+                    "false" => Value::Bool(false),
+                    _ => Value::Null,
+                };
+                KvValue::from_json(&key, &value, typing).ok()?
+            }
+            _ => {
+                let value: Value = serde_json::from_str(text).ok()?;
+                KvValue::from_json(&key, &value, typing).ok()?
+            }
+        };
+        if let Some(value) = value {
+            out.push(Kv { key, value });
+        }
+    }
+    Some(out)
+}
+
+/// A flat JSON object's entries with their values unparsed, in order; a repeated key keeps its
+/// first place and takes its last value (as serde_json's ordered map does).
+struct FlatObject<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for FlatObject<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = FlatObject<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut entries: Vec<(String, &'de serde_json::value::RawValue)> = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, _>()? {
+                    match entries.iter().position(|(k, _)| *k == key) {
+                        Some(at) => entries[at].1 = value,
+                        None if entries.len() < FLAT_MAX_ENTRIES => entries.push((key, value)),
+                        None => return Err(serde::de::Error::custom("too many entries")),
+                    }
+                }
+                Ok(FlatObject(entries))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
 /// Converts a client-attributes payload (a flat JSON object).
 pub fn attributes(value: &Value, typing: Typing) -> Result<Vec<Kv>, PayloadError> {
     match value {
@@ -328,6 +418,84 @@ mod tests {
             telemetry(&v, t).unwrap()[0].values[0].value,
             KvValue::Str("1e+999999999999".into())
         );
+    }
+
+    /// The flat fast path gives what the general path gives, or leaves the payload to it.
+    #[test]
+    fn flat_objects_type_as_the_general_path_does() {
+        let cast = Typing {
+            type_cast_strings: true,
+            ..Typing::default()
+        };
+        let small = Typing {
+            max_value_size: 4,
+            max_string_len: 3,
+            ..Typing::default()
+        };
+        let fast = [
+            r#"{"t":25,"h":21.5,"on":true,"off":false,"n":null}"#,
+            r#"{"a":-0,"b":1.0,"c":0.1000000000000000055511151231257827,"d":-12.50}"#,
+            r#"{"big":123456789012345678901234567890,"i":9223372036854775807,"j":-9223372036854775808}"#,
+            r#"{"s":"text","u":"\u00e9\n","e":"","num":"42","dbl":"4.5"}"#,
+            r#"{"obj":{"x":[1,2,{"y":null}]},"arr":[],"o":{}}"#,
+            r#"{"k":1,"k":2,"z":3,"k":null}"#,
+            r#"{"caf\u00e9":1, "tab\t":2}"#,
+            r#" { "sp" : 1 , "q" : [ 1 , 2 ] } "#,
+            r#"{"values":{"a":1}}"#,
+            r#"{"e":1e5,"f":-2.5E-3,"g":1e999999999999}"#,
+            r#"{}"#,
+        ];
+        for payload in fast {
+            for typing in [Typing::default(), cast, small] {
+                let general = parse_lenient(payload.as_bytes())
+                    .and_then(|v| telemetry(&v, typing).map(|g| (v, g)));
+                let flat = flat_telemetry(payload.as_bytes(), typing);
+                match general {
+                    Ok((value, groups)) => {
+                        assert_eq!(groups.len(), 1, "{payload}");
+                        assert_eq!(groups[0].ts, None, "{payload}");
+                        assert_eq!(flat.as_ref(), Some(&groups[0].values), "{payload}");
+                        assert_eq!(
+                            flat_attributes(payload.as_bytes(), typing),
+                            attributes(&value, typing).ok(),
+                            "{payload}"
+                        );
+                    }
+                    Err(_) => {
+                        assert_eq!(flat, None, "{payload}: refused values go the general way")
+                    }
+                }
+            }
+        }
+        let long_key = format!(r#"{{"{}":1}}"#, "k".repeat(300));
+        let many = format!(
+            "{{{}}}",
+            (0..FLAT_MAX_ENTRIES + 1)
+                .map(|i| format!(r#""k{i}":1"#))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let left = [
+            r#"[{"a":1}]"#,
+            r#"{"ts":5,"values":{"a":1}}"#,
+            r#"{"ts":5}"#,
+            "{a:1}",
+            "{'a':1}",
+            r#"{"a":1,}"#,
+            r#"{"a":"x\u0000"}"#,
+            "",
+            "5",
+            &long_key,
+            &many,
+        ];
+        for payload in left {
+            assert_eq!(
+                flat_telemetry(payload.as_bytes(), Typing::default()),
+                None,
+                "{payload}"
+            );
+        }
+        assert!(flat_attributes(br#"{"ts":5}"#, Typing::default()).is_some());
     }
 
     #[test]

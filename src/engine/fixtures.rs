@@ -439,7 +439,7 @@ async fn run_case(engine: &Engine, case: &Prepared) -> Vec<Mismatch> {
         EntityId::Device(DeviceId(DEVICE)),
         case.data.clone(),
     );
-    msg.metadata = case.metadata.clone();
+    msg.metadata = case.metadata.clone().into();
     let recorder = Recorder::default();
     let result = engine.run(msg, &recorder).await;
     let mut out = compare(&case.expect, &recorder.into_inner());

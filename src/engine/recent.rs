@@ -31,7 +31,7 @@ impl RecordedMsg {
             ts: msg.ts,
             msg_type: msg.msg_type.as_str().to_owned(),
             data: msg.data().clone(),
-            metadata: msg.metadata.clone(),
+            metadata: (*msg.metadata).clone(),
         }
     }
 
@@ -46,14 +46,16 @@ impl RecordedMsg {
         if self.ts > 0 {
             msg.ts = self.ts;
         }
-        msg.metadata = self.metadata.clone();
+        msg.metadata = self.metadata.clone().into();
         msg
     }
 }
 
+/// The messages themselves are kept (a copy shares their metadata and typed values, so recording
+/// allocates nothing per message); they become `RecordedMsg` when read.
 #[derive(Default)]
 struct Rings {
-    by_device: HashMap<Uuid, VecDeque<RecordedMsg>>,
+    by_device: HashMap<Uuid, VecDeque<Msg>>,
     order: VecDeque<Uuid>,
 }
 
@@ -84,7 +86,7 @@ impl RecentMessages {
         if !self.enabled() {
             return;
         }
-        let recorded = RecordedMsg::of(msg);
+        let recorded = msg.clone();
         let mut rings = self.rings.lock().unwrap_or_else(PoisonError::into_inner);
         let rings = &mut *rings;
         if !rings.by_device.contains_key(&device.0) {
@@ -108,7 +110,7 @@ impl RecentMessages {
         rings
             .by_device
             .get(&device.0)
-            .map(|r| r.iter().cloned().collect())
+            .map(|r| r.iter().map(RecordedMsg::of).collect())
             .unwrap_or_default()
     }
 }

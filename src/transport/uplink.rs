@@ -80,9 +80,39 @@ pub struct DeviceLink<'a> {
     pub limits: &'a SessionLimits,
     /// Names the transport in log lines (`mqtt`, `http`).
     pub transport: &'static str,
+    /// Whether `ingest` runs the rules on the caller's thread (see [`Processing`]).
+    pub processing: Processing,
+}
+
+/// Where a device message's rules run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Processing {
+    /// On the caller's thread, polled inside the main runtime's context (its timers, spawned
+    /// tasks and new connections belong to the main runtime): no hand-off between threads. For
+    /// callers whose future is not dropped before it completes (the MQTT dispatcher runs each
+    /// PUBLISH to its end; a closing connection waits for them, `mqtt::inflight`).
+    Inline,
+    /// In a task of the main runtime that runs to completion even when the caller goes away
+    /// meanwhile (an HTTP request whose client hangs up is dropped at once).
+    Spawned,
 }
 
 impl DeviceLink<'_> {
+    /// The messages of a JSON telemetry or attributes payload: a flat object is typed straight
+    /// from its bytes (`payload::flat_telemetry`), anything else is parsed (`parse_lenient`) and
+    /// converted as [`values`](Self::values) does, with the same results and errors.
+    pub fn json_values(&self, kind: Values, bytes: &[u8]) -> Result<Vec<Msg>, Outcome> {
+        let typing = self.state.services.typing;
+        let flat = match kind {
+            Values::Telemetry => payload::flat_telemetry(bytes, typing),
+            Values::Attributes => payload::flat_attributes(bytes, typing),
+        };
+        match flat {
+            Some(kvs) => self.typed_values(kind, kvs).map_err(|r| self.refused(r)),
+            None => self.values(kind, payload::parse_lenient(bytes)),
+        }
+    }
+
     /// The messages of a telemetry or attributes payload, decoded by the transport (JSON, or the
     /// device profile's protobuf schema), or why there are none. Rate limits are charged here; a
     /// payload breaking a size bound is logged (rate-limited) with the bound.
@@ -91,13 +121,32 @@ impl DeviceLink<'_> {
         kind: Values,
         decoded: Result<Value, PayloadError>,
     ) -> Result<Vec<Msg>, Outcome> {
-        let converted = decoded
+        let typing = self.state.services.typing;
+        decoded
             .map_err(Rejected::Payload)
             .and_then(|value| match kind {
-                Values::Telemetry => self.telemetry(&value),
-                Values::Attributes => self.attributes(&value),
-            });
-        converted.map_err(|rejected| match rejected {
+                Values::Telemetry => {
+                    let groups = payload::telemetry(&value, typing)?;
+                    self.telemetry(groups)
+                }
+                Values::Attributes => self.attributes(payload::attributes(&value, typing)?),
+            })
+            .map_err(|r| self.refused(r))
+    }
+
+    /// The messages of values typed already (a flat object: one group at the server's time).
+    fn typed_values(&self, kind: Values, kvs: Vec<Kv>) -> Result<Vec<Msg>, Rejected> {
+        match kind {
+            Values::Telemetry => self.telemetry(vec![payload::TelemetryGroup {
+                ts: None,
+                values: kvs,
+            }]),
+            Values::Attributes => self.attributes(kvs),
+        }
+    }
+
+    fn refused(&self, rejected: Rejected) -> Outcome {
+        match rejected {
             Rejected::Payload(e) => {
                 if e.is_limit() {
                     crate::observability::log_gate::refused_input(
@@ -109,11 +158,10 @@ impl DeviceLink<'_> {
                 Outcome::InvalidPayload(e.to_string())
             }
             Rejected::Limit(limit) => Outcome::RateLimited(limit),
-        })
+        }
     }
 
-    fn telemetry(&self, value: &Value) -> Result<Vec<Msg>, Rejected> {
-        let groups = payload::telemetry(value, self.state.services.typing)?;
+    fn telemetry(&self, groups: Vec<payload::TelemetryGroup>) -> Result<Vec<Msg>, Rejected> {
         let points = groups.iter().map(|g| g.values.len()).sum();
         self.limits
             .admit_telemetry(points)
@@ -130,8 +178,7 @@ impl DeviceLink<'_> {
             .collect())
     }
 
-    fn attributes(&self, value: &Value) -> Result<Vec<Msg>, Rejected> {
-        let kvs = payload::attributes(value, self.state.services.typing)?;
+    fn attributes(&self, kvs: Vec<Kv>) -> Result<Vec<Msg>, Rejected> {
         self.limits
             .admit_telemetry(kvs.len())
             .map_err(Rejected::Limit)?;
@@ -172,30 +219,35 @@ impl DeviceLink<'_> {
         msg
     }
 
-    /// Runs the messages on the main runtime under the message's engine slot; resolves when they
-    /// are processed and their writes committed. The task runs to completion even when the caller
-    /// goes away meanwhile.
+    /// Runs the messages under the message's engine slot (on this thread or in a task of the main
+    /// runtime, `self.processing`); resolves when they are processed and their writes committed.
     pub async fn ingest(&self, permit: Permit, msgs: Vec<Msg>) -> Outcome {
         if msgs.is_empty() {
             return Outcome::Accepted;
         }
-        let state = self.state.clone();
-        match self
-            .state
-            .rt
-            .spawn(
-                async move { state.ingest_admitted(permit, msgs).await }
-                    .instrument(tracing::Span::current()),
-            )
-            .await
-        {
-            Ok(Ok(())) => Outcome::Accepted,
+        let result = match self.processing {
+            Processing::Inline => {
+                in_runtime(&self.state.rt, self.state.ingest_admitted(permit, msgs)).await
+            }
+            Processing::Spawned => {
+                let state = self.state.clone();
+                let task = self.state.rt.spawn(
+                    async move { state.ingest_admitted(permit, msgs).await }
+                        .instrument(tracing::Span::current()),
+                );
+                match task.await {
+                    Ok(result) => result,
+                    Err(e) => return Outcome::Failed(format!("processing task failed: {e}")),
+                }
+            }
+        };
+        match result {
+            Ok(()) => Outcome::Accepted,
             // The database cannot hold this message's data: invalid, never worth re-sending.
-            Ok(Err(crate::engine::EngineError::Storage(StorageError::Invalid(e)))) => {
+            Err(crate::engine::EngineError::Storage(StorageError::Invalid(e))) => {
                 Outcome::InvalidPayload(e)
             }
-            Ok(Err(e)) => Outcome::Failed(e.to_string()),
-            Err(e) => Outcome::Failed(format!("processing task failed: {e}")),
+            Err(e) => Outcome::Failed(e.to_string()),
         }
     }
 
@@ -360,6 +412,17 @@ pub fn rpc_request_json(req: &RpcRequest, id: Option<i32>) -> Value {
     body.insert("method".into(), Value::String(req.method.clone()));
     body.insert("params".into(), params);
     Value::Object(body)
+}
+
+/// Polls `fut` on this thread with `rt`'s context entered during each poll, so that what it
+/// starts (timers, tasks, connections) is the runtime's, as if it ran there.
+async fn in_runtime<F: Future>(rt: &tokio::runtime::Handle, fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        let _context = rt.enter();
+        fut.as_mut().poll(cx)
+    })
+    .await
 }
 
 enum Rejected {

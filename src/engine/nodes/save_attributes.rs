@@ -31,7 +31,7 @@ impl SaveAttributes {
 impl RuleNode for SaveAttributes {
     async fn process<S: EngineServices>(
         &self,
-        mut msg: Msg,
+        msg: Msg,
         services: &S,
     ) -> Result<Outcome, EngineError> {
         if msg.msg_type != MsgType::PostAttributesRequest {
@@ -47,9 +47,9 @@ impl RuleNode for SaveAttributes {
             Some(Ok(scope)) => scope,
             Some(Err(e)) => return Ok(Outcome::failure(msg, e)),
         };
-        // Values the transport already typed are taken as they are; anything else is typed from data.
-        let kvs = match msg.take_values() {
-            Some(kvs) => kvs,
+        // Values the transport already typed are used as they are; anything else is typed from data.
+        let kvs = match msg.values() {
+            Some(kvs) => kvs.to_vec(),
             None => match payload::attributes(msg.data(), services.typing()) {
                 Ok(kvs) => kvs,
                 Err(e) => return Ok(Outcome::failure(msg, e.to_string())),

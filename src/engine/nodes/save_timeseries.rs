@@ -46,37 +46,43 @@ impl SaveTimeseries {
 impl RuleNode for SaveTimeseries {
     async fn process<S: EngineServices>(
         &self,
-        mut msg: Msg,
+        msg: Msg,
         services: &S,
     ) -> Result<Outcome, EngineError> {
         if msg.msg_type != MsgType::PostTelemetryRequest {
             let error = format!("Unsupported msg type: {}", msg.msg_type.as_str());
             return Ok(Outcome::failure(msg, error));
         }
-        // Values the transport already typed are taken as they are; anything else is typed from data.
-        let groups = match msg.take_values() {
-            Some(values) => vec![payload::TelemetryGroup { ts: None, values }],
-            None => match payload::telemetry(msg.data(), services.typing()) {
-                Ok(groups) => groups,
-                Err(e) => return Ok(Outcome::failure(msg, e.to_string())),
-            },
-        };
         let default_ts = if self.use_server_ts {
             now_ms()
         } else {
             msg.metadata_ts()
         };
-        let points: Vec<TsKv> = groups
-            .into_iter()
-            .flat_map(|g| {
-                let ts = g.ts.unwrap_or(default_ts);
-                g.values.into_iter().map(move |kv| TsKv {
-                    ts,
-                    key: kv.key,
-                    value: kv.value,
+        // Values the transport already typed are used as they are; anything else is typed from data.
+        let points: Vec<TsKv> = match msg.values() {
+            Some(values) => values
+                .iter()
+                .map(|kv| TsKv {
+                    ts: default_ts,
+                    key: kv.key.clone(),
+                    value: kv.value.clone(),
                 })
-            })
-            .collect();
+                .collect(),
+            None => match payload::telemetry(msg.data(), services.typing()) {
+                Ok(groups) => groups
+                    .into_iter()
+                    .flat_map(|g| {
+                        let ts = g.ts.unwrap_or(default_ts);
+                        g.values.into_iter().map(move |kv| TsKv {
+                            ts,
+                            key: kv.key,
+                            value: kv.value,
+                        })
+                    })
+                    .collect(),
+                Err(e) => return Ok(Outcome::failure(msg, e.to_string())),
+            },
+        };
         if points.is_empty() {
             let error = format!("Msg body is empty: {}", msg.data());
             return Ok(Outcome::failure(msg, error));

@@ -82,7 +82,7 @@ impl Changes {
             msg.set_data(data);
         }
         if let Some(metadata) = self.metadata {
-            msg.metadata = metadata;
+            msg.metadata = metadata.into();
         }
         if let Some(t) = self.msg_type {
             msg.msg_type = t;

@@ -10,7 +10,7 @@ use crate::services::auth_cache::AuthCache;
 use crate::services::device_auth::AuthResult;
 use crate::state::AppState;
 use crate::transport::limits::SessionLimits;
-use crate::transport::uplink::{DeviceLink, Outcome};
+use crate::transport::uplink::{DeviceLink, Outcome, Processing};
 
 /// An authenticated device for the duration of one request.
 pub struct HttpDevice {
@@ -75,6 +75,7 @@ impl HttpDevice {
             device: &self.device,
             limits: &self.limits,
             transport: "http",
+            processing: Processing::Spawned,
         }
     }
 

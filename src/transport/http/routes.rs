@@ -127,7 +127,7 @@ async fn post_values(
         .await
         .map_err(|e| ApiError::General(e.to_string()))?;
     let link = device.link();
-    let outcome = match link.values(kind, crate::domain::payload::parse_lenient(body)) {
+    let outcome = match link.json_values(kind, body) {
         Ok(msgs) => link.ingest(permit, msgs).await,
         Err(outcome) => outcome,
     };

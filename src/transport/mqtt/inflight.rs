@@ -7,11 +7,12 @@
 use std::cell::Cell;
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
+use metrics::Gauge;
 use ntex_mqtt::{v3, v5};
 use ntex_service::{Ctx, Middleware, Service};
 use ntex_util::task::LocalWaker;
@@ -27,6 +28,9 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 pub struct InflightStats {
     current: AtomicUsize,
     peak_per_session: AtomicUsize,
+    /// `ferroboard_mqtt_publishes_in_flight`, resolved on first use (the recorder may be
+    /// installed after the server starts) and kept: set twice per PUBLISH.
+    gauge: OnceLock<Gauge>,
 }
 
 impl InflightStats {
@@ -44,7 +48,12 @@ impl InflightStats {
         let now = self.current.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak_per_session
             .fetch_max(usize::from(in_session), Ordering::SeqCst);
-        metrics::gauge!("ferroboard_mqtt_publishes_in_flight").set(now as f64);
+        self.gauge().set(now as f64);
+    }
+
+    fn gauge(&self) -> &Gauge {
+        self.gauge
+            .get_or_init(|| metrics::gauge!("ferroboard_mqtt_publishes_in_flight"))
     }
 
     fn finished(&self) {
@@ -52,7 +61,7 @@ impl InflightStats {
             .current
             .fetch_sub(1, Ordering::SeqCst)
             .saturating_sub(1);
-        metrics::gauge!("ferroboard_mqtt_publishes_in_flight").set(now as f64);
+        self.gauge().set(now as f64);
     }
 }
 

@@ -12,7 +12,7 @@ use super::session::{DeviceSession, Granted};
 use super::topics::{Format, Subscription, Uplink};
 use crate::domain::AttributeScope;
 use crate::domain::payload::{self, PayloadError};
-use crate::transport::uplink::{AttributeKeys, ClientRpc, DeviceLink, Permit, Values};
+use crate::transport::uplink::{AttributeKeys, ClientRpc, DeviceLink, Permit, Processing, Values};
 
 pub use crate::transport::uplink::Outcome;
 
@@ -46,8 +46,13 @@ impl DeviceSession {
                 return self.request(uplink, payload, permit).await;
             }
         };
-        let decoded = self.decode(format, matches!(kind, Values::Attributes), &payload);
-        match self.link().values(kind, decoded) {
+        let msgs = if self.is_json(format) {
+            self.link().json_values(kind, &payload)
+        } else {
+            let decoded = self.decode(format, matches!(kind, Values::Attributes), &payload);
+            self.link().values(kind, decoded)
+        };
+        match msgs {
             Ok(msgs) => self.link().ingest(permit, msgs).await,
             Err(outcome) => outcome,
         }
@@ -60,6 +65,7 @@ impl DeviceSession {
             device: &self.device,
             limits: &self.limits,
             transport: "mqtt",
+            processing: Processing::Inline,
         }
     }
 
@@ -90,6 +96,15 @@ impl DeviceSession {
                     .await
             }
         }
+    }
+
+    /// Whether a payload of `format` is JSON (else the profile's protobuf schema decodes it).
+    fn is_json(&self, format: Format) -> bool {
+        use crate::domain::profile::PayloadCodec;
+        matches!(
+            (format, &self.settings.codec),
+            (Format::Json, _) | (Format::Profile, PayloadCodec::Json)
+        )
     }
 
     /// The payload as JSON: parsed, or decoded with the profile's protobuf schema for telemetry
