@@ -312,7 +312,7 @@ impl RunningApp {
             .await
             .is_err()
         {
-            let queued = state.services.writer.queued();
+            let queued = state.services.writer.waiting();
             self.writer_task.abort();
             tracing::error!(
                 queued_requests = queued,

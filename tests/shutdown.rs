@@ -155,7 +155,7 @@ async fn shutdown_keeps_its_bound_with_a_stalled_writer(backend: Backend) {
         sockets.push(sock);
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
-            if state(&app).services.writer.queued() >= 1 {
+            if state(&app).services.writer.waiting() >= 1 {
                 stuck = true;
                 break;
             }

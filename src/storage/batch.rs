@@ -11,7 +11,7 @@
 //! (`Invalid`, never worth re-sending).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -53,6 +53,8 @@ struct Request {
 pub struct Writer {
     tx: mpsc::Sender<Request>,
     commits: Arc<AtomicU64>,
+    /// Requests taken from the queue into the batch being collected, not yet handed to a commit.
+    collected: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -65,8 +67,23 @@ impl Writer {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let commits = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(run(store, config, rx, stop, commits.clone()));
-        (Self { tx, commits }, task)
+        let collected = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(run(
+            store,
+            config,
+            rx,
+            stop,
+            commits.clone(),
+            collected.clone(),
+        ));
+        (
+            Self {
+                tx,
+                commits,
+                collected,
+            },
+            task,
+        )
     }
 
     /// Batches handed to a commit so far.
@@ -77,6 +94,12 @@ impl Writer {
     /// Write requests waiting for the writer now.
     pub fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Write requests whose commit has not started: those queued and those collected into the
+    /// next batch while the current one commits.
+    pub fn waiting(&self) -> usize {
+        self.queued() + self.collected.load(Ordering::Relaxed)
     }
 
     /// Queues the writes and waits until they are committed. Data that no database can hold is
@@ -144,6 +167,7 @@ async fn run(
     mut rx: mpsc::Receiver<Request>,
     stop: tokio_util::sync::CancellationToken,
     commits: Arc<AtomicU64>,
+    collected: Arc<AtomicUsize>,
 ) {
     let mut committing: Option<tokio::task::JoinHandle<()>> = None;
     loop {
@@ -161,8 +185,10 @@ async fn run(
             size: 0,
         };
         batch.push(first);
+        collected.fetch_add(1, Ordering::Relaxed);
         loop {
             let taken = batch.drain(&mut rx, config.max_points);
+            collected.fetch_add(taken, Ordering::Relaxed);
             if batch.size >= config.max_points {
                 break;
             }
@@ -174,7 +200,10 @@ async fn run(
                         biased;
                         _ = task => committing = None,
                         req = rx.recv() => match req {
-                            Some(req) => batch.push(req),
+                            Some(req) => {
+                                batch.push(req);
+                                collected.fetch_add(1, Ordering::Relaxed);
+                            }
                             None => break,
                         },
                     }
@@ -193,6 +222,7 @@ async fn run(
             let _ = task.await;
         }
         commits.fetch_add(1, Ordering::Relaxed);
+        collected.fetch_sub(batch.requests.len(), Ordering::Relaxed);
         let store = store.clone();
         committing = Some(tokio::spawn(
             async move { commit_batch(&store, batch).await },
