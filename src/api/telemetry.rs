@@ -143,18 +143,7 @@ async fn store_timeseries(
         }
         ApiError::text_bad_request(format!("Unable to parse time series payload: {e}"))
     })?;
-    let now = now_ms();
-    let points: Vec<TsKv> = groups
-        .into_iter()
-        .flat_map(|g| {
-            let ts = g.ts.unwrap_or(now);
-            g.values.into_iter().map(move |kv| TsKv {
-                ts,
-                key: kv.key,
-                value: kv.value,
-            })
-        })
-        .collect();
+    let points: Vec<TsKv> = payload::points(groups, now_ms());
     if points.is_empty() {
         return Err(ApiError::text_bad_request(
             "No time series data found in request body!",

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::kv::{Kv, KvValue, Typing};
+use super::kv::{Kv, KvValue, TsKv, Typing};
 
 /// Why a payload was refused (answered with "payload format invalid").
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -137,6 +137,21 @@ fn lenient_to_serde(
 pub struct TelemetryGroup {
     pub ts: Option<i64>,
     pub values: Vec<Kv>,
+}
+
+/// The groups' values as points, those without a timestamp of their own at `default_ts`.
+pub fn points(groups: Vec<TelemetryGroup>, default_ts: i64) -> Vec<TsKv> {
+    groups
+        .into_iter()
+        .flat_map(|g| {
+            let ts = g.ts.unwrap_or(default_ts);
+            g.values.into_iter().map(move |kv| TsKv {
+                ts,
+                key: kv.key,
+                value: kv.value,
+            })
+        })
+        .collect()
 }
 
 /// Converts a telemetry payload into groups of typed values, one per distinct (ts) element.

@@ -137,10 +137,11 @@ pub(crate) async fn validation_exception_ack(app: &TestApp) {
     }
 }
 
-pub(crate) async fn shared_attributes_on_subscribe_and_profile_changes(app: &TestApp) {
+/// A device of a new JSON profile named `name`, with the shared attribute `target` = 21 saved.
+async fn device_with_shared_target(app: &TestApp, name: &str) -> (DeviceId, String, Value) {
     let (id, token, profile) = device_of(
         app,
-        mqtt_profile("shared", json!({"transportPayloadType": "JSON"}), false),
+        mqtt_profile(name, json!({"transportPayloadType": "JSON"}), false),
     )
     .await;
     let kv = ferroboard::domain::Kv {
@@ -152,6 +153,11 @@ pub(crate) async fn shared_attributes_on_subscribe_and_profile_changes(app: &Tes
         .save_attributes(id.0, AttributeScope::Shared, vec![kv], 1)
         .await
         .expect("saved");
+    (id, token, profile)
+}
+
+pub(crate) async fn shared_attributes_on_subscribe_and_profile_changes(app: &TestApp) {
+    let (id, token, profile) = device_with_shared_target(app, "shared").await;
     let mut c3 = v3(app, Some(&token), 30);
     v3_connack(&mut c3).await.expect("connected");
     c3.client
@@ -194,20 +200,7 @@ pub(crate) async fn shared_attributes_on_subscribe_and_profile_changes(app: &Tes
 /// The shared attributes sent on subscribe go to the subscribing session only: an HTTP long poll
 /// of the device waiting for attribute updates is answered by the next real update, not by them.
 pub(crate) async fn shared_attributes_on_subscribe_go_to_the_subscriber_only(app: &TestApp) {
-    let (id, token, _) = device_of(
-        app,
-        mqtt_profile("shared-own", json!({"transportPayloadType": "JSON"}), false),
-    )
-    .await;
-    let kv = ferroboard::domain::Kv {
-        key: "target".into(),
-        value: KvValue::Long(21),
-    };
-    state(app)
-        .services
-        .save_attributes(id.0, AttributeScope::Shared, vec![kv], 1)
-        .await
-        .expect("saved");
+    let (id, token, _) = device_with_shared_target(app, "shared-own").await;
     let url = format!(
         "{}/api/v1/{token}/attributes/updates?timeout=20000",
         app.http

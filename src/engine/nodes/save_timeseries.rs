@@ -69,17 +69,7 @@ impl RuleNode for SaveTimeseries {
                 })
                 .collect(),
             None => match payload::telemetry(msg.data(), services.typing()) {
-                Ok(groups) => groups
-                    .into_iter()
-                    .flat_map(|g| {
-                        let ts = g.ts.unwrap_or(default_ts);
-                        g.values.into_iter().map(move |kv| TsKv {
-                            ts,
-                            key: kv.key,
-                            value: kv.value,
-                        })
-                    })
-                    .collect(),
+                Ok(groups) => payload::points(groups, default_ts),
                 Err(e) => return Ok(Outcome::failure(msg, e.to_string())),
             },
         };
