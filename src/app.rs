@@ -312,12 +312,12 @@ impl RunningApp {
             .await
             .is_err()
         {
-            let queued = state.services.writer.waiting();
+            let waiting = state.services.writer.waiting();
             self.writer_task.abort();
             tracing::error!(
-                queued_requests = queued,
+                waiting_requests = waiting,
                 waited_ms = drain.as_millis() as u64,
-                "storage writer did not drain in time at shutdown: the batch being committed and {queued} queued write request(s) were dropped, none of them acknowledged"
+                "storage writer did not drain in time at shutdown: the batch being committed and {waiting} waiting write request(s) were dropped, none of them acknowledged"
             );
         }
         if tokio::time::timeout(

@@ -156,9 +156,10 @@ async fn device_with_shared_target(app: &TestApp, name: &str) -> (DeviceId, Stri
     (id, token, profile)
 }
 
-pub(crate) async fn shared_attributes_on_subscribe_and_profile_changes(app: &TestApp) {
-    let (id, token, profile) = device_with_shared_target(app, "shared").await;
-    let mut c3 = v3(app, Some(&token), 30);
+/// A 3.1.1 session of `token` subscribed (and granted QoS 1) to a topic the profile sends
+/// shared attributes on subscribe for.
+async fn subscribed_v3(app: &TestApp, token: &str) -> V3 {
+    let mut c3 = v3(app, Some(token), 30);
     v3_connack(&mut c3).await.expect("connected");
     c3.client
         .subscribe("cfg/x", rumqttc::QoS::AtLeastOnce)
@@ -170,6 +171,12 @@ pub(crate) async fn shared_attributes_on_subscribe_and_profile_changes(app: &Tes
             rumqttc::QoS::AtLeastOnce
         )]
     );
+    c3
+}
+
+pub(crate) async fn shared_attributes_on_subscribe_and_profile_changes(app: &TestApp) {
+    let (id, token, profile) = device_with_shared_target(app, "shared").await;
+    let mut c3 = subscribed_v3(app, &token).await;
     let (topic, body) = v3_message(&mut c3, "v1/devices/me/attributes").await;
     assert_eq!(topic, "v1/devices/me/attributes");
     assert_eq!(body, json!({"target": 21}));
@@ -214,13 +221,7 @@ pub(crate) async fn shared_attributes_on_subscribe_go_to_the_subscriber_only(app
     })
     .await;
 
-    let mut c3 = v3(app, Some(&token), 30);
-    v3_connack(&mut c3).await.expect("connected");
-    c3.client
-        .subscribe("cfg/x", rumqttc::QoS::AtLeastOnce)
-        .await
-        .expect("queued");
-    v3_suback(&mut c3).await;
+    let mut c3 = subscribed_v3(app, &token).await;
     let (_, body) = v3_message(&mut c3, "v1/devices/me/attributes").await;
     assert_eq!(body, json!({"target": 21}));
 
